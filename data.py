@@ -1,0 +1,373 @@
+"""Data: read the GISLR layout, split by signer, preprocess once, and merge padded batches.
+
+A dataset directory in the GISLR layout (see README) holds one `<participant_id>.hdf5` per
+signer and `sign_to_prediction_index_map.json`. Each HDF5 group is one sequence: `feature`
+float32 [3, T, 543] (x, y, z; channel first; NaN where MediaPipe saw nothing) and `token`
+int64 [1].
+
+The path from disk to model input:
+    load_dataset(dir)          every sequence of every signer, as stored     (3, T, 543) each
+    preprocess(frames, ...)    select landmarks, NaN -> 0, parts-based norm  (sum T, J*C)
+    Prepared.batches(...)      padded merge by index arithmetic              (N, T, J*C)
+
+Preprocessing runs once over all frames of all sequences at once (segments mark where a
+sequence starts), so there is no per-sample Python on the training path.
+
+    python -c "import data; print(data.load_dataset('datasets/synthetic-top10'))"
+"""
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+
+NUM_LANDMARKS = 543
+MAX_FRAMES = 100_000  # a declared length past this is a broken or hostile file, not a sign
+VOCABULARY_FILE = "sign_to_prediction_index_map.json"
+
+# Kaggle landmark order: face 0-467, left hand 468-488, pose 489-521, right hand 522-542.
+FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522
+PARTS = ("face", "left_hand", "pose", "right_hand")
+PART_RANGES = ((FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, 543))
+
+# The 76 face points of the series' "full body" preset: lips, nose, both eyes.
+FULLBODY_FACE = (
+    0, 1, 2, 7, 13, 14, 17, 33, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 98, 133,
+    144, 145, 146, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 178, 181, 185, 191, 246,
+    249, 263, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 327, 362, 373,
+    374, 375, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 402, 405, 409, 415, 466,
+)  # fmt: skip
+LANDMARK_PRESETS: dict[str, tuple[int, ...]] = {
+    # 130 points: face (76), left hand (21), pose 11-22 (12), right hand (21).
+    "fullbody": FULLBODY_FACE
+    + tuple(range(LEFT_HAND, POSE))
+    + tuple(POSE + i for i in range(11, 23))
+    + tuple(range(RIGHT_HAND, 543)),
+    "all": tuple(range(NUM_LANDMARKS)),
+}
+COORDINATES = {"xy": (0, 1), "xyz": (0, 1, 2)}
+
+# Reference points of each part, in the 543 order: the origin is the mean of `origin`, the
+# unit length the distance between the means of `unit_from` and `unit_to`. Both hands use
+# the same points (wrist and the five finger bases), so they are normalised mirror-alike.
+_HAND_BASES = (1, 5, 9, 13, 17)
+REFERENCE_POINTS = {
+    "face": dict(origin=(0, 2), unit_from=(33,), unit_to=(263,)),
+    "left_hand": dict(
+        origin=tuple(LEFT_HAND + i for i in (0, *_HAND_BASES)),
+        unit_from=(LEFT_HAND,),
+        unit_to=tuple(LEFT_HAND + i for i in _HAND_BASES),
+    ),
+    "pose": dict(origin=(POSE + 11, POSE + 12), unit_from=(POSE + 11,), unit_to=(POSE + 12,)),
+    "right_hand": dict(
+        origin=tuple(RIGHT_HAND + i for i in (0, *_HAND_BASES)),
+        unit_from=(RIGHT_HAND,),
+        unit_to=tuple(RIGHT_HAND + i for i in _HAND_BASES),
+    ),
+}
+UNIT_RANGE = (1e-3, 5.0)  # the series clips the per-sequence unit length to this range
+
+
+class DataError(Exception):
+    """A problem with the user's data; the message is one sentence naming the thing and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    landmarks: str = "fullbody"  # a LANDMARK_PRESETS key: which of the 543 points the model sees
+    coordinates: str = "xy"  # "xy" or "xyz": z from MediaPipe is noisy, the series drops it
+    normalize: bool = True  # parts-based normalisation: the series' largest single gain
+    align: str = "framewise"  # origin per frame ("framewise") or one per sequence ("unique")
+    scale: str = "unique"  # unit length per frame ("framewise") or one per sequence ("unique")
+
+    def __post_init__(self) -> None:
+        checks = {
+            "landmarks": (self.landmarks, LANDMARK_PRESETS),
+            "coordinates": (self.coordinates, COORDINATES),
+            "align": (self.align, ("framewise", "unique")),
+            "scale": (self.scale, ("framewise", "unique")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise DataError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+
+    @property
+    def num_features(self) -> int:
+        return len(LANDMARK_PRESETS[self.landmarks]) * len(COORDINATES[self.coordinates])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the GISLR layout
+
+
+@dataclass
+class Dataset:
+    """Every sequence of a GISLR directory, as stored on disk."""
+
+    vocabulary: dict[str, int]  # sign -> class index, from the dictionary JSON
+    features: list[np.ndarray]  # one float32 (3, T, 543) array per sequence, NaN kept
+    labels: np.ndarray  # (S,) int64 class index per sequence
+    signers: np.ndarray  # (S,) str participant id per sequence (from the file name)
+    sequence_ids: list[str]  # the HDF5 group names
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({len(self)} sequences, {len(set(self.signers))} signers, "
+            f"{len(self.vocabulary)} signs)"
+        )
+
+    def subset(self, signers: set[str]) -> "Dataset":
+        keep = np.flatnonzero(np.isin(self.signers, sorted(signers)))
+        return Dataset(
+            self.vocabulary,
+            [self.features[i] for i in keep],
+            self.labels[keep],
+            self.signers[keep],
+            [self.sequence_ids[i] for i in keep],
+        )
+
+
+def read_vocabulary(root: Path) -> dict[str, int]:
+    path = root / VOCABULARY_FILE
+    if not path.is_file():
+        raise DataError(f"{root} has no {VOCABULARY_FILE}: is it a GISLR dataset directory?")
+    try:
+        vocabulary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not valid JSON ({error})") from None
+    indices = sorted(vocabulary.values()) if isinstance(vocabulary, dict) else None
+    if not vocabulary or indices != list(range(len(indices))):
+        raise DataError(f"{path} must map each sign to a distinct index 0..K-1")
+    return vocabulary
+
+
+def signer_files(root: Path) -> dict[str, Path]:
+    """The `<participant_id>.hdf5` files of a dataset directory, by participant id."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist")
+    files = {path.stem: path for path in sorted(root.glob("*.hdf5"))}
+    if not files:
+        raise DataError(f"{root} holds no <participant_id>.hdf5 files")
+    return files
+
+
+def read_signer(path: Path, num_classes: int) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """All sequences of one signer file, validated, in one pass over the open file."""
+    features, labels, ids = [], [], []
+    try:
+        with h5py.File(path, "r") as file:
+            for sequence_id, group in file.items():
+                where = f"{path.name}/{sequence_id}"
+                if not isinstance(group, h5py.Group) or {"feature", "token"} - group.keys():
+                    raise DataError(f"{where} is not a group with `feature` and `token`")
+                feature, token = group["feature"], group["token"]
+                shape = feature.shape
+                # Check the declared shape before reading, so a hostile file cannot make
+                # us allocate more than a real sequence needs.
+                if len(shape) != 3 or shape[0] != 3 or shape[2] != NUM_LANDMARKS:
+                    raise DataError(f"{where}: feature has shape {shape}, expected [3, T, 543]")
+                if not 0 < shape[1] <= MAX_FRAMES:
+                    raise DataError(f"{where}: feature has {shape[1]} frames (T must be 1..)")
+                if token.shape != (1,):
+                    raise DataError(f"{where}: token has shape {token.shape}, expected [1]")
+                label = int(token[0])
+                if not 0 <= label < num_classes:
+                    raise DataError(f"{where}: token {label} is outside the vocabulary")
+                features.append(np.asarray(feature[()], dtype=np.float32))
+                labels.append(label)
+                ids.append(sequence_id)
+    except OSError as error:
+        raise DataError(f"{path} is not a readable HDF5 file ({error})") from None
+    return features, labels, ids
+
+
+def load_dataset(root: Path | str, signers: set[str] | None = None) -> Dataset:
+    """Read a GISLR directory (or only the given signers) into memory, one pass per file."""
+    root = Path(root)
+    files = signer_files(root)
+    vocabulary = read_vocabulary(root)
+    missing = sorted(set(signers or ()) - files.keys())
+    if missing:
+        raise DataError(f"signer {missing[0]} is not in {root} (it has {', '.join(files)})")
+    features, labels, signer_ids, ids = [], [], [], []
+    for signer, path in files.items():
+        if signers is not None and signer not in signers:
+            continue
+        more, more_labels, more_ids = read_signer(path, len(vocabulary))
+        features += more
+        labels += more_labels
+        ids += more_ids
+        signer_ids += [signer] * len(more)
+    if not features:
+        raise DataError(f"{root} holds no sequences")
+    return Dataset(vocabulary, features, np.array(labels), np.array(signer_ids), ids)
+
+
+def split_signers(
+    available: list[str], test_signer: str | None, val_signer: str | None
+) -> tuple[list[str], str, str | None]:
+    """(train signers, validation signer, test signer or None).
+
+    The validation signer picks the epoch; the test signer is never used to choose anything.
+    By default the validation signer is the first other signer in sorted order.
+    """
+    available = sorted(available, key=lambda s: (len(s), s))
+    for role, signer in (("test", test_signer), ("validation", val_signer)):
+        if signer is not None and signer not in available:
+            raise DataError(f"{role} signer {signer} is not in the data ({', '.join(available)})")
+    if val_signer is not None and val_signer == test_signer:
+        raise DataError(f"the validation signer must differ from the test signer {test_signer}")
+    others = [s for s in available if s != test_signer]
+    val_signer = val_signer or (others[0] if others else None)
+    train = [s for s in others if s != val_signer]
+    if not train:
+        raise DataError("need at least 3 signers (train, validation, test) or --test-signer none")
+    return train, val_signer, test_signer
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing: landmark selection, NaN handling, parts-based normalisation
+
+
+def _segment_mean(values: Tensor, weights: Tensor, segments: Tensor, num: int) -> Tensor:
+    """Weighted mean of per-frame values over each sequence: (F, P) -> (S, P)."""
+    total = values.new_zeros(num, values.shape[1]).index_add_(0, segments, values * weights)
+    count = weights.new_zeros(num, weights.shape[1]).index_add_(0, segments, weights)
+    return total / count.clamp(min=1)
+
+
+def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
+    """Model input for every frame of one or more sequences laid end to end.
+
+    frames: (F, 543, 3) raw landmarks with NaN, F = sum of lengths; lengths: (S,).
+    Returns (F, J*C): the selected landmarks, parts-normalised if asked, 0 where missing.
+    """
+    selected = torch.tensor(LANDMARK_PRESETS[config.landmarks])
+    coordinates = list(COORDINATES[config.coordinates])
+    present = ~frames[:, :, 0].isnan()  # (F, 543) a landmark was detected
+    x = frames[:, :, coordinates].nan_to_num(0.0)  # (F, 543, C)
+    if not config.normalize:
+        return x[:, selected].flatten(1)
+    segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (F,)
+
+    origins, units, part_present = [], [], []
+    for part in PARTS:
+        points = REFERENCE_POINTS[part]
+        found = present[:, list(points["origin"] + points["unit_to"])].all(1)  # (F,)
+        origin = x[:, list(points["origin"])].mean(1)  # (F, C)
+        unit = torch.linalg.vector_norm(
+            x[:, list(points["unit_to"]), :2].mean(1) - x[:, list(points["unit_from"]), :2].mean(1),
+            dim=-1,
+        )  # (F,) measured in the image plane
+        origins.append(origin)
+        units.append(unit)
+        part_present.append(found)
+    origin = torch.stack(origins, 1)  # (F, P, C)
+    unit = torch.stack(units, 1)  # (F, P)
+    found = torch.stack(part_present, 1).float()  # (F, P)
+
+    num = len(lengths)
+    if config.align == "unique":
+        C = origin.shape[-1]
+        mean = _segment_mean(origin.flatten(1), found.repeat_interleave(C, 1), segments, num)
+        origin = mean.view(num, -1, C)[segments]
+    if config.scale == "unique":
+        unit = _segment_mean(unit, found, segments, num)[segments]
+    unit = unit.clamp(*UNIT_RANGE)
+
+    part_of = torch.zeros(NUM_LANDMARKS, dtype=torch.long)
+    for index, (start, stop) in enumerate(PART_RANGES):
+        part_of[start:stop] = index
+    part = part_of[selected]  # (J,)
+    y = (x[:, selected] - origin[:, part]) / unit[:, part, None]  # (F, J, C)
+    keep = present[:, selected] & found[:, part].bool()  # missing point or part -> 0
+    return (y * keep[..., None]).flatten(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessed storage and the padded merge
+
+
+@dataclass
+class Batch:
+    """A padded batch. N sequences, padded to T = the longest of them, D features per frame."""
+
+    features: Tensor  # (N, T, D) float32, exactly 0 at padded frames
+    valid: Tensor  # (N, T) bool, True = a real frame (built from lengths, never from values)
+    lengths: Tensor  # (N,) int64 number of real frames
+    labels: Tensor  # (N,) int64 class index
+    indices: Tensor  # (N,) int64 position of each sequence in its Prepared set
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = {name: getattr(self, name).to(device, non_blocking=True) for name in FIELDS}
+        return Batch(**move)
+
+
+FIELDS = ("features", "valid", "lengths", "labels", "indices")
+
+
+@dataclass
+class Prepared:
+    """Preprocessed sequences kept as one tensor of frames, cut by offsets and lengths."""
+
+    frames: Tensor  # (F, D) every frame of every sequence, end to end
+    offsets: Tensor  # (S,) int64 index of each sequence's first frame
+    lengths: Tensor  # (S,) int64
+    labels: Tensor  # (S,) int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def merge(self, indices: Tensor) -> Batch:
+        """The padded merge: gather the frames of `indices` into (N, T, D) with no Python loop."""
+        lengths = self.lengths[indices]  # (N,)
+        T = int(lengths.max())
+        steps = torch.arange(T)  # (T,)
+        valid = steps[None] < lengths[:, None]  # (N, T)
+        rows = self.offsets[indices, None] + torch.minimum(steps[None], lengths[:, None] - 1)
+        features = self.frames[rows] * valid[..., None]  # (N, T, D)
+        return Batch(features, valid, lengths, self.labels[indices], indices)
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        """Length-bucketed batches: sequences of similar length share a batch, so padding is small.
+
+        With shuffle, the order is random within pools of 32 batches and the batch order is
+        shuffled; without, sequences go in order of length (a model's output does not depend
+        on its batch-mates, so evaluation order does not matter).
+        """
+        if shuffle:
+            order = torch.randperm(len(self), generator=generator)
+            pool = batch_size * 32
+            chunks = [
+                chunk[self.lengths[chunk].argsort(stable=True)] for chunk in order.split(pool)
+            ]
+            batches = list(torch.cat(chunks).split(batch_size))
+            for i in torch.randperm(len(batches), generator=generator).tolist():
+                yield self.merge(batches[i])
+        else:
+            for indices in self.lengths.argsort(stable=True).split(batch_size):
+                yield self.merge(indices)
+
+    def num_batches(self, batch_size: int) -> int:
+        return math.ceil(len(self) / batch_size)
+
+
+def prepare(dataset: Dataset, config: DataConfig) -> Prepared:
+    """Preprocess every sequence of a dataset once, in one vectorised pass."""
+    lengths = torch.tensor([f.shape[1] for f in dataset.features], dtype=torch.long)
+    frames = torch.from_numpy(np.concatenate([f.transpose(1, 2, 0) for f in dataset.features]))
+    offsets = torch.cumsum(lengths, 0) - lengths
+    features = preprocess(frames, lengths, config)
+    return Prepared(features.contiguous(), offsets, lengths, torch.from_numpy(dataset.labels))

@@ -1,0 +1,246 @@
+"""islr: isolated sign language recognition from MediaPipe landmarks. The command line.
+
+This file is wiring only: it reads options (their defaults come from the config
+dataclasses), calls data.py / models.py / loops.py / checkpoint.py, and prints.
+
+    python islr.py train                       # synthetic top-10 set, article-10 Transformer
+    python islr.py train --data path/to/dataset_top10 --model simple
+    python islr.py evaluate runs/<name>/model.safetensors
+    python islr.py --help
+"""
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import checkpoint
+import data
+import loops
+import models
+
+DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
+DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
+RUNS = Path("runs")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(highlight=False)
+
+DATA_PANEL, MODEL_PANEL, TRAIN_PANEL = "Data", "Model", "Training"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a mistake the user can fix (a path, a file, a flag) into one line and exit 1."""
+    try:
+        yield
+    except (data.DataError, checkpoint.CheckpointError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def tracked(batches: Iterable, total: int, description: str) -> Iterator:
+    """Yield the batches under a transient rich progress bar."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for batch in batches:
+            yield batch
+            progress.advance(task)
+
+
+def ensure_default_data(path: Path) -> None:
+    """The embedded default: generate the synthetic set the first time it is needed."""
+    if path != DEFAULT_DATA or path.exists():
+        return
+    import synth
+
+    console.print(f"Generating the synthetic top-10 set into {path} (once) ...")
+    start = time.perf_counter()
+    count = synth.generate(path, seed=0)
+    console.print(f"  {count} sequences in {time.perf_counter() - start:.1f}s")
+
+
+def parse_signer(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
+
+
+@app.command()
+def train(
+    data_dir: Annotated[Path, typer.Option("--data", help="GISLR dataset directory (default: the synthetic set, generated on first use).", rich_help_panel=DATA_PANEL)] = DEFAULT_DATA,
+    out: Annotated[Path | None, typer.Option(help="Run directory for checkpoints and logs (default: a new folder under runs/).")] = None,
+    test_signer: Annotated[str, typer.Option(help="Held-out test signer, or 'none' to train on every other signer.", rich_help_panel=DATA_PANEL)] = DEFAULT_TEST_SIGNER,
+    val_signer: Annotated[str | None, typer.Option(help="Validation signer that picks the epoch (default: the first other signer).", rich_help_panel=DATA_PANEL)] = None,
+    landmarks: Annotated[str, typer.Option(help="Landmark preset: fullbody (130 points) or all (543).", rich_help_panel=DATA_PANEL)] = data.DataConfig.landmarks,
+    coordinates: Annotated[str, typer.Option(help="xy or xyz.", rich_help_panel=DATA_PANEL)] = data.DataConfig.coordinates,
+    normalize: Annotated[bool, typer.Option(help="Parts-based normalisation.", rich_help_panel=DATA_PANEL)] = data.DataConfig.normalize,
+    align: Annotated[str, typer.Option(help="Normalisation origin: framewise or unique (per sequence).", rich_help_panel=DATA_PANEL)] = data.DataConfig.align,
+    scale: Annotated[str, typer.Option(help="Normalisation unit: framewise or unique (per sequence).", rich_help_panel=DATA_PANEL)] = data.DataConfig.scale,
+    model: Annotated[str, typer.Option(help=f"Model: {', '.join(models.MODELS)}.", rich_help_panel=MODEL_PANEL)] = models.ModelConfig.name,
+    width: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.width,
+    depth: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.depth,
+    heads: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.heads,
+    feedforward: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.feedforward,
+    dropout: Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.dropout,
+    pre_norm: Annotated[bool, typer.Option(help="Pre-LN (else Post-LN).", rich_help_panel=MODEL_PANEL)] = models.ModelConfig.pre_norm,
+    epochs: Annotated[int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.batch_size,
+    learning_rate: Annotated[float, typer.Option(min=0.0, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.learning_rate,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.label_smoothing,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.seed,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=TRAIN_PANEL)] = "auto",
+) -> None:
+    """Train a model; keep the checkpoint of the best validation epoch and of the last one."""  # fmt: skip
+    with user_errors():
+        data_config = data.DataConfig(landmarks, coordinates, normalize, align, scale)
+        model_config = models.ModelConfig(model, width, depth, heads, feedforward, dropout, pre_norm)
+        train_config = loops.TrainConfig(epochs, batch_size, learning_rate, label_smoothing, seed)
+        device_ = pick_device(device)
+        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+        if (out / "model.safetensors").exists():
+            raise ValueError(f"{out} already holds a trained model: choose another --out")
+
+        ensure_default_data(data_dir)
+        started = time.perf_counter()
+        dataset = data.load_dataset(data_dir)
+        train_signers, val_signer, test_signer_ = data.split_signers(
+            sorted(set(dataset.signers)), parse_signer(test_signer), val_signer
+        )
+        prepared = {
+            name: data.prepare(dataset.subset(set(signers)), data_config)
+            for name, signers in (("train", train_signers), ("val", [val_signer]),
+                                  ("test", [test_signer_] if test_signer_ else []))
+            if signers
+        }  # fmt: skip
+        torch.manual_seed(seed)
+        net = models.build(model_config, data_config.num_features, len(dataset.vocabulary))
+        net.to(device_)
+
+        split = {"train": train_signers, "val": val_signer, "test": test_signer_}
+        console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}")
+        console.print(f"  signers: {len(train_signers)} train, validation {val_signer}, test {test_signer_}")
+        console.print(f"  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
+        for name, config in (("data", data_config), ("model", model_config), ("train", train_config)):
+            console.print(f"  {name}: {asdict(config)}")
+        console.print(f"  parameters: {models.num_parameters(net):,}; load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
+
+        out.mkdir(parents=True, exist_ok=True)
+        saved = dict(data_config=data_config, model_config=model_config,
+                     vocabulary=dataset.vocabulary, train_config=asdict(train_config),
+                     split=split, data=str(data_dir), command=shlex.join(sys.argv))  # fmt: skip
+        history, best = [], None
+        for record in loops.fit(net, prepared["train"], prepared["val"], train_config,
+                                device=device_, track=tracked):  # fmt: skip
+            history.append(record)
+            t, v = record["train"], record["val"]
+            is_best = best is None or (v["accuracy"], -v["loss"]) > (best["val"]["accuracy"], -best["val"]["loss"])
+            console.print(
+                f"epoch {record['epoch']:3d}  train loss {t['loss']:.4f}  val loss {v['loss']:.4f}  "
+                f"val acc {v['accuracy']:.2%}  {t['seconds']:.1f}s  {t['samples_per_second']:,.0f} samples/s"
+                + ("  [green]best[/]" if is_best else "")
+            )
+            epoch_meta = dict(epoch=record["epoch"], metrics={"val": summary(v)})
+            if is_best:
+                best = record
+                checkpoint.save(out / "model.safetensors", net, **saved, **epoch_meta)
+            checkpoint.save(out / "last.safetensors", net, **saved, **epoch_meta)
+        (out / "history.json").write_text(json.dumps(
+            [{k: summary(v) if isinstance(v, dict) else v for k, v in r.items()} for r in history],
+            indent=1))  # fmt: skip
+
+        console.print(f"best validation epoch {best['epoch']}: val acc {best['val']['accuracy']:.2%}")
+        if "test" in prepared:
+            for name in ("model", "last"):
+                path = out / f"{name}.safetensors"
+                loaded = checkpoint.load(path)
+                result = loops.evaluate(loaded.model.to(device_), prepared["test"].batches(loops.EVAL_BATCH), device=device_)
+                metrics = {**loaded.metadata["metrics"], "test": summary(result)}
+                checkpoint.save(path, loaded.model, **saved, epoch=loaded.metadata["epoch"], metrics=metrics)
+                console.print(f"test signer {test_signer_}, {name} (epoch {loaded.metadata['epoch']}): "
+                              f"accuracy {result['accuracy']:.2%}, top-5 {result['top5_accuracy']:.2%}")
+        console.print(f"checkpoint: {out / 'model.safetensors'}")
+
+
+def summary(metrics: dict) -> dict:
+    """The scalar metrics of a loops result (drop the per-class lists and the matrix)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+@app.command()
+def evaluate(
+    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
+    data_dir: Annotated[Path | None, typer.Option("--data", help="GISLR dataset directory (default: the one it was trained on).")] = None,
+    signer: Annotated[list[str] | None, typer.Option(help="Signer(s) to evaluate on (default: its test signer).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = loops.EVAL_BATCH,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
+    with user_errors():
+        loaded = checkpoint.load(ckpt)
+        data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
+        signers = signer or [loaded.metadata.get("split", {}).get("test")]
+        if None in signers:
+            raise ValueError(f"{ckpt} was trained without a test signer: name one with --signer")
+        ensure_default_data(data_dir)
+        vocabulary = data.read_vocabulary(data_dir)
+        if vocabulary != loaded.vocabulary:
+            raise ValueError(f"{data_dir} has a different vocabulary from {ckpt}: they do not fit together")
+        dataset = data.load_dataset(data_dir, signers=set(signers))
+        prepared = data.prepare(dataset, loaded.data_config)
+        device_ = pick_device(device)
+        batches = tracked(prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating")
+        result = loops.evaluate(loaded.model.to(device_), batches, device=device_)
+
+    signs = loaded.signs
+    console.print(f"[bold]{ckpt}[/] on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences")
+    console.print(f"accuracy {result['accuracy']:.2%}   top-5 accuracy {result['top5_accuracy']:.2%}")
+    per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
+    for sign, count, accuracy in zip(signs, result["class_counts"], result["per_class_accuracy"]):
+        per_class.add_row(sign, str(count), f"{accuracy:.1%}" if count else "-")
+    console.print(per_class)
+    matrix = Table("true \\ predicted", *signs, title="confusion matrix")
+    for sign, row in zip(signs, result["confusion"]):
+        matrix.add_row(sign, *(f"[bold]{n}[/]" if i == signs.index(sign) else (str(n) if n else "·") for i, n in enumerate(row)))
+    console.print(matrix)
+    if json_path:
+        report = {"checkpoint": str(ckpt), "data": str(data_dir), "signers": signers, "signs": signs, **result}
+        json_path.write_text(json.dumps(report, indent=1))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the synthetic dataset into.")] = DEFAULT_DATA,
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+) -> None:
+    """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
+    import synth as synthetic
+
+    with user_errors():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{out} is not empty: choose a new directory")
+        start = time.perf_counter()
+        count = synthetic.generate(out, seed=seed)
+    console.print(f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__":
+    app()
