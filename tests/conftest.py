@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random GISLR dataset, and the real data in ../shared/data."""
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+REAL_GISLR = SHARED_DATA / "gislr-hello-thankyou"
+REAL_RAW = SHARED_DATA / "asl-signs-raw"
+
+
+def require_real_data() -> Path:
+    if not REAL_GISLR.is_dir():
+        pytest.skip(f"real data not found at {REAL_GISLR} (it lives in ../shared/data beside the repo)")
+    return REAL_GISLR
+
+
+def random_sequence(rng: np.random.Generator, frames: int, label: int) -> np.ndarray:
+    """A (3, T, 543) float32 track: noise around a class-dependent drift, some NaNs."""
+    base = rng.uniform(0.3, 0.7, size=(3, 1, 543))
+    drift = (label + 1) * 0.01 * np.arange(frames)[None, :, None]
+    feature = base + drift + rng.normal(0, 0.01, size=(3, frames, 543))
+    feature[:, rng.random(frames) < 0.2, 468:489] = np.nan  # the left hand out of view
+    return feature.astype(np.float32)
+
+
+def write_gislr(
+    root: Path,
+    *,
+    signers: tuple[str, ...] = ("101", "202", "303", "16069"),
+    per_signer: int = 12,
+    signs: tuple[str, ...] = ("alpha", "beta", "gamma"),
+    seed: int = 0,
+) -> Path:
+    """A small dataset in the GISLR layout, one file per signer."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sign_to_prediction_index_map.json").write_text(
+        json.dumps({s: i for i, s in enumerate(signs)})
+    )
+    for s, signer in enumerate(signers):
+        with h5py.File(root / f"{signer}.hdf5", "w") as file:
+            for i in range(per_signer):
+                label = i % len(signs)
+                group = file.create_group(str(1000 * s + i))
+                frames = int(rng.integers(2, 30))
+                group["feature"] = random_sequence(rng, frames, label)
+                group["token"] = np.array([label], dtype=np.int64)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return write_gislr(tmp_path / "tiny")

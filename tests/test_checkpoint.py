@@ -1,0 +1,84 @@
+"""Checkpoints: round trip, atomic writes, refusal of broken or foreign files."""
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import checkpoint
+import models
+from checkpoint import CheckpointError
+from data import DataConfig
+
+
+def _save(path, config=models.ModelConfig(), **extra):
+    torch.manual_seed(0)
+    model = models.build(config, 260, 3)
+    vocabulary = {"a": 0, "b": 1, "c": 2}
+    checkpoint.save(path, model, data_config=DataConfig(), model_config=config,
+                    vocabulary=vocabulary, epoch=3, **extra)  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_round_trip_rebuilds_the_same_model(tmp_path, name):
+    """A loaded checkpoint rebuilds configs, vocabulary and a model with identical outputs."""
+    model = _save(tmp_path / "m.safetensors", models.ModelConfig(name=name), metrics={"val": 1})
+    loaded = checkpoint.load(tmp_path / "m.safetensors")
+    x, valid = torch.randn(2, 9, 260), torch.ones(2, 9, dtype=torch.bool)
+    assert torch.equal(model.eval()(x, valid), loaded.model(x, valid))
+    assert loaded.model_config.name == name and loaded.data_config == DataConfig()
+    assert loaded.signs == ["a", "b", "c"]
+    assert loaded.metadata["epoch"] == 3 and loaded.metadata["metrics"] == {"val": 1}
+
+
+def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
+    """A save that dies midway leaves the previous checkpoint in place and loadable."""
+    path = tmp_path / "m.safetensors"
+    _save(path)
+    before = path.read_bytes()
+
+    def crash(tensors, filename, metadata):
+        open(filename, "wb").write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _save(path)
+    assert path.read_bytes() == before
+    checkpoint.load(path)
+
+
+def test_refuses_files_that_are_not_checkpoints(tmp_path):
+    """Non-safetensors, truncated, absurd headers and unknown formats give CheckpointError."""
+    good = tmp_path / "m.safetensors"
+    _save(good)
+    cases = {
+        "text.safetensors": b"hello, not a checkpoint",
+        "empty.safetensors": b"",
+        "truncated.safetensors": good.read_bytes()[:-100],
+        "huge-header.safetensors": struct.pack("<Q", 2**60) + b"{}",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError):
+            checkpoint.load(tmp_path / name)
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors", metadata={"format": "other/9"})
+    with pytest.raises(CheckpointError, match="has format 'other/9'"):
+        checkpoint.load(tmp_path / "other.safetensors")
+
+
+def test_refuses_config_that_does_not_match_weights(tmp_path):
+    """Metadata that describes another model, or an absurdly large one, is refused before building."""
+    path = tmp_path / "m.safetensors"
+    _save(path)
+    header = checkpoint.read_header(path)
+    weights = checkpoint.load_file(path)
+    for width in (128, 10**7):
+        metadata = dict(header["__metadata__"])
+        metadata["model_config"] = json.dumps({**json.loads(metadata["model_config"]), "width": width})
+        save_file(weights, tmp_path / "bad.safetensors", metadata=metadata)
+        with pytest.raises(CheckpointError, match="does not match"):
+            checkpoint.load(tmp_path / "bad.safetensors")

@@ -1,0 +1,170 @@
+"""Reading the GISLR layout, signer splits, preprocessing and the padded merge."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import require_real_data, write_gislr
+
+import data
+from data import DataConfig, DataError
+
+
+def test_reads_real_data():
+    """The reader finds every signer and sequence of the real two-sign set, shapes intact."""
+    dataset = data.load_dataset(require_real_data())
+    assert len(dataset) == 642
+    assert len(set(dataset.signers)) == 18 and "16069" in set(dataset.signers)
+    assert dataset.vocabulary == {"hello": 0, "thankyou": 1}
+    assert all(f.shape[0] == 3 and f.shape[2] == 543 for f in dataset.features)
+    assert set(dataset.labels.tolist()) == {0, 1}
+
+
+def test_subset_keeps_only_named_signers(tiny_data):
+    """subset() keeps exactly the sequences of the named signers, aligned with their labels."""
+    dataset = data.load_dataset(tiny_data)
+    part = dataset.subset({"101", "303"})
+    assert len(part) == 24 and set(part.signers) == {"101", "303"}
+    i = dataset.sequence_ids.index(part.sequence_ids[5])
+    assert np.array_equal(dataset.features[i], part.features[5], equal_nan=True)
+    assert dataset.labels[i] == part.labels[5]
+
+
+def test_split_signers_defaults_and_errors():
+    """The validation signer defaults to another signer, never the test one; unknown ids fail."""
+    train, val, test = data.split_signers(["16069", "2044", "4718", "30680"], "16069", None)
+    assert (val, test) == ("2044", "16069") and sorted(train) == ["30680", "4718"]
+    assert data.split_signers(["1", "2", "3"], None, None) == (["2", "3"], "1", None)
+    with pytest.raises(DataError, match="test signer 999 is not in the data"):
+        data.split_signers(["1", "2", "3"], "999", None)
+    with pytest.raises(DataError, match="validation signer 999"):
+        data.split_signers(["1", "2", "3"], "1", "999")
+    with pytest.raises(DataError, match="must differ"):
+        data.split_signers(["1", "2", "3"], "1", "1")
+
+
+def _bad_sequence(root, feature=None, token=None):
+    with h5py.File(root / "101.hdf5", "a") as file:
+        group = file.create_group("999999")
+        group["feature"] = feature if feature is not None else np.zeros((3, 4, 543), np.float32)
+        group["token"] = token if token is not None else np.array([0])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda root: [p.unlink() for p in root.glob("*.hdf5")], "holds no <participant_id>.hdf5"),
+        (lambda root: (root / "sign_to_prediction_index_map.json").unlink(), "has no sign_to_prediction"),
+        (lambda root: (root / "sign_to_prediction_index_map.json").write_text("{"), "not valid JSON"),
+        (lambda root: (root / "101.hdf5").write_bytes(b"not hdf5 at all"), "not a readable HDF5"),
+        (lambda root: (root / "202.hdf5").write_bytes((root / "202.hdf5").read_bytes()[:3000]), "not a readable HDF5"),
+        (lambda root: _bad_sequence(root, feature=np.zeros((3, 4, 500), np.float32)), r"expected \[3, T, 543\]"),
+        (lambda root: _bad_sequence(root, feature=np.zeros((4, 543), np.float32)), r"expected \[3, T, 543\]"),
+        (lambda root: _bad_sequence(root, feature=np.zeros((3, 0, 543), np.float32)), "0 frames"),
+        (lambda root: _bad_sequence(root, token=np.array([7])), "token 7 is outside the vocabulary"),
+    ],
+)
+def test_bad_data_is_one_clear_error(tiny_data, damage, message):
+    """Each kind of broken dataset raises DataError naming the problem."""
+    damage(tiny_data)
+    with pytest.raises(DataError, match=message):
+        data.load_dataset(tiny_data)
+
+
+def test_missing_directory_and_signer(tmp_path, tiny_data):
+    """A missing directory or an unknown signer is a DataError."""
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_dataset(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="signer 555 is not in"):
+        data.load_dataset(tiny_data, signers={"555"})
+
+
+def _frames(rng, T=8):
+    """One random but well-formed sequence (T, 543, 3), every landmark present."""
+    x = rng.uniform(0.2, 0.8, size=(T, 543, 3)).astype(np.float32)
+    return torch.from_numpy(x)
+
+
+def test_fullbody_preset_shape():
+    """fullbody + xy gives 130 landmarks * 2 = 260 features; all + xyz gives 1629."""
+    x = _frames(np.random.default_rng(0))
+    assert data.preprocess(x, torch.tensor([8]), DataConfig()).shape == (8, 260)
+    config = DataConfig(landmarks="all", coordinates="xyz")
+    assert data.preprocess(x, torch.tensor([8]), config).shape == (8, 1629) == (8, config.num_features)
+
+
+def test_normalisation_removes_position_and_size():
+    """Moving and scaling the whole body in the image leaves the normalised features unchanged."""
+    x = _frames(np.random.default_rng(1))
+    moved = x.clone()
+    moved[..., :2] = moved[..., :2] * 1.7 + torch.tensor([0.3, -0.2])
+    moved[..., 2] = moved[..., 2] * 1.7
+    a = data.preprocess(x, torch.tensor([8]), DataConfig())
+    b = data.preprocess(moved, torch.tensor([8]), DataConfig())
+    assert torch.allclose(a, b, atol=1e-4)
+    raw = data.preprocess(moved, torch.tensor([8]), DataConfig(normalize=False))
+    assert not torch.allclose(raw, data.preprocess(x, torch.tensor([8]), DataConfig(normalize=False)))
+
+
+def test_hands_are_normalised_mirror_alike():
+    """Mirroring the image and swapping the hands maps one hand's features onto the other's."""
+    x = _frames(np.random.default_rng(2))
+    mirrored = x.clone()
+    mirrored[..., 0] = 1 - mirrored[..., 0]
+    mirrored[:, 468:489], mirrored[:, 522:543] = x[:, 522:543].clone(), x[:, 468:489].clone()
+    mirrored[:, 468:489, 0] = 1 - x[:, 522:543, 0]
+    mirrored[:, 522:543, 0] = 1 - x[:, 468:489, 0]
+    a = data.preprocess(x, torch.tensor([8]), DataConfig()).view(8, 130, 2)
+    b = data.preprocess(mirrored, torch.tensor([8]), DataConfig()).view(8, 130, 2)
+    left, right = slice(76, 97), slice(109, 130)
+    flip = torch.tensor([-1.0, 1.0])
+    assert torch.allclose(a[:, left], b[:, right] * flip, atol=1e-5)
+    assert torch.allclose(a[:, right], b[:, left] * flip, atol=1e-5)
+
+
+def test_missing_points_are_zero_and_sequences_independent():
+    """NaN landmarks become exactly 0, and a sequence's features do not depend on its neighbours."""
+    rng = np.random.default_rng(3)
+    x, y = _frames(rng, 8), _frames(rng, 5)
+    x[2, 468:489] = float("nan")  # left hand out of view in frame 2
+    both = data.preprocess(torch.cat([x, y]), torch.tensor([8, 5]), DataConfig(align="unique"))
+    alone = data.preprocess(x, torch.tensor([8]), DataConfig(align="unique"))
+    assert torch.equal(both[:8], alone)
+    assert both[2].view(130, 2)[76:97].abs().sum() == 0
+    assert both[3].view(130, 2)[76:97].abs().sum() > 0
+
+
+def test_merge_pads_with_zeros_and_builds_valid_from_lengths(tiny_data):
+    """The padded merge pads with 0, marks real frames valid by length, even all-missing frames."""
+    dataset = data.load_dataset(tiny_data)
+    dataset.features[0][:, 0, :] = np.nan  # a real frame where nothing was detected
+    prepared = data.prepare(dataset, DataConfig())
+    indices = torch.tensor([0, 1, 2])
+    batch = prepared.merge(indices)
+    lengths = prepared.lengths[indices]
+    assert batch.features.shape == (3, int(lengths.max()), 260)
+    assert torch.equal(batch.valid.sum(1), lengths) and bool(batch.valid[0, 0])
+    assert batch.features[0, 0].abs().sum() == 0  # all missing, yet valid
+    for row, length in enumerate(lengths.tolist()):
+        start = int(prepared.offsets[row])
+        assert torch.equal(batch.features[row, :length], prepared.frames[start : start + length])
+        assert batch.features[row, length:].abs().sum() == 0
+
+
+def test_batches_cover_every_sequence_once(tiny_data):
+    """Shuffled, bucketed batches visit each sequence exactly once per epoch."""
+    prepared = data.prepare(data.load_dataset(tiny_data), DataConfig())
+    generator = torch.Generator().manual_seed(0)
+    seen = torch.cat([b.indices for b in prepared.batches(5, shuffle=True, generator=generator)])
+    assert sorted(seen.tolist()) == list(range(len(prepared)))
+    assert sorted(torch.cat([b.indices for b in prepared.batches(7)]).tolist()) == list(range(48))
+
+
+def test_vocabulary_must_be_indices_0_to_k(tmp_path):
+    """A dictionary whose indices are not 0..K-1 is refused."""
+    root = write_gislr(tmp_path / "d")
+    (root / "sign_to_prediction_index_map.json").write_text(json.dumps({"a": 0, "b": 5}))
+    with pytest.raises(DataError, match="distinct index"):
+        data.load_dataset(root)
