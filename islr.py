@@ -35,7 +35,7 @@ DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
 RUNS = Path("runs")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # a long line stays one line in logs
 
 DATA_PANEL, MODEL_PANEL, TRAIN_PANEL = "Data", "Model", "Training"
 

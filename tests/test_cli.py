@@ -1,0 +1,84 @@
+"""The command line end to end: train, evaluate, and one-line errors for user mistakes."""
+
+import json
+
+import pytest
+from conftest import write_gislr
+from typer.testing import CliRunner
+
+import checkpoint
+import islr
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(islr.app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch run on the tiny set, shared by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    data_dir = write_gislr(root / "data")
+    out = root / "run"
+    result = run("train", "--data", data_dir, "--out", out, "--epochs", "2", "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    return data_dir, out, result.output
+
+
+def test_train_writes_best_and_last_checkpoints(trained):
+    """train prints epoch lines and the test accuracy, and writes loadable checkpoints."""
+    data_dir, out, output = trained
+    assert "epoch   2" in output and "test signer 16069" in output
+    for name in ("model", "last"):
+        loaded = checkpoint.load(out / f"{name}.safetensors")
+        assert set(loaded.metadata["metrics"]) == {"val", "test"}
+        assert loaded.metadata["split"] == {"train": ["202", "303"], "val": "101", "test": "16069"}
+        assert "train" in loaded.metadata["command"] or loaded.metadata["command"]
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
+    """evaluate rebuilds everything from the checkpoint and reports what train reported."""
+    data_dir, out, _ = trained
+    report = tmp_path / "m.json"
+    result = run("evaluate", out / "model.safetensors", "--json", report)
+    assert result.exit_code == 0, result.output
+    assert "confusion matrix" in result.output and "per-class accuracy" in result.output
+    metrics = json.loads(report.read_text())
+    test = checkpoint.load(out / "model.safetensors").metadata["metrics"]["test"]
+    assert metrics["accuracy"] == pytest.approx(test["accuracy"])
+    assert metrics["samples"] == 12 and metrics["signers"] == ["16069"]
+    other = run("evaluate", out / "model.safetensors", "--signer", "101", "--signer", "202")
+    assert other.exit_code == 0 and "24 sequences" in other.output
+
+
+def _one_line_error(result, message):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output
+    assert message in " ".join(lines), result.output
+
+
+def test_user_mistakes_are_one_line_errors(trained, tmp_path):
+    """Bad paths, signers, checkpoints and vocabularies exit 1 with one line and no traceback."""
+    data_dir, out, _ = trained
+    ckpt = out / "model.safetensors"
+    before = ckpt.read_bytes()
+    _one_line_error(run("train", "--data", tmp_path / "none"), "does not exist")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(run("train", "--data", tmp_path / "empty"), "no <participant_id>.hdf5")
+    _one_line_error(run("train", "--data", data_dir, "--test-signer", "42"), "test signer 42")
+    _one_line_error(run("train", "--data", data_dir, "--val-signer", "42"), "validation signer 42")
+    _one_line_error(run("train", "--data", data_dir, "--out", out), "already holds a trained model")
+    _one_line_error(run("train", "--data", data_dir, "--landmarks", "feet"), "unknown landmarks")
+    (tmp_path / "x.safetensors").write_text("not a checkpoint")
+    _one_line_error(run("evaluate", tmp_path / "x.safetensors"), "not a safetensors file")
+    (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
+    _one_line_error(run("evaluate", tmp_path / "cut.safetensors"), "truncated")
+    other = write_gislr(tmp_path / "other", signs=("x", "y", "z"))
+    _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
+    _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
+    assert ckpt.read_bytes() == before
