@@ -134,7 +134,9 @@ def load(path: Path | str) -> Checkpoint:
     stored = {k: info["shape"] for k, info in header.items() if k != "__metadata__"}
     if shapes != stored:
         wrong = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored[k]]
-        raise CheckpointError(f"{path} does not match its model config (first mismatch: {wrong[0]})")
+        raise CheckpointError(
+            f"{path} does not match its model config (first mismatch: {wrong[0]})"
+        )
     if sum(torch.Size(s).numel() for s in shapes.values()) > MAX_PARAMETERS:
         raise CheckpointError(f"{path} asks for a model larger than {MAX_PARAMETERS:,} parameters")
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import augment
 import checkpoint
 import data
 import loops
@@ -85,38 +86,123 @@ def parse_signer(value: str | None) -> str | None:
 
 @app.command()
 def train(
-    data_dir: Annotated[Path, typer.Option("--data", help="GISLR dataset directory (default: the synthetic set, generated on first use).", rich_help_panel=DATA_PANEL)] = DEFAULT_DATA,
-    out: Annotated[Path | None, typer.Option(help="Run directory for checkpoints and logs (default: a new folder under runs/).")] = None,
-    test_signer: Annotated[str, typer.Option(help="Held-out test signer, or 'none' to train on every other signer.", rich_help_panel=DATA_PANEL)] = DEFAULT_TEST_SIGNER,
-    val_signer: Annotated[str | None, typer.Option(help="Validation signer that picks the epoch (default: the first other signer).", rich_help_panel=DATA_PANEL)] = None,
-    landmarks: Annotated[str, typer.Option(help="Landmark preset: fullbody (130 points) or all (543).", rich_help_panel=DATA_PANEL)] = data.DataConfig.landmarks,
-    coordinates: Annotated[str, typer.Option(help="xy or xyz.", rich_help_panel=DATA_PANEL)] = data.DataConfig.coordinates,
-    normalize: Annotated[bool, typer.Option(help="Parts-based normalisation.", rich_help_panel=DATA_PANEL)] = data.DataConfig.normalize,
-    align: Annotated[str, typer.Option(help="Normalisation origin: framewise or unique (per sequence).", rich_help_panel=DATA_PANEL)] = data.DataConfig.align,
-    scale: Annotated[str, typer.Option(help="Normalisation unit: framewise or unique (per sequence).", rich_help_panel=DATA_PANEL)] = data.DataConfig.scale,
-    model: Annotated[str, typer.Option(help=f"Model: {', '.join(models.MODELS)}.", rich_help_panel=MODEL_PANEL)] = models.ModelConfig.name,
-    width: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.width,
-    depth: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.depth,
-    heads: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.heads,
-    feedforward: Annotated[int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.feedforward,
-    dropout: Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=MODEL_PANEL)] = models.ModelConfig.dropout,
-    pre_norm: Annotated[bool, typer.Option(help="Pre-LN (else Post-LN).", rich_help_panel=MODEL_PANEL)] = models.ModelConfig.pre_norm,
-    epochs: Annotated[int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.batch_size,
-    learning_rate: Annotated[float, typer.Option(min=0.0, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.learning_rate,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.label_smoothing,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="GISLR dataset directory (default: the synthetic set, generated on first use).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = DEFAULT_DATA,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run directory for checkpoints and logs (default: a new folder under runs/)."
+        ),
+    ] = None,
+    test_signer: Annotated[
+        str,
+        typer.Option(
+            help="Held-out test signer, or 'none' to train on every other signer.",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = DEFAULT_TEST_SIGNER,
+    val_signer: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation signer that picks the epoch (default: the first other signer).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = None,
+    landmarks: Annotated[
+        str,
+        typer.Option(
+            help="Landmark preset: fullbody (130 points) or all (543).", rich_help_panel=DATA_PANEL
+        ),
+    ] = data.DataConfig.landmarks,
+    coordinates: Annotated[
+        str, typer.Option(help="xy or xyz.", rich_help_panel=DATA_PANEL)
+    ] = data.DataConfig.coordinates,
+    normalize: Annotated[
+        bool, typer.Option(help="Parts-based normalisation.", rich_help_panel=DATA_PANEL)
+    ] = data.DataConfig.normalize,
+    align: Annotated[
+        str,
+        typer.Option(
+            help="Normalisation origin: framewise or unique (per sequence).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = data.DataConfig.align,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="Normalisation unit: framewise or unique (per sequence).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = data.DataConfig.scale,
+    model: Annotated[
+        str, typer.Option(help=f"Model: {', '.join(models.MODELS)}.", rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.name,
+    width: Annotated[
+        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.width,
+    depth: Annotated[
+        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.depth,
+    heads: Annotated[
+        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.heads,
+    feedforward: Annotated[
+        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.feedforward,
+    dropout: Annotated[
+        float, typer.Option(min=0.0, max=1.0, rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.dropout,
+    pre_norm: Annotated[
+        bool, typer.Option(help="Pre-LN (else Post-LN).", rich_help_panel=MODEL_PANEL)
+    ] = models.ModelConfig.pre_norm,
+    epochs: Annotated[
+        int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)
+    ] = loops.TrainConfig.epochs,
+    batch_size: Annotated[
+        int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)
+    ] = loops.TrainConfig.batch_size,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, rich_help_panel=TRAIN_PANEL)
+    ] = loops.TrainConfig.learning_rate,
+    label_smoothing: Annotated[
+        float, typer.Option(min=0.0, max=1.0, rich_help_panel=TRAIN_PANEL)
+    ] = loops.TrainConfig.label_smoothing,
     seed: Annotated[int, typer.Option(rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.seed,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=TRAIN_PANEL)] = "auto",
+    flip: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Probability of a horizontal flip per training sequence.",
+            rich_help_panel=TRAIN_PANEL,
+        ),
+    ] = loops.TrainConfig.flip,
+    device: Annotated[
+        str,
+        typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=TRAIN_PANEL),
+    ] = "auto",
 ) -> None:
     """Train a model; keep the checkpoint of the best validation epoch and of the last one."""  # fmt: skip
     with user_errors():
         data_config = data.DataConfig(landmarks, coordinates, normalize, align, scale)
-        model_config = models.ModelConfig(model, width, depth, heads, feedforward, dropout, pre_norm)
-        train_config = loops.TrainConfig(epochs, batch_size, learning_rate, label_smoothing, seed)
+        model_config = models.ModelConfig(
+            model, width, depth, heads, feedforward, dropout, pre_norm
+        )
+        train_config = loops.TrainConfig(
+            epochs, batch_size, learning_rate, label_smoothing, seed, flip
+        )
         device_ = pick_device(device)
         out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
         if (out / "model.safetensors").exists():
             raise ValueError(f"{out} already holds a trained model: choose another --out")
+        if flip > 0:
+            augment.HorizontalFlip(data_config, probability=flip)  # refuse a bad combination now
 
         ensure_default_data(data_dir)
         started = time.perf_counter()
@@ -130,66 +216,58 @@ def train(
                                   ("test", [test_signer_] if test_signer_ else []))
             if signers
         }  # fmt: skip
-        torch.manual_seed(seed)
-        net = models.build(model_config, data_config.num_features, len(dataset.vocabulary))
-        net.to(device_)
-
         split = {"train": train_signers, "val": val_signer, "test": test_signer_}
         console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}")
-        console.print(f"  signers: {len(train_signers)} train, validation {val_signer}, test {test_signer_}")
-        console.print(f"  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
-        for name, config in (("data", data_config), ("model", model_config), ("train", train_config)):
+        console.print(
+            f"  signers: {len(train_signers)} train, validation {val_signer}, test {test_signer_}"
+        )
+        console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
+        for name, config in (
+            ("data", data_config),
+            ("model", model_config),
+            ("train", train_config),
+        ):
             console.print(f"  {name}: {asdict(config)}")
-        console.print(f"  parameters: {models.num_parameters(net):,}; load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
+        console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
 
-        out.mkdir(parents=True, exist_ok=True)
-        saved = dict(data_config=data_config, model_config=model_config,
-                     vocabulary=dataset.vocabulary, train_config=asdict(train_config),
-                     split=split, data=str(data_dir), command=shlex.join(sys.argv))  # fmt: skip
-        history, best = [], None
-        for record in loops.fit(net, prepared["train"], prepared["val"], train_config,
-                                device=device_, track=tracked):  # fmt: skip
-            history.append(record)
-            t, v = record["train"], record["val"]
-            is_best = best is None or (v["accuracy"], -v["loss"]) > (best["val"]["accuracy"], -best["val"]["loss"])
-            console.print(
-                f"epoch {record['epoch']:3d}  train loss {t['loss']:.4f}  val loss {v['loss']:.4f}  "
-                f"val acc {v['accuracy']:.2%}  {t['seconds']:.1f}s  {t['samples_per_second']:,.0f} samples/s"
-                + ("  [green]best[/]" if is_best else "")
-            )
-            epoch_meta = dict(epoch=record["epoch"], metrics={"val": summary(v)})
-            if is_best:
-                best = record
-                checkpoint.save(out / "model.safetensors", net, **saved, **epoch_meta)
-            checkpoint.save(out / "last.safetensors", net, **saved, **epoch_meta)
-        (out / "history.json").write_text(json.dumps(
-            [{k: summary(v) if isinstance(v, dict) else v for k, v in r.items()} for r in history],
-            indent=1))  # fmt: skip
-
-        console.print(f"best validation epoch {best['epoch']}: val acc {best['val']['accuracy']:.2%}")
-        if "test" in prepared:
-            for name in ("model", "last"):
-                path = out / f"{name}.safetensors"
-                loaded = checkpoint.load(path)
-                result = loops.evaluate(loaded.model.to(device_), prepared["test"].batches(loops.EVAL_BATCH), device=device_)
-                metrics = {**loaded.metadata["metrics"], "test": summary(result)}
-                checkpoint.save(path, loaded.model, **saved, epoch=loaded.metadata["epoch"], metrics=metrics)
-                console.print(f"test signer {test_signer_}, {name} (epoch {loaded.metadata['epoch']}): "
-                              f"accuracy {result['accuracy']:.2%}, top-5 {result['top5_accuracy']:.2%}")
-        console.print(f"checkpoint: {out / 'model.safetensors'}")
+        result = loops.train_run(
+            prepared, out, data_config=data_config, model_config=model_config,
+            train_config=train_config, vocabulary=dataset.vocabulary, device=device_,
+            metadata=dict(split=split, data=str(data_dir), command=shlex.join(sys.argv)),
+            on_epoch=print_epoch, track=tracked,
+        )  # fmt: skip
+    best = result["best"]
+    console.print(f"best validation epoch {best['epoch']}: val acc {best['val']['accuracy']:.2%}")
+    for name, test in result["test"].items():
+        console.print(f"test signer {split['test']}, {name} (epoch {test['epoch']}): "
+                      f"accuracy {test['accuracy']:.2%}, top-5 {test['top5_accuracy']:.2%}")  # fmt: skip
+    console.print(f"checkpoint: {out / 'model.safetensors'}")
 
 
-def summary(metrics: dict) -> dict:
-    """The scalar metrics of a loops result (drop the per-class lists and the matrix)."""
-    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+def print_epoch(record: dict, is_best: bool) -> None:
+    t, v = record["train"], record["val"]
+    console.print(
+        f"epoch {record['epoch']:3d}  train loss {t['loss']:.4f}  val loss {v['loss']:.4f}  "
+        f"val acc {v['accuracy']:.2%}  {t['seconds']:.1f}s  {t['samples_per_second']:,.0f} samples/s"
+        + ("  [green]best[/]" if is_best else "")
+    )
 
 
 @app.command()
 def evaluate(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
-    data_dir: Annotated[Path | None, typer.Option("--data", help="GISLR dataset directory (default: the one it was trained on).")] = None,
-    signer: Annotated[list[str] | None, typer.Option(help="Signer(s) to evaluate on (default: its test signer).")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="GISLR dataset directory (default: the one it was trained on)."
+        ),
+    ] = None,
+    signer: Annotated[
+        list[str] | None, typer.Option(help="Signer(s) to evaluate on (default: its test signer).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = loops.EVAL_BATCH,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
@@ -203,32 +281,56 @@ def evaluate(
         ensure_default_data(data_dir)
         vocabulary = data.read_vocabulary(data_dir)
         if vocabulary != loaded.vocabulary:
-            raise ValueError(f"{data_dir} has a different vocabulary from {ckpt}: they do not fit together")
+            raise ValueError(
+                f"{data_dir} has a different vocabulary from {ckpt}: they do not fit together"
+            )
         dataset = data.load_dataset(data_dir, signers=set(signers))
         prepared = data.prepare(dataset, loaded.data_config)
         device_ = pick_device(device)
-        batches = tracked(prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating")
+        batches = tracked(
+            prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating"
+        )
         result = loops.evaluate(loaded.model.to(device_), batches, device=device_)
 
     signs = loaded.signs
-    console.print(f"[bold]{ckpt}[/] on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences")
-    console.print(f"accuracy {result['accuracy']:.2%}   top-5 accuracy {result['top5_accuracy']:.2%}")
+    console.print(
+        f"[bold]{ckpt}[/] on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences"
+    )
+    console.print(
+        f"accuracy {result['accuracy']:.2%}   top-5 accuracy {result['top5_accuracy']:.2%}"
+    )
     per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
-    for sign, count, accuracy in zip(signs, result["class_counts"], result["per_class_accuracy"]):
+    for sign, count, accuracy in zip(
+        signs, result["class_counts"], result["per_class_accuracy"], strict=True
+    ):
         per_class.add_row(sign, str(count), f"{accuracy:.1%}" if count else "-")
     console.print(per_class)
     matrix = Table("true \\ predicted", *signs, title="confusion matrix")
-    for sign, row in zip(signs, result["confusion"]):
-        matrix.add_row(sign, *(f"[bold]{n}[/]" if i == signs.index(sign) else (str(n) if n else "·") for i, n in enumerate(row)))
+    for sign, row in zip(signs, result["confusion"], strict=True):
+        matrix.add_row(
+            sign,
+            *(
+                f"[bold]{n}[/]" if i == signs.index(sign) else (str(n) if n else "·")
+                for i, n in enumerate(row)
+            ),
+        )
     console.print(matrix)
     if json_path:
-        report = {"checkpoint": str(ckpt), "data": str(data_dir), "signers": signers, "signs": signs, **result}
+        report = {
+            "checkpoint": str(ckpt),
+            "data": str(data_dir),
+            "signers": signers,
+            "signs": signs,
+            **result,
+        }
         json_path.write_text(json.dumps(report, indent=1))
 
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Directory to write the synthetic dataset into.")] = DEFAULT_DATA,
+    out: Annotated[
+        Path, typer.Argument(help="Directory to write the synthetic dataset into.")
+    ] = DEFAULT_DATA,
     seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
 ) -> None:
     """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
@@ -239,7 +341,9 @@ def synth(
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
         count = synthetic.generate(out, seed=seed)
-    console.print(f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s")
+    console.print(
+        f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,10 @@ class EncoderLayer(nn.Module):
         self.pre_norm = pre_norm
         self.attention = SelfAttention(width=width, heads=heads, dropout=dropout)
         self.mlp = nn.Sequential(
-            nn.Linear(width, feedforward), nn.ReLU(), nn.Dropout(dropout), nn.Linear(feedforward, width)
+            nn.Linear(width, feedforward),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(feedforward, width),
         )
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)

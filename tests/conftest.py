@@ -14,7 +14,9 @@ REAL_RAW = SHARED_DATA / "asl-signs-raw"
 
 def require_real_data() -> Path:
     if not REAL_GISLR.is_dir():
-        pytest.skip(f"real data not found at {REAL_GISLR} (it lives in ../shared/data beside the repo)")
+        pytest.skip(
+            f"real data not found at {REAL_GISLR} (it lives in ../shared/data beside the repo)"
+        )
     return REAL_GISLR
 
 

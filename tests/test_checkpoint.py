@@ -13,7 +13,8 @@ from checkpoint import CheckpointError
 from data import DataConfig
 
 
-def _save(path, config=models.ModelConfig(), **extra):
+def _save(path, config=None, **extra):
+    config = config or models.ModelConfig()
     torch.manual_seed(0)
     model = models.build(config, 260, 3)
     vocabulary = {"a": 0, "b": 1, "c": 2}
@@ -78,7 +79,9 @@ def test_refuses_config_that_does_not_match_weights(tmp_path):
     weights = checkpoint.load_file(path)
     for width in (128, 10**7):
         metadata = dict(header["__metadata__"])
-        metadata["model_config"] = json.dumps({**json.loads(metadata["model_config"]), "width": width})
+        metadata["model_config"] = json.dumps(
+            {**json.loads(metadata["model_config"]), "width": width}
+        )
         save_file(weights, tmp_path / "bad.safetensors", metadata=metadata)
         with pytest.raises(CheckpointError, match="does not match"):
             checkpoint.load(tmp_path / "bad.safetensors")

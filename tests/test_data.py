@@ -56,14 +56,32 @@ def _bad_sequence(root, feature=None, token=None):
     "damage, message",
     [
         (lambda root: [p.unlink() for p in root.glob("*.hdf5")], "holds no <participant_id>.hdf5"),
-        (lambda root: (root / "sign_to_prediction_index_map.json").unlink(), "has no sign_to_prediction"),
-        (lambda root: (root / "sign_to_prediction_index_map.json").write_text("{"), "not valid JSON"),
+        (
+            lambda root: (root / "sign_to_prediction_index_map.json").unlink(),
+            "has no sign_to_prediction",
+        ),
+        (
+            lambda root: (root / "sign_to_prediction_index_map.json").write_text("{"),
+            "not valid JSON",
+        ),
         (lambda root: (root / "101.hdf5").write_bytes(b"not hdf5 at all"), "not a readable HDF5"),
-        (lambda root: (root / "202.hdf5").write_bytes((root / "202.hdf5").read_bytes()[:3000]), "not a readable HDF5"),
-        (lambda root: _bad_sequence(root, feature=np.zeros((3, 4, 500), np.float32)), r"expected \[3, T, 543\]"),
-        (lambda root: _bad_sequence(root, feature=np.zeros((4, 543), np.float32)), r"expected \[3, T, 543\]"),
+        (
+            lambda root: (root / "202.hdf5").write_bytes((root / "202.hdf5").read_bytes()[:3000]),
+            "not a readable HDF5",
+        ),
+        (
+            lambda root: _bad_sequence(root, feature=np.zeros((3, 4, 500), np.float32)),
+            r"expected \[3, T, 543\]",
+        ),
+        (
+            lambda root: _bad_sequence(root, feature=np.zeros((4, 543), np.float32)),
+            r"expected \[3, T, 543\]",
+        ),
         (lambda root: _bad_sequence(root, feature=np.zeros((3, 0, 543), np.float32)), "0 frames"),
-        (lambda root: _bad_sequence(root, token=np.array([7])), "token 7 is outside the vocabulary"),
+        (
+            lambda root: _bad_sequence(root, token=np.array([7])),
+            "token 7 is outside the vocabulary",
+        ),
     ],
 )
 def test_bad_data_is_one_clear_error(tiny_data, damage, message):
@@ -92,7 +110,9 @@ def test_fullbody_preset_shape():
     x = _frames(np.random.default_rng(0))
     assert data.preprocess(x, torch.tensor([8]), DataConfig()).shape == (8, 260)
     config = DataConfig(landmarks="all", coordinates="xyz")
-    assert data.preprocess(x, torch.tensor([8]), config).shape == (8, 1629) == (8, config.num_features)
+    assert (
+        data.preprocess(x, torch.tensor([8]), config).shape == (8, 1629) == (8, config.num_features)
+    )
 
 
 def test_normalisation_removes_position_and_size():
@@ -105,7 +125,9 @@ def test_normalisation_removes_position_and_size():
     b = data.preprocess(moved, torch.tensor([8]), DataConfig())
     assert torch.allclose(a, b, atol=1e-4)
     raw = data.preprocess(moved, torch.tensor([8]), DataConfig(normalize=False))
-    assert not torch.allclose(raw, data.preprocess(x, torch.tensor([8]), DataConfig(normalize=False)))
+    assert not torch.allclose(
+        raw, data.preprocess(x, torch.tensor([8]), DataConfig(normalize=False))
+    )
 
 
 def test_hands_are_normalised_mirror_alike():

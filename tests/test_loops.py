@@ -25,7 +25,12 @@ def test_same_seed_same_metrics(tiny_data):
 def test_metrics_from_logits():
     """Accuracy, top-5, per-class accuracy and the confusion matrix are counted right."""
     logits = torch.tensor(
-        [[9.0, 1, 0, 0, 0, 0, 0], [0, 9.0, 1, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1]]
+        [
+            [9.0, 1, 0, 0, 0, 0, 0],
+            [0, 9.0, 1, 0, 0, 0, 0],
+            [1, 2, 3, 4, 5, 6, 7],
+            [7, 6, 5, 4, 3, 2, 1],
+        ]
     )
     labels = torch.tensor([0, 2, 6, 6])
     m = loops.metrics_from_logits(logits, labels)
