@@ -11,10 +11,10 @@ CKPT ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle]'
 	touch $@
 
-.PHONY: help setup train evaluate synth test test-slow lint format clean
+.PHONY: help setup train evaluate synth bench-prepare test test-slow lint format clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: DATA=dir (default: synthetic set), ARGS='--epochs 10 ...', CKPT=file"
@@ -30,6 +30,10 @@ evaluate: $(VENV)/.installed ## Evaluate a checkpoint: make evaluate CKPT=runs/<
 
 synth: $(VENV)/.installed ## Generate the synthetic top-10 set into datasets/synthetic-top10
 	$(PY) islr.py synth $(ARGS)
+
+bench-prepare: $(VENV)/.installed ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,bench]'
+	$(PY) -c "import json, pathlib, prepare; print(json.dumps(prepare.benchmark(pathlib.Path('$(or $(RAW),../shared/data/asl-signs-raw)'), repeats=5), indent=1))"
 
 test: $(VENV)/.installed ## Run the tests (fast ones; real-data tests skip without ../shared/data)
 	$(PY) -m pytest -q $(ARGS)

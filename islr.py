@@ -42,11 +42,11 @@ DATA_PANEL, MODEL_PANEL, TRAIN_PANEL = "Data", "Model", "Training"
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(*more: type[Exception]) -> Iterator[None]:
     """Turn a mistake the user can fix (a path, a file, a flag) into one line and exit 1."""
     try:
         yield
-    except (data.DataError, checkpoint.CheckpointError, ValueError) as error:
+    except (data.DataError, checkpoint.CheckpointError, ValueError, *more) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
 
@@ -344,6 +344,42 @@ def synth(
     console.print(
         f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
     )
+
+
+@app.command()
+def prepare(
+    raw_dir: Annotated[Path, typer.Argument(help="The Kaggle asl-signs download (train.csv, train_landmark_files/).")],
+    out: Annotated[Path, typer.Argument(help="Directory for the GISLR-layout HDF5 files.")],
+    top: Annotated[int | None, typer.Option(min=1, help="Keep the N most frequent signs (ties by name).")] = None,
+    signs: Annotated[str | None, typer.Option(help="Comma-separated signs to keep, in index order.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes converting signers in parallel.")] = 1,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad file instead of skipping it.")] = False,
+) -> None:
+    """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.[kaggle]')."""
+    import prepare as converter
+
+    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} files/s"),
+               TimeElapsedColumn())  # fmt: skip
+    chosen = [s.strip() for s in signs.split(",")] if signs else None
+    with user_errors(converter.PrepareError), Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("convert", total=None, rate="-")
+        started = time.perf_counter()
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            done = progress.tasks[0].completed
+            progress.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
+
+        report = converter.convert(raw_dir, out, top=top, signs=chosen, workers=workers,
+                                   strict=strict, on_file=advance,
+                                   on_total=lambda n: progress.update(task, total=n))  # fmt: skip
+    console.print(
+        f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
+        f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"
+    )
+    for kind, count in report.skipped.items():
+        console.print(f"[yellow]skipped {count} ({kind}):[/] " + "; ".join(report.examples[kind]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,291 @@
+"""Tests of prepare.py: Kaggle parquet layout -> GISLR HDF5 layout.
+
+Run: pytest tests/test_prepare.py   (tests reading parquet skip without the [kaggle] extra)
+"""
+
+import csv
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import prepare
+from prepare import PrepareError, TrainRow, choose_signs, convert, read_sequence
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+RAW = DATA / "asl-signs-raw"
+GISLR = DATA / "gislr-hello-thankyou"
+needs_data = pytest.mark.skipif(
+    not RAW.is_dir() or not GISLR.is_dir(), reason=f"real data not found at {DATA}"
+)
+
+
+@pytest.fixture
+def pq():
+    """pyarrow.parquet, or skip: reading parquet is the optional [kaggle] extra."""
+    return pytest.importorskip("pyarrow.parquet", reason="needs the [kaggle] extra (pyarrow)")
+
+
+def raw_rows() -> list[dict[str, str]]:
+    with open(RAW / "train.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def make_raw(folder: Path, rows: list[dict[str, str]], *, copy: bool = True) -> Path:
+    """A fake Kaggle folder holding `rows` (copies of their real parquet files)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(prepare.CSV_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copy(RAW / "sign_to_prediction_index_map.json", folder)
+    for row in rows:
+        if copy and (RAW / row["path"]).is_file():
+            (folder / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(RAW / row["path"], folder / row["path"])
+    return folder
+
+
+def few_rows(per_signer: int = 2) -> list[dict[str, str]]:
+    """The first rows of each signer, both signs present."""
+    taken: Counter = Counter()
+    rows = []
+    for row in raw_rows():
+        if taken[row["participant_id"], row["sign"]] < per_signer:
+            taken[row["participant_id"], row["sign"]] += 1
+            rows.append(row)
+    return rows
+
+
+@needs_data
+@pytest.mark.parametrize("workers", [1, 2])
+def test_convert_equals_published_hdf5(pq, tmp_path, workers):
+    """The two raw signers convert to the published HDF5 files value for value, NaNs too."""
+    done, total = [], []
+    report = convert(
+        RAW,
+        tmp_path,
+        signs=["hello", "thankyou"],
+        workers=workers,
+        on_file=done.append,
+        on_total=total.append,
+    )
+    assert (report.num_sequences, report.num_signers, report.skipped) == (73, 2, {})
+    assert total == [73] and sum(done) == 73
+    for pid in ("37779", "2044"):
+        with h5py.File(tmp_path / f"{pid}.hdf5") as ours, h5py.File(GISLR / f"{pid}.hdf5") as real:
+            assert sorted(ours) == sorted(real)
+            for name in real:
+                a, b = ours[name]["feature"], real[name]["feature"]
+                assert (a.dtype, a.shape, a.chunks) == (b.dtype, b.shape, b.chunks)
+                assert (a.compression, a.compression_opts, a.shuffle) == ("gzip", 9, True)
+                assert (b.compression, b.compression_opts, b.shuffle) == ("gzip", 9, True)
+                assert np.array_equal(a[()], b[()], equal_nan=True)
+                assert ours[name]["token"].dtype == real[name]["token"].dtype == np.int64
+                assert np.array_equal(ours[name]["token"][()], real[name]["token"][()])
+    mapping = json.loads((tmp_path / "sign_to_prediction_index_map.json").read_text())
+    assert mapping == json.loads((GISLR / "sign_to_prediction_index_map.json").read_text())
+    license_text = (tmp_path / "LICENSE.txt").read_text()
+    assert "CC-BY 4.0" in license_text and "Deaf Professional Arts Network" in license_text
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@needs_data
+def test_read_sequence_shape_and_nans(pq):
+    """read_sequence gives float32 [3, T, 543] with NaN where a hand was not detected."""
+    row = raw_rows()[0]
+    feature = read_sequence(RAW / row["path"])
+    assert feature.dtype == np.float32 and feature.shape[0] == 3 and feature.shape[2] == 543
+    with h5py.File(GISLR / f"{row['participant_id']}.hdf5") as real:
+        assert np.array_equal(feature, real[row["sequence_id"]]["feature"][()], equal_nan=True)
+    assert np.isnan(feature).any()
+
+
+def test_choose_signs_top_orders_by_count_then_name():
+    """--top takes the most frequent signs, count descending, ties by name; --signs keeps order."""
+    counts = {"b": 3, "c": 2, "a": 2, "d": 1, "e": 5}
+    rows = [TrainRow(f"{s}{i}", 1, i, s) for s, n in counts.items() for i in range(n)]
+    known = {"e": 0, "a": 1, "b": 2, "c": 3, "d": 4, "f": 5}
+    assert choose_signs(rows, top=3, known=known) == {"e": 0, "b": 1, "a": 2}
+    assert choose_signs(rows, top=4, known=known) == {"e": 0, "b": 1, "a": 2, "c": 3}
+    assert choose_signs(rows, top=99, known=known) == {"e": 0, "b": 1, "a": 2, "c": 3, "d": 4}
+    assert choose_signs(rows, signs=["d", "a", "d"], known=known) == {"d": 0, "a": 1}
+    assert choose_signs(rows, known=known) == known  # neither: the raw order
+    assert choose_signs(rows) == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}  # no raw map: by name
+    for bad in ({"signs": ["a", "nope"]}, {"signs": []}, {"top": 0}, {"top": 2, "signs": ["a"]}):
+        with pytest.raises(PrepareError):
+            choose_signs(rows, known=known, **bad)
+
+
+@needs_data
+def test_rerun_skips_complete_signers_and_redoes_other_vocabulary(pq, tmp_path):
+    """A re-run reuses complete signer files; another vocabulary rewrites or removes them."""
+    rows = few_rows()
+    rows.append(dict(rows[0], participant_id="99", sequence_id="1"))  # a signer with one "hello"
+    raw = make_raw(tmp_path / "raw", rows)
+    out = tmp_path / "out"
+    first = convert(raw, out, signs=["hello", "thankyou"])
+    assert (first.num_signers, first.num_sequences) == (3, 9)
+    before = {path.name: path.stat().st_ino for path in out.glob("*.hdf5")}
+
+    done = []
+    again = convert(raw, out, signs=["hello", "thankyou"], on_file=done.append)
+    assert (again.num_signers, again.num_signers_reused, again.num_sequences_reused) == (0, 3, 9)
+    assert sum(done) == 9
+    assert {path.name: path.stat().st_ino for path in out.glob("*.hdf5")} == before
+
+    swapped = convert(raw, out, signs=["thankyou"])  # signer 99 has no "thankyou": removed
+    assert (swapped.num_signers, swapped.num_signers_reused, swapped.num_stale_removed) == (2, 0, 1)
+    assert sorted(path.name for path in out.glob("*.hdf5")) == ["2044.hdf5", "37779.hdf5"]
+    assert json.loads((out / "sign_to_prediction_index_map.json").read_text()) == {"thankyou": 0}
+    with h5py.File(out / "2044.hdf5") as file:
+        assert len(file) == 2 and all(file[name]["token"][0] == 0 for name in file)
+
+
+@needs_data
+def test_interrupted_write_leaves_no_final_file(pq, tmp_path, monkeypatch):
+    """A run that dies midway leaves only complete signer files, and no temporary one."""
+    raw = make_raw(tmp_path / "raw", few_rows())  # 2 signers, 4 sequences each
+    out = tmp_path / "out"
+    write = prepare._write_sequence
+    calls = []
+
+    def failing_write(*args):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # as a Ctrl-C midway through the second signer
+        write(*args)
+
+    monkeypatch.setattr(prepare, "_write_sequence", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        convert(raw, out)
+    (finished,) = out.iterdir()  # no index map either: the folder is visibly unfinished
+    with h5py.File(finished) as file:
+        assert len(file) == 4
+    monkeypatch.setattr(prepare, "_write_sequence", write)
+    report = convert(raw, out)
+    assert (report.num_signers, report.num_signers_reused) == (1, 1)
+
+
+def write_bad_inputs(pq, raw: Path) -> dict[str, tuple[list[str], str]]:
+    """Bad parquet files of each kind in `raw`: kind -> (its train.csv lines, text it reports)."""
+    good_line = (raw / "train.csv").read_text().splitlines()[1]
+    real = pq.read_table(RAW / good_line.split(",")[0])
+    folder = raw / "train_landmark_files" / "2044"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(real.slice(0, real.num_rows - 1), folder / "1.parquet")
+    order = np.arange(real.num_rows)
+    order[468:489], order[522:543] = order[522:543].copy(), order[468:489].copy()  # swap hands
+    pq.write_table(real.take(order), folder / "2.parquet")
+    (folder / "3.parquet").write_text("not parquet")
+    bad = {}
+    for kind, number, sign in [
+        (prepare.BAD_ROW_COUNT, 1, "hello"),
+        (prepare.BAD_ROW_ORDER, 2, "hello"),
+        (prepare.UNREADABLE_FILE, 3, "hello"),
+        (prepare.MISSING_FILE, 4, "hello"),
+        (prepare.UNKNOWN_SIGN, 5, "goodbye"),
+    ]:
+        path = f"train_landmark_files/2044/{number}.parquet"
+        bad[kind] = ([f"{path},2044,{number},{sign}"], path)
+    bad[prepare.BAD_CSV_ROW] = (["train_landmark_files/2044/6.parquet,2044,six,hello"], "six")
+    bad[prepare.DUPLICATE_SEQUENCE] = ([good_line], good_line.split(",")[0])
+    return bad
+
+
+def append_lines(raw: Path, lines: list[str]) -> None:
+    with open(raw / "train.csv", "a") as file:
+        file.writelines(line + "\n" for line in lines)
+
+
+@needs_data
+def test_bad_inputs_are_reported_and_skipped(pq, tmp_path):
+    """Each kind of bad input is counted once, named in an example, and not converted."""
+    good = few_rows(1)
+    raw = make_raw(tmp_path / "raw", good)
+    bad = write_bad_inputs(pq, raw)
+    append_lines(raw, [line for lines, _ in bad.values() for line in lines])
+    report = convert(raw, tmp_path / "out")
+    assert report.skipped == {kind: 1 for kind in bad}
+    for kind, (_, text) in bad.items():
+        assert text in report.examples[kind][0]
+    assert report.num_sequences == len(good)
+    with h5py.File(tmp_path / "out" / "2044.hdf5") as file:
+        assert sorted(file) == sorted(
+            r["sequence_id"] for r in good if r["participant_id"] == "2044"
+        )
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "kind",
+    [
+        prepare.BAD_ROW_COUNT,
+        prepare.BAD_ROW_ORDER,
+        prepare.UNREADABLE_FILE,
+        prepare.MISSING_FILE,
+        prepare.UNKNOWN_SIGN,
+        prepare.BAD_CSV_ROW,
+        prepare.DUPLICATE_SEQUENCE,
+    ],
+)
+def test_strict_raises_on_bad_input(pq, tmp_path, kind):
+    """With strict, a bad input of any kind raises PrepareError naming it; no partial file stays."""
+    raw = make_raw(tmp_path / "raw", few_rows(1))
+    lines, text = write_bad_inputs(pq, raw)[kind]
+    append_lines(raw, lines)
+    assert convert(raw, tmp_path / "lenient").skipped == {kind: 1}
+    with pytest.raises(PrepareError, match=text):
+        convert(raw, tmp_path / "out", strict=True)
+    assert not list((tmp_path / "out").glob("*.partial"))
+
+
+@needs_data
+def test_read_sequence_rejects_bad_files(pq, tmp_path):
+    """read_sequence raises PrepareError of the right kind on a missing or malformed file."""
+    raw = make_raw(tmp_path / "raw", few_rows(1))
+    bad = write_bad_inputs(pq, raw)
+    for kind in (prepare.BAD_ROW_COUNT, prepare.BAD_ROW_ORDER, prepare.UNREADABLE_FILE):
+        with pytest.raises(prepare.BadSequenceError) as caught:
+            read_sequence(raw / bad[kind][1])
+        assert caught.value.kind == kind and "\n" not in str(caught.value)
+    with pytest.raises(PrepareError, match="does not exist"):
+        read_sequence(raw / bad[prepare.MISSING_FILE][1])
+
+
+def test_bad_raw_dir_is_a_user_error(tmp_path):
+    """A missing folder, missing train.csv or wrong train.csv header raises PrepareError."""
+    with pytest.raises(PrepareError, match="does not exist"):
+        convert(tmp_path / "nope", tmp_path / "out")
+    with pytest.raises(PrepareError, match="train.csv is missing"):
+        convert(tmp_path, tmp_path / "out")
+    (tmp_path / "train.csv").write_text("file,pid,sequence,label\n")
+    with pytest.raises(PrepareError, match="header"):
+        convert(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_extra_is_one_line_error(tmp_path, monkeypatch):
+    """Without pyarrow, reading parquet fails with one line naming the [kaggle] extra."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(PrepareError) as caught:
+        read_sequence(tmp_path / "x.parquet")
+    assert "pip install '.[kaggle]'" in str(caught.value) and "\n" not in str(caught.value)
+    (tmp_path / "train.csv").write_text("path,participant_id,sequence_id,sign\n")
+    with pytest.raises(PrepareError, match="kaggle"):
+        convert(tmp_path, tmp_path / "out")
+
+
+@needs_data
+def test_benchmark_reports_both_methods(pq):
+    """benchmark measures read_sequence and the pandas-per-file baseline on the same files."""
+    pytest.importorskip("pandas", reason="the benchmark baseline needs pandas")
+    result = prepare.benchmark(RAW, limit=3, write=False)
+    assert result["num_sequences"] == 3
+    assert result["islr"]["sequences_per_s"] > 0 and result["pandas"]["sequences_per_s"] > 0
