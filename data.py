@@ -161,8 +161,13 @@ def signer_files(root: Path) -> dict[str, Path]:
     return files
 
 
-def read_signer(path: Path, num_classes: int) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """All sequences of one signer file, validated, in one pass over the open file."""
+def read_signer(
+    path: Path, num_classes: int | None
+) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """All sequences of one signer file, validated, in one pass over the open file.
+
+    num_classes=None reads files of any vocabulary (tokens unchecked), as `predict` does.
+    """
     features, labels, ids = [], [], []
     try:
         with h5py.File(path, "r") as file:
@@ -181,7 +186,7 @@ def read_signer(path: Path, num_classes: int) -> tuple[list[np.ndarray], list[in
                 if token.shape != (1,):
                     raise DataError(f"{where}: token has shape {token.shape}, expected [1]")
                 label = int(token[0])
-                if not 0 <= label < num_classes:
+                if num_classes is not None and not 0 <= label < num_classes:
                     raise DataError(f"{where}: token {label} is outside the vocabulary")
                 features.append(np.asarray(feature[()], dtype=np.float32))
                 labels.append(label)
@@ -211,6 +216,36 @@ def load_dataset(root: Path | str, signers: set[str] | None = None) -> Dataset:
     if not features:
         raise DataError(f"{root} holds no sequences")
     return Dataset(vocabulary, features, np.array(labels), np.array(signer_ids), ids)
+
+
+def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, (3, T, 543) array) for each sequence of one input file of `predict`.
+
+    `.parquet`: one Kaggle sequence file; `.hdf5`: every sequence of a GISLR signer file;
+    `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"input {path} does not exist")
+    if path.suffix == ".hdf5":
+        features, _, ids = read_signer(path, None)
+        return [(f"{path.name}/{i}", f) for i, f in zip(ids, features, strict=True)]
+    if path.suffix == ".parquet":
+        import prepare
+
+        try:
+            return [(path.name, prepare.read_sequence(path))]
+        except prepare.PrepareError as error:
+            raise DataError(str(error)) from None
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)  # never unpickle a user's file
+        except (ValueError, OSError) as error:
+            raise DataError(f"{path} is not a readable .npy array ({error})") from None
+        if array.ndim != 3 or array.shape[1:] != (NUM_LANDMARKS, 3) or not 0 < len(array) <= MAX_FRAMES:
+            raise DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")
+        return [(path.name, np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
+    raise DataError(f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5 or .npy)")
 
 
 def split_signers(
@@ -366,8 +401,13 @@ class Prepared:
 
 def prepare(dataset: Dataset, config: DataConfig) -> Prepared:
     """Preprocess every sequence of a dataset once, in one vectorised pass."""
-    lengths = torch.tensor([f.shape[1] for f in dataset.features], dtype=torch.long)
-    frames = torch.from_numpy(np.concatenate([f.transpose(1, 2, 0) for f in dataset.features]))
+    return prepare_arrays(dataset.features, dataset.labels, config)
+
+
+def prepare_arrays(features: list[np.ndarray], labels: np.ndarray, config: DataConfig) -> Prepared:
+    """Preprocess (3, T, 543) arrays (as stored in the GISLR layout) with their labels."""
+    lengths = torch.tensor([f.shape[1] for f in features], dtype=torch.long)
+    frames = torch.from_numpy(np.concatenate([f.transpose(1, 2, 0) for f in features]))
     offsets = torch.cumsum(lengths, 0) - lengths
-    features = preprocess(frames, lengths, config)
-    return Prepared(features.contiguous(), offsets, lengths, torch.from_numpy(dataset.labels))
+    frames = preprocess(frames.float(), lengths, config)
+    return Prepared(frames.contiguous(), offsets, lengths, torch.as_tensor(labels, dtype=torch.long))

@@ -327,6 +327,36 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Kaggle .parquet files, GISLR .hdf5 files or .npy arrays [T, 543, 3].")],
+    top_k: Annotated[int, typer.Option(min=1, help="How many signs to list per sequence.")] = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")] = None,
+) -> None:
+    """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
+    with user_errors():
+        loaded = checkpoint.load(ckpt)
+        recordings = [recording for path in inputs for recording in data.read_recordings(path)]
+        names, features = zip(*recordings, strict=True)
+        prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
+        logits, _, order = loops.predict(loaded.model, prepared.batches(loops.EVAL_BATCH))
+    probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
+    top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
+    results = [
+        {"input": name, "predictions": [{"sign": loaded.signs[i], "probability": p}
+                                         for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]}
+        for name, ps, ids in zip(names, top.values, top.indices, strict=True)
+    ]  # fmt: skip
+    table = Table("input", "frames", *(f"#{k + 1}" for k in range(top.indices.shape[1])))
+    for result, length in zip(results, prepared.lengths.tolist(), strict=True):
+        cells = [f"{p['sign']} {p['probability']:.1%}" for p in result["predictions"]]
+        table.add_row(result["input"], str(length), *cells)
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1))
+
+
+@app.command()
 def synth(
     out: Annotated[
         Path, typer.Argument(help="Directory to write the synthetic dataset into.")

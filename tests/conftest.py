@@ -6,6 +6,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+import islr
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 REAL_GISLR = SHARED_DATA / "gislr-hello-thankyou"
@@ -57,3 +60,19 @@ def write_gislr(
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_gislr(tmp_path / "tiny")
+
+
+def run(*args):
+    """Invoke the command line in-process, as a user would type it."""
+    return CliRunner().invoke(islr.app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A 2-epoch run on the tiny set, shared by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    data_dir = write_gislr(root / "data")
+    out = root / "run"
+    result = run("train", "--data", data_dir, "--out", out, "--epochs", "2", "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    return data_dir, out, result.output

@@ -3,28 +3,9 @@
 import json
 
 import pytest
-from conftest import write_gislr
-from typer.testing import CliRunner
+from conftest import run, write_gislr
 
 import checkpoint
-import islr
-
-runner = CliRunner()
-
-
-def run(*args: str):
-    return runner.invoke(islr.app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 2-epoch run on the tiny set, shared by the tests below."""
-    root = tmp_path_factory.mktemp("cli")
-    data_dir = write_gislr(root / "data")
-    out = root / "run"
-    result = run("train", "--data", data_dir, "--out", out, "--epochs", "2", "--batch-size", "8")
-    assert result.exit_code == 0, result.output
-    return data_dir, out, result.output
 
 
 def test_train_writes_best_and_last_checkpoints(trained):

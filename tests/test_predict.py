@@ -1,0 +1,64 @@
+"""predict: new recordings in three formats, identical to what evaluate computes."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REAL_RAW, require_real_data, run
+from test_cli import _one_line_error
+
+import checkpoint
+import data
+import loops
+
+
+def test_predict_equals_evaluate(trained, tmp_path):
+    """A sequence predicted alone from .npy or .hdf5 gets the same probabilities as in a batch."""
+    data_dir, out, _ = trained
+    ckpt = out / "model.safetensors"
+    loaded = checkpoint.load(ckpt)
+    dataset = data.load_dataset(data_dir, signers={"16069"})
+    prepared = data.prepare(dataset, loaded.data_config)
+    logits, _, order = loops.predict(loaded.model, prepared.batches(64))
+    expected = logits.softmax(-1)[order.argsort()]  # (S, K) in file order
+
+    i = 5
+    np.save(tmp_path / "one.npy", dataset.features[i].transpose(1, 2, 0))
+    report = tmp_path / "p.json"
+    result = run("predict", ckpt, tmp_path / "one.npy", data_dir / "16069.hdf5", "--top-k", "3",
+                 "--json", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(report.read_text())
+    assert len(predictions) == 1 + len(dataset)
+    for row, probabilities in [(0, expected[i])] + [
+        (1 + j, expected[j]) for j in range(len(dataset))
+    ]:
+        got = {p["sign"]: p["probability"] for p in predictions[row]["predictions"]}
+        for sign, index in loaded.vocabulary.items():
+            assert got[sign] == pytest.approx(probabilities[index].item(), abs=1e-6)
+    assert predictions[1 + i]["input"] == f"16069.hdf5/{dataset.sequence_ids[i]}"
+
+
+def test_predict_reads_kaggle_parquet(tmp_path):
+    """A raw Kaggle parquet file predicts the same as its converted HDF5 sequence."""
+    pytest.importorskip("pyarrow", reason="reading parquet needs the [kaggle] extra")
+    require_real_data()
+    parquet = REAL_RAW / "train_landmark_files" / "2044" / "1148566480.parquet"
+    ((name, from_parquet),) = data.read_recordings(parquet)
+    with h5py.File(require_real_data() / "2044.hdf5") as file:
+        stored = file["1148566480"]["feature"][()]
+    assert np.array_equal(from_parquet, stored, equal_nan=True)
+
+
+def test_predict_bad_inputs(trained, tmp_path):
+    """Unknown types, wrong shapes and missing files are one-line errors."""
+    _, out, _ = trained
+    ckpt = out / "model.safetensors"
+    np.save(tmp_path / "bad.npy", np.zeros((4, 100, 3), np.float32))
+    _one_line_error(run("predict", ckpt, tmp_path / "bad.npy"), "expected [T, 543, 3]")
+    _one_line_error(run("predict", ckpt, tmp_path / "none.npy"), "does not exist")
+    (tmp_path / "x.txt").write_text("hi")
+    _one_line_error(run("predict", ckpt, tmp_path / "x.txt"), "unknown input type")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _one_line_error(run("predict", ckpt, tmp_path / "obj.npy"), "not a readable .npy")
