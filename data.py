@@ -242,7 +242,11 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
             array = np.load(path, allow_pickle=False)  # never unpickle a user's file
         except (ValueError, OSError) as error:
             raise DataError(f"{path} is not a readable .npy array ({error})") from None
-        if array.ndim != 3 or array.shape[1:] != (NUM_LANDMARKS, 3) or not 0 < len(array) <= MAX_FRAMES:
+        if (
+            array.ndim != 3
+            or array.shape[1:] != (NUM_LANDMARKS, 3)
+            or not 0 < len(array) <= MAX_FRAMES
+        ):
             raise DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")
         return [(path.name, np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
     raise DataError(f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5 or .npy)")
@@ -410,4 +414,6 @@ def prepare_arrays(features: list[np.ndarray], labels: np.ndarray, config: DataC
     frames = torch.from_numpy(np.concatenate([f.transpose(1, 2, 0) for f in features]))
     offsets = torch.cumsum(lengths, 0) - lengths
     frames = preprocess(frames.float(), lengths, config)
-    return Prepared(frames.contiguous(), offsets, lengths, torch.as_tensor(labels, dtype=torch.long))
+    return Prepared(
+        frames.contiguous(), offsets, lengths, torch.as_tensor(labels, dtype=torch.long)
+    )

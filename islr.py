@@ -329,9 +329,14 @@ def evaluate(
 @app.command()
 def predict(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Kaggle .parquet files, GISLR .hdf5 files or .npy arrays [T, 543, 3].")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Kaggle .parquet files, GISLR .hdf5 files or .npy arrays [T, 543, 3]."),
+    ],
     top_k: Annotated[int, typer.Option(min=1, help="How many signs to list per sequence.")] = 5,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")
+    ] = None,
 ) -> None:
     """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
     with user_errors():
@@ -378,12 +383,23 @@ def synth(
 
 @app.command()
 def prepare(
-    raw_dir: Annotated[Path, typer.Argument(help="The Kaggle asl-signs download (train.csv, train_landmark_files/).")],
+    raw_dir: Annotated[
+        Path,
+        typer.Argument(help="The Kaggle asl-signs download (train.csv, train_landmark_files/)."),
+    ],
     out: Annotated[Path, typer.Argument(help="Directory for the GISLR-layout HDF5 files.")],
-    top: Annotated[int | None, typer.Option(min=1, help="Keep the N most frequent signs (ties by name).")] = None,
-    signs: Annotated[str | None, typer.Option(help="Comma-separated signs to keep, in index order.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes converting signers in parallel.")] = 1,
-    strict: Annotated[bool, typer.Option(help="Stop at the first bad file instead of skipping it.")] = False,
+    top: Annotated[
+        int | None, typer.Option(min=1, help="Keep the N most frequent signs (ties by name).")
+    ] = None,
+    signs: Annotated[
+        str | None, typer.Option(help="Comma-separated signs to keep, in index order.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes converting signers in parallel.")
+    ] = 1,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first bad file instead of skipping it.")
+    ] = False,
 ) -> None:
     """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.[kaggle]')."""
     import prepare as converter
@@ -392,7 +408,10 @@ def prepare(
                TextColumn("{task.fields[rate]} files/s"),
                TimeElapsedColumn())  # fmt: skip
     chosen = [s.strip() for s in signs.split(",")] if signs else None
-    with user_errors(converter.PrepareError), Progress(*columns, console=console, transient=True) as progress:
+    with (
+        user_errors(converter.PrepareError),
+        Progress(*columns, console=console, transient=True) as progress,
+    ):
         task = progress.add_task("convert", total=None, rate="-")
         started = time.perf_counter()
 
