@@ -274,6 +274,35 @@ def split_signers(
     return train, val_signer, test_signer
 
 
+def signer_folds(available: list[str], folds: int) -> list[tuple[list[str], str, list[str]]]:
+    """Signer-independent cross-validation: (train, validation, test signers) per fold.
+
+    Test groups are disjoint and cover every signer (round robin over the sorted ids); each
+    fold's validation signer is the first of the next fold's group, so it is never a test
+    signer of its own fold.
+    """
+    available = sorted(available, key=lambda s: (len(s), s))
+    if not 2 <= folds <= len(available) - 1:
+        raise DataError(f"--folds must be 2..{len(available) - 1} for {len(available)} signers")
+    groups = [available[i::folds] for i in range(folds)]
+    result = []
+    for i, test in enumerate(groups):
+        val = groups[(i + 1) % folds][0]
+        train = [s for s in available if s not in test and s != val]
+        if not train:
+            raise DataError(f"--folds {folds} leaves no training signer")
+        result.append((train, val, test))
+    return result
+
+
+def prepare_split(
+    dataset: Dataset, train: list[str], val: str, test: list[str], config: DataConfig
+) -> dict[str, "Prepared"]:
+    """{"train", "val", and "test" if any test signers}: each preprocessed once."""
+    split = {"train": train, "val": [val], "test": test}
+    return {name: prepare(dataset.subset(set(s)), config) for name, s in split.items() if s}
+
+
 # ---------------------------------------------------------------------------------------------
 # Preprocessing: landmark selection, NaN handling, parts-based normalisation
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -84,142 +84,121 @@ def parse_signer(value: str | None) -> str | None:
     return None if value is None or value.lower() == "none" else value
 
 
-@app.command()
+def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:
+    return typer.Option(*names, help=help, rich_help_panel=panel, **checks)
+
+
+DataDir = Annotated[Path, option("GISLR dataset directory (default: the synthetic set, made on first use).", DATA_PANEL, "--data")]  # fmt: skip
+Device = Annotated[str, option("auto (CUDA when present), cpu or cuda.")]
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
-    data_dir: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="GISLR dataset directory (default: the synthetic set, generated on first use).",
-            rich_help_panel=DATA_PANEL,
-        ),
-    ] = DEFAULT_DATA,
+    ctx: typer.Context,
+    data_dir: DataDir = DEFAULT_DATA,
     out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run directory for checkpoints and logs (default: a new folder under runs/)."
-        ),
+        Path | None, option("Run directory (default: a new folder under runs/).")
     ] = None,
+    preset: Annotated[
+        str, option(f"Model + recipe preset: {', '.join(loops.PRESETS)}. Flags given override it.")
+    ] = "transformer",
     test_signer: Annotated[
-        str,
-        typer.Option(
-            help="Held-out test signer, or 'none' to train on every other signer.",
-            rich_help_panel=DATA_PANEL,
-        ),
+        str, option("Held-out test signer, or 'none'.", DATA_PANEL)
     ] = DEFAULT_TEST_SIGNER,
     val_signer: Annotated[
         str | None,
-        typer.Option(
-            help="Validation signer that picks the epoch (default: the first other signer).",
-            rich_help_panel=DATA_PANEL,
-        ),
+        option("Validation signer that picks the epoch (default: first other).", DATA_PANEL),
     ] = None,
     landmarks: Annotated[
-        str,
-        typer.Option(
-            help="Landmark preset: fullbody (130 points) or all (543).", rich_help_panel=DATA_PANEL
-        ),
+        str, option("fullbody (130 points) or all (543).", DATA_PANEL)
     ] = data.DataConfig.landmarks,
-    coordinates: Annotated[
-        str, typer.Option(help="xy or xyz.", rich_help_panel=DATA_PANEL)
-    ] = data.DataConfig.coordinates,
+    coordinates: Annotated[str, option("xy or xyz.", DATA_PANEL)] = data.DataConfig.coordinates,
     normalize: Annotated[
-        bool, typer.Option(help="Parts-based normalisation.", rich_help_panel=DATA_PANEL)
+        bool, option("Parts-based normalisation.", DATA_PANEL)
     ] = data.DataConfig.normalize,
     align: Annotated[
-        str,
-        typer.Option(
-            help="Normalisation origin: framewise or unique (per sequence).",
-            rich_help_panel=DATA_PANEL,
-        ),
+        str, option("Normalisation origin: framewise or unique.", DATA_PANEL)
     ] = data.DataConfig.align,
     scale: Annotated[
-        str,
-        typer.Option(
-            help="Normalisation unit: framewise or unique (per sequence).",
-            rich_help_panel=DATA_PANEL,
-        ),
+        str, option("Normalisation unit: framewise or unique.", DATA_PANEL)
     ] = data.DataConfig.scale,
     model: Annotated[
-        str, typer.Option(help=f"Model: {', '.join(models.MODELS)}.", rich_help_panel=MODEL_PANEL)
+        str, option(f"{', '.join(models.MODELS)}.", MODEL_PANEL)
     ] = models.ModelConfig.name,
-    width: Annotated[
-        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
-    ] = models.ModelConfig.width,
-    depth: Annotated[
-        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
-    ] = models.ModelConfig.depth,
+    width: Annotated[int, option("Model width D.", MODEL_PANEL, min=1)] = models.ModelConfig.width,
+    depth: Annotated[int, option("Encoder layers.", MODEL_PANEL, min=1)] = models.ModelConfig.depth,
     heads: Annotated[
-        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
+        int, option("Attention heads.", MODEL_PANEL, min=1)
     ] = models.ModelConfig.heads,
     feedforward: Annotated[
-        int, typer.Option(min=1, rich_help_panel=MODEL_PANEL)
+        int, option("MLP hidden width.", MODEL_PANEL, min=1)
     ] = models.ModelConfig.feedforward,
     dropout: Annotated[
-        float, typer.Option(min=0.0, max=1.0, rich_help_panel=MODEL_PANEL)
+        float, option("Dropout.", MODEL_PANEL, min=0, max=1)
     ] = models.ModelConfig.dropout,
     pre_norm: Annotated[
-        bool, typer.Option(help="Pre-LN (else Post-LN).", rich_help_panel=MODEL_PANEL)
+        bool, option("Pre-LN (else Post-LN).", MODEL_PANEL)
     ] = models.ModelConfig.pre_norm,
-    epochs: Annotated[
-        int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)
-    ] = loops.TrainConfig.epochs,
+    epochs: Annotated[int, option("Epochs.", TRAIN_PANEL, min=1)] = loops.TrainConfig.epochs,
     batch_size: Annotated[
-        int, typer.Option(min=1, rich_help_panel=TRAIN_PANEL)
+        int, option("Batch size.", TRAIN_PANEL, min=1)
     ] = loops.TrainConfig.batch_size,
     learning_rate: Annotated[
-        float, typer.Option(min=0.0, rich_help_panel=TRAIN_PANEL)
+        float, option("Peak learning rate.", TRAIN_PANEL, min=0)
     ] = loops.TrainConfig.learning_rate,
     label_smoothing: Annotated[
-        float, typer.Option(min=0.0, max=1.0, rich_help_panel=TRAIN_PANEL)
+        float, option("Label smoothing.", TRAIN_PANEL, min=0, max=1)
     ] = loops.TrainConfig.label_smoothing,
-    seed: Annotated[int, typer.Option(rich_help_panel=TRAIN_PANEL)] = loops.TrainConfig.seed,
+    seed: Annotated[
+        int, option("Seed of weights, dropout, order, augmentation.", TRAIN_PANEL)
+    ] = loops.TrainConfig.seed,
     flip: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Probability of a horizontal flip per training sequence.",
-            rich_help_panel=TRAIN_PANEL,
-        ),
+        float, option("Horizontal flip probability.", TRAIN_PANEL, min=0, max=1)
     ] = loops.TrainConfig.flip,
-    device: Annotated[
-        str,
-        typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=TRAIN_PANEL),
-    ] = "auto",
+    optimizer: Annotated[str, option("adam or adamw.", TRAIN_PANEL)] = loops.TrainConfig.optimizer,
+    weight_decay: Annotated[
+        float, option("AdamW weight decay.", TRAIN_PANEL, min=0)
+    ] = loops.TrainConfig.weight_decay,
+    warmup_epochs: Annotated[
+        float, option("Linear warm-up epochs.", TRAIN_PANEL, min=0)
+    ] = loops.TrainConfig.warmup_epochs,
+    schedule: Annotated[
+        str, option("constant or cosine.", TRAIN_PANEL)
+    ] = loops.TrainConfig.schedule,
+    clip_norm: Annotated[
+        float, option("Gradient-norm clip (0 = off).", TRAIN_PANEL, min=0)
+    ] = loops.TrainConfig.clip_norm,
+    ema: Annotated[
+        float, option("EMA decay of weights (0 = off).", TRAIN_PANEL, min=0, max=1)
+    ] = loops.TrainConfig.ema,
+    late_dropout: Annotated[
+        int, option("Dropout off until this epoch (0 = always on).", TRAIN_PANEL, min=0)
+    ] = loops.TrainConfig.late_dropout,
+    amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = loops.TrainConfig.amp,
+    device: Device = "auto",
 ) -> None:
-    """Train a model; keep the checkpoint of the best validation epoch and of the last one."""  # fmt: skip
+    """Train a model; keep the checkpoint of the best validation epoch and of the last one.
+
+    The defaults shown are the base configs; --preset picks another bundle of model and
+    recipe, and any flag given on the command line overrides the preset.
+    """  # fmt: skip
     with user_errors():
-        data_config = data.DataConfig(landmarks, coordinates, normalize, align, scale)
-        model_config = models.ModelConfig(
-            model, width, depth, heads, feedforward, dropout, pre_norm
-        )
-        train_config = loops.TrainConfig(
-            epochs, batch_size, learning_rate, label_smoothing, seed, flip
-        )
+        data_config, model_config, train_config = resolve_configs(ctx)
         device_ = pick_device(device)
-        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
         if (out / "model.safetensors").exists():
             raise ValueError(f"{out} already holds a trained model: choose another --out")
-        if flip > 0:
-            augment.HorizontalFlip(data_config, probability=flip)  # refuse a bad combination now
-
         ensure_default_data(data_dir)
         started = time.perf_counter()
         dataset = data.load_dataset(data_dir)
-        train_signers, val_signer, test_signer_ = data.split_signers(
+        train_signers, val_signer_, test = data.split_signers(
             sorted(set(dataset.signers)), parse_signer(test_signer), val_signer
         )
-        prepared = {
-            name: data.prepare(dataset.subset(set(signers)), data_config)
-            for name, signers in (("train", train_signers), ("val", [val_signer]),
-                                  ("test", [test_signer_] if test_signer_ else []))
-            if signers
-        }  # fmt: skip
-        split = {"train": train_signers, "val": val_signer, "test": test_signer_}
+        tests = [test] if test else []
+        prepared = data.prepare_split(dataset, train_signers, val_signer_, tests, data_config)
         console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}")
         console.print(
-            f"  signers: {len(train_signers)} train, validation {val_signer}, test {test_signer_}"
+            f"  signers: {len(train_signers)} train, validation {val_signer_}, test {test}"
         )
         console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
         for name, config in (
@@ -230,6 +209,7 @@ def train(
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
 
+        split = {"train": train_signers, "val": val_signer_, "test": tests}
         result = loops.train_run(
             prepared, out, data_config=data_config, model_config=model_config,
             train_config=train_config, vocabulary=dataset.vocabulary, device=device_,
@@ -237,11 +217,38 @@ def train(
             on_epoch=print_epoch, track=tracked,
         )  # fmt: skip
     best = result["best"]
-    console.print(f"best validation epoch {best['epoch']}: val acc {best['val']['accuracy']:.2%}")
-    for name, test in result["test"].items():
-        console.print(f"test signer {split['test']}, {name} (epoch {test['epoch']}): "
-                      f"accuracy {test['accuracy']:.2%}, top-5 {test['top5_accuracy']:.2%}")  # fmt: skip
+    console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
+                  f"val acc {best['val']['accuracy']:.2%}")  # fmt: skip
+    for name, metrics in result["test"].items():
+        console.print(f"test signer {test}, {name} (epoch {metrics['epoch']}): "
+                      f"accuracy {metrics['accuracy']:.2%}, top-5 {metrics['top5_accuracy']:.2%}")  # fmt: skip
     console.print(f"checkpoint: {out / 'model.safetensors'}")
+
+
+CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
+
+
+def resolve_configs(
+    ctx: typer.Context,
+) -> tuple[data.DataConfig, models.ModelConfig, loops.TrainConfig]:
+    """The preset's configs with every option given on the command line applied on top."""
+    preset = loops.PRESETS.get(ctx.params["preset"])
+    if preset is None:
+        raise ValueError(
+            f"unknown preset {ctx.params['preset']!r}: choose one of {', '.join(loops.PRESETS)}"
+        )
+    given = {
+        CONFIG_OPTIONS.get(name, name): value for name, value in ctx.params.items()
+        if ctx.get_parameter_source(name).name == "COMMANDLINE"
+    }  # fmt: skip
+    configs = []
+    for base in (preset.get("data", data.DataConfig()), preset["model"], preset["train"]):
+        names = {f.name for f in fields(base)}
+        configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
+    data_config, model_config, train_config = configs
+    if train_config.flip > 0:
+        augment.HorizontalFlip(data_config, probability=train_config.flip)  # refuse a bad mix now
+    return data_config, model_config, train_config
 
 
 def print_epoch(record: dict, is_best: bool) -> None:
@@ -251,6 +258,80 @@ def print_epoch(record: dict, is_best: bool) -> None:
         f"val acc {v['accuracy']:.2%}  {t['seconds']:.1f}s  {t['samples_per_second']:,.0f} samples/s"
         + ("  [green]best[/]" if is_best else "")
     )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def cv(
+    ctx: typer.Context,
+    data_dir: DataDir = DEFAULT_DATA,
+    folds: Annotated[int, option("Disjoint groups of test signers.", min=2)] = 5,
+    seeds: Annotated[int, option("Seeds per fold (0, 1, ...).", min=1)] = 1,
+    test_signer: Annotated[
+        str | None, option("Instead of folds: one fixed test signer, seeds runs.")
+    ] = None,
+    out: Annotated[
+        Path | None, option("Directory for the runs (default: a new folder under runs/).")
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Signer-independent cross-validation: mean ± std test accuracy over folds and seeds.
+
+    Any `train` flag (--preset, --model, --epochs, ...) after these options sets the recipe.
+    Within each fold a validation signer picks the epoch; the fold's test signers never
+    choose anything.
+    """
+    with user_errors():
+        command = typer.main.get_command(app).get_command(ctx, "train")
+        recipe = command.make_context("train", list(ctx.args), parent=ctx)
+        data_config, model_config, train_config = resolve_configs(recipe)
+        device_ = pick_device(device)
+        ensure_default_data(data_dir)
+        dataset = data.load_dataset(data_dir)
+        signers = sorted(set(dataset.signers))
+        if test_signer is None:
+            splits = data.signer_folds(signers, folds)
+        else:
+            train_signers, val_signer, test = data.split_signers(signers, test_signer, None)
+            splits = [(train_signers, val_signer, [test])]
+        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
+        console.print(
+            f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} folds x {seeds} seeds, out {out}"
+        )
+        console.print(f"  model: {asdict(model_config)}\n  train: {asdict(train_config)}")
+        runs = []
+        for fold, (train_signers, val_signer, test) in enumerate(splits):
+            prepared = data.prepare_split(dataset, train_signers, val_signer, test, data_config)
+            for seed in range(seeds):
+                result = loops.train_run(
+                    prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
+                    model_config=model_config, train_config=replace(train_config, seed=seed),
+                    vocabulary=dataset.vocabulary, device=device_,
+                    metadata=dict(split={"train": train_signers, "val": val_signer, "test": test},
+                                  data=str(data_dir), command=shlex.join(sys.argv)),
+                    track=tracked,
+                )  # fmt: skip
+                test_metrics = result["test"]["model"]
+                runs.append({"fold": fold, "seed": seed, "test_signers": test,
+                             "best_epoch": result["best"]["epoch"], **test_metrics})  # fmt: skip
+                console.print(
+                    f"fold {fold} seed {seed} (test {', '.join(test)}, val {val_signer}): "
+                    f"epoch {result['best']['epoch']}, test acc {test_metrics['accuracy']:.2%}, "
+                    f"last-epoch {result['test']['last']['accuracy']:.2%}"
+                )
+    accuracies = torch.tensor([r["accuracy"] for r in runs])
+    per_class = torch.tensor([r["per_class_accuracy"] for r in runs]).mean(0)
+    std = accuracies.std().item() if len(runs) > 1 else 0.0
+    console.print(f"[bold]test accuracy {accuracies.mean():.2%} ± {std:.2%}[/] over {len(runs)} runs "
+                  f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters")  # fmt: skip
+    signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
+    console.print(
+        "per-class: "
+        + ", ".join(f"{s} {a:.1%}" for s, a in zip(signs, per_class.tolist(), strict=True))
+    )
+    summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "signs": signs,
+               "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
+               "train": asdict(train_config), "data": asdict(data_config)}  # fmt: skip
+    (out / "cv.json").write_text(json.dumps(summary, indent=1))
 
 
 @app.command()
@@ -275,8 +356,8 @@ def evaluate(
     with user_errors():
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
-        signers = signer or [loaded.metadata.get("split", {}).get("test")]
-        if None in signers:
+        signers = signer or loaded.metadata.get("split", {}).get("test")
+        if not signers:
             raise ValueError(f"{ckpt} was trained without a test signer: name one with --signer")
         ensure_default_data(data_dir)
         vocabulary = data.read_vocabulary(data_dir)

@@ -3,14 +3,17 @@
 They take any iterable of `data.Batch`, never print, and return a dict of metrics, so
 `islr.py` can wrap the iterable in a progress bar and print what comes back.
 
-    metrics = train_epoch(model, prepared.batches(32, shuffle=True), optimizer)
+    state = start(model, TrainConfig(), steps_per_epoch=prepared.num_batches(32))
+    metrics = train_epoch(state, prepared.batches(32, shuffle=True), TrainConfig())
     metrics = evaluate(model, prepared.batches(64), num_classes=10)
 """
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,42 +30,75 @@ from data import Batch, DataConfig, Prepared
 class TrainConfig:
     epochs: int = 50  # article 10's budget; the epoch kept is chosen on the validation signer
     batch_size: int = 32  # article 10
-    learning_rate: float = 3e-4  # Adam, article 10
+    learning_rate: float = 3e-4  # peak learning rate; article 10: Adam at 3e-4
     label_smoothing: float = 0.1  # article 10's best; 0 = plain cross-entropy
     seed: int = 0  # seeds weights, dropout, batch order and augmentation: same seed, same metrics
     flip: float = 0.5  # probability of mirroring a training sequence: signers differ in handedness
+    optimizer: str = "adam"  # "adam" (article 10) or "adamw" (decoupled weight decay)
+    weight_decay: float = 0.0  # AdamW's decoupled decay; ignored by plain Adam
+    warmup_epochs: float = 0.0  # linear warm-up from 0, per step; helps Post-LN and big models
+    schedule: str = "constant"  # "constant" (article 10) or "cosine" decay to 0 after warm-up
+    clip_norm: float = 0.0  # clip the gradient norm to this (0 = off); guards against spikes
+    ema: float = 0.0  # decay of an exponential moving average of weights (0 = off), e.g. 0.999
+    late_dropout: int = 0  # every dropout stays off until this epoch (Kaggle 1st place); 0 = on
+    amp: bool = True  # bfloat16 autocast on CUDA; the CPU always runs float32
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose adam or adamw")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown schedule {self.schedule!r}: choose constant or cosine")
 
 
 def train_epoch(
-    model: nn.Module,
+    state: "TrainState",
     batches: Iterable[Batch],
-    optimizer: torch.optim.Optimizer,
+    config: "TrainConfig",
     *,
-    label_smoothing: float = 0.0,
+    dropout: bool = True,
     device: torch.device | str = "cpu",
 ) -> dict:
     """One pass of updates; returns mean loss, accuracy, samples and samples/s."""
+    model = state.model
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    start = time.perf_counter()
+    if not dropout:
+        for module in model.modules():
+            if isinstance(module, DROPOUT_MODULES):
+                module.eval()
+    device = torch.device(device)
+    autocast = torch.autocast(
+        device.type, torch.bfloat16, enabled=config.amp and device.type == "cuda"
+    )
+    total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    start_time = time.perf_counter()
     for batch in batches:
         batch = batch.to(device)
-        logits = model(batch.features, batch.valid)  # (N, K)
-        loss = F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            logits = model(batch.features, batch.valid)  # (N, K)
+            loss = F.cross_entropy(
+                logits.float(), batch.labels, label_smoothing=config.label_smoothing
+            )
+        state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if config.clip_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        state.optimizer.step()
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(model)
         n = len(batch.labels)
-        total_loss += loss.item() * n
-        correct += int((logits.argmax(-1) == batch.labels).sum())
+        # Accumulate on the device: a .item() per step would wait for the GPU every batch.
+        total_loss += loss.detach() * n
+        correct += (logits.argmax(-1) == batch.labels).sum()
         seen += n
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start_time
     return {
-        "loss": total_loss / max(seen, 1),
-        "accuracy": correct / max(seen, 1),
+        "loss": total_loss.item() / max(seen, 1),
+        "accuracy": correct.item() / max(seen, 1),
         "samples": seen,
         "seconds": seconds,
         "samples_per_second": seen / max(seconds, 1e-9),
+        "learning_rate": state.scheduler.get_last_lr()[0],
     }
 
 
@@ -118,8 +154,57 @@ def evaluate(
     return result
 
 
+@dataclass
+class TrainState:
+    """Everything that changes during training; resuming a run restores exactly this."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: torch.optim.swa_utils.AveragedModel | None  # evaluated and saved instead of `model`
+    generator: torch.Generator  # batch order and augmentation
+    epoch: int = 0  # epochs completed
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+def learning_rate_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at an optimizer step: warm-up, then the schedule."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
+
+
+def start(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> TrainState:
+    """A fresh training state for `model` (already on its device)."""
+    decay = config.weight_decay if config.optimizer == "adamw" else 0.0
+    make = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = make(model.parameters(), lr=config.learning_rate, weight_decay=decay)
+    factor = partial(
+        learning_rate_factor,
+        warmup=round(config.warmup_epochs * steps_per_epoch),
+        total=config.epochs * steps_per_epoch,
+        schedule=config.schedule,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    ema = None
+    if config.ema > 0:
+        average = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema)
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+    return TrainState(model, optimizer, scheduler, ema, torch.Generator().manual_seed(config.seed))
+
+
+# Modules whose dropout follows their train/eval flag; late dropout keeps them in eval mode.
+DROPOUT_MODULES = (nn.Dropout, nn.RNNBase, models.SelfAttention)
+
+
 def fit(
-    model: nn.Module,
+    state: TrainState,
     train: Prepared,
     val: Prepared,
     config: TrainConfig,
@@ -130,27 +215,37 @@ def fit(
         batches
     ),
 ) -> Iterator[dict]:
-    """Train for `config.epochs`, yielding {"epoch", "train", "val"} metrics after each epoch.
+    """Train from `state.epoch` to `config.epochs`, yielding {"epoch", "train", "val"} metrics.
 
     The caller decides what to keep (e.g. the checkpoint of the best validation epoch);
     `augment` transforms each training batch; `track` wraps each epoch's batches in a
     progress bar.
     """
-    generator = torch.Generator().manual_seed(config.seed)  # batch order, separate from dropout
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    for epoch in range(1, config.epochs + 1):
-        batches = train.batches(config.batch_size, shuffle=True, generator=generator)
+    while state.epoch < config.epochs:
+        epoch = state.epoch + 1
+        batches = train.batches(config.batch_size, shuffle=True, generator=state.generator)
         if augment is not None:
-            batches = (augment(batch, generator) for batch in batches)
+            batches = (augment(batch, state.generator) for batch in batches)
         batches = track(batches, train.num_batches(config.batch_size), f"epoch {epoch}")
         train_metrics = train_epoch(
-            model, batches, optimizer, label_smoothing=config.label_smoothing, device=device
+            state, batches, config, dropout=epoch >= config.late_dropout, device=device
         )
+        state.epoch = epoch
         val_metrics = evaluate(
-            model, val.batches(EVAL_BATCH), label_smoothing=config.label_smoothing, device=device
-        )
+            state.eval_model, val.batches(EVAL_BATCH), label_smoothing=config.label_smoothing,
+            device=device,
+        )  # fmt: skip
         yield {"epoch": epoch, "train": train_metrics, "val": val_metrics}
 
+
+# Presets: a model with its training recipe. `train --preset NAME`; flags override.
+PRESETS: dict[str, dict] = {
+    # The article-10 recipe exactly: no augmentation, label smoothing 0.1, Adam 3e-4, 50 epochs.
+    "article10": dict(model=models.ModelConfig(), train=TrainConfig(flip=0.0)),
+    # The default: article 10 plus horizontal flip (signers differ in handedness).
+    "transformer": dict(model=models.ModelConfig(), train=TrainConfig()),
+    "simple": dict(model=models.ModelConfig(name="simple"), train=TrainConfig(flip=0.0)),
+}
 
 EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are cheap
 
@@ -184,6 +279,7 @@ def train_run(
     """
     torch.manual_seed(train_config.seed)
     model = models.build(model_config, data_config.num_features, len(vocabulary)).to(device)
+    state = start(model, train_config, prepared["train"].num_batches(train_config.batch_size))
     flip = train_config.flip
     augmenter = augment.HorizontalFlip(data_config, probability=flip) if flip > 0 else None
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +287,7 @@ def train_run(
                  train_config=asdict(train_config), **(metadata or {}))  # fmt: skip
 
     history, best = [], None
-    for record in fit(model, prepared["train"], prepared["val"], train_config, device=device,
+    for record in fit(state, prepared["train"], prepared["val"], train_config, device=device,
                       augment=augmenter, track=track):  # fmt: skip
         history.append({"epoch": record["epoch"], "train": summary(record["train"]),
                         "val": summary(record["val"])})  # fmt: skip
@@ -201,11 +297,11 @@ def train_run(
             -best["val"]["loss"],
         )
         on_epoch(record, is_best)
-        state = dict(epoch=record["epoch"], metrics={"val": summary(val)})
+        epoch_state = dict(epoch=record["epoch"], metrics={"val": summary(val)})
         if is_best:
             best = record
-            checkpoint.save(out / "model.safetensors", model, **saved, **state)
-        checkpoint.save(out / "last.safetensors", model, **saved, **state)
+            checkpoint.save(out / "model.safetensors", state.eval_model, **saved, **epoch_state)
+        checkpoint.save(out / "last.safetensors", state.eval_model, **saved, **epoch_state)
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
     tests = {}

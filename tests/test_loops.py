@@ -1,5 +1,6 @@
 """Training and evaluation loops: metrics, determinism."""
 
+import pytest
 import torch
 
 import data
@@ -13,7 +14,8 @@ def _train(tiny_data, seed):
     torch.manual_seed(seed)
     model = models.build(models.ModelConfig(), 260, 3)
     config = loops.TrainConfig(epochs=2, batch_size=8, seed=seed)
-    return [r["val"]["loss"] for r in loops.fit(model, prepared, prepared, config)]
+    state = loops.start(model, config, prepared.num_batches(8))
+    return [r["val"]["loss"] for r in loops.fit(state, prepared, prepared, config)]
 
 
 def test_same_seed_same_metrics(tiny_data):
@@ -47,8 +49,55 @@ def test_training_learns_the_tiny_set(tiny_data):
     torch.manual_seed(0)
     model = models.build(models.ModelConfig(), 260, 3)
     config = loops.TrainConfig(epochs=15, batch_size=8, learning_rate=1e-3, label_smoothing=0.0)
-    last = list(loops.fit(model, prepared, prepared, config))[-1]
+    state = loops.start(model, config, prepared.num_batches(8))
+    last = list(loops.fit(state, prepared, prepared, config))[-1]
     assert last["val"]["accuracy"] > 0.6
     smoothed = loops.evaluate(model, prepared.batches(16), label_smoothing=0.3)
     assert smoothed["loss"] > last["val"]["loss"]
     assert last["train"]["samples"] == len(prepared) and last["train"]["samples_per_second"] > 0
+
+
+def test_learning_rate_schedule():
+    """Warm-up rises linearly to the peak, cosine decays to 0, constant stays at the peak."""
+    factor = loops.learning_rate_factor
+    assert factor(0, warmup=10, total=100, schedule="cosine") == 0.1
+    assert factor(9, warmup=10, total=100, schedule="cosine") == 1.0
+    assert factor(55, warmup=10, total=100, schedule="cosine") == pytest.approx(0.5)
+    assert factor(100, warmup=10, total=100, schedule="cosine") == pytest.approx(0.0)
+    assert factor(50, warmup=0, total=100, schedule="constant") == 1.0
+
+
+def test_recipe_options_train(tiny_data):
+    """AdamW, warm-up + cosine, clipping, EMA and late dropout run and change the outcome."""
+    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+
+    def run(**recipe):
+        torch.manual_seed(0)
+        model = models.build(models.ModelConfig(), 260, 3)
+        config = loops.TrainConfig(epochs=3, batch_size=8, **recipe)
+        state = loops.start(model, config, prepared.num_batches(8))
+        records = list(loops.fit(state, prepared, prepared, config))
+        return state, records[-1]
+
+    _, plain = run()
+    state, fancy = run(optimizer="adamw", weight_decay=0.05, warmup_epochs=1, schedule="cosine",
+                       clip_norm=1.0, ema=0.9, late_dropout=2)  # fmt: skip
+    assert fancy["train"]["learning_rate"] == pytest.approx(0.0, abs=1e-9)  # cosine reached 0
+    assert fancy["val"]["loss"] != plain["val"]["loss"]
+    assert state.eval_model is state.ema.module and state.epoch == 3
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        loops.TrainConfig(optimizer="sgd")
+
+
+def test_late_dropout_turns_dropout_off():
+    """Before the late-dropout epoch, dropout modules are in eval mode: training is deterministic."""
+    torch.manual_seed(0)
+    model = models.build(models.ModelConfig(dropout=0.5), 260, 3)
+    batch = data.Batch(torch.randn(4, 9, 260), torch.ones(4, 9, dtype=torch.bool),
+                       torch.full((4,), 9), torch.tensor([0, 1, 2, 0]), torch.arange(4))  # fmt: skip
+    config = loops.TrainConfig(learning_rate=0.0, late_dropout=5)
+    state = loops.start(model, config, 1)
+    a = loops.train_epoch(state, [batch], config, dropout=False)
+    b = loops.train_epoch(state, [batch], config, dropout=False)
+    c = loops.train_epoch(state, [batch], config, dropout=True)
+    assert a["loss"] == b["loss"] != c["loss"]
