@@ -58,7 +58,10 @@ def pick_device(name: str) -> torch.device:
 
 
 def tracked(batches: Iterable, total: int, description: str) -> Iterator:
-    """Yield the batches under a transient rich progress bar."""
+    """Yield the batches under a transient rich progress bar (plain iteration in a log file)."""
+    if not console.is_terminal:
+        yield from batches
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=True) as progress:
