@@ -54,10 +54,7 @@ def save(
     **extra,
 ) -> None:
     """Write the checkpoint atomically: a temporary file first, then a rename over `path`."""
-    path = Path(path)
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = model.state_dict()  # the plain model: see trainer.unwrap
     metadata = {
         "format": FORMAT,
         "data_config": json.dumps(asdict(data_config)),
@@ -65,9 +62,33 @@ def save(
         "vocabulary": json.dumps(vocabulary),
         **{key: json.dumps(value) for key, value in extra.items()},
     }
+    write(path, tensors, metadata)
+
+
+def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically: a temporary file first, then a rename over `path`."""
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(tensors, temporary, metadata=metadata)
     os.replace(temporary, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace a text file atomically."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata with JSON values decoded) of a safetensors file, header checked first."""
+    header = read_header(path)
+    try:
+        metadata = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
+        return load_file(path), metadata
+    except Exception as error:  # safetensors raises its own error type for corrupt data
+        raise CheckpointError(f"{path} could not be read ({error})") from None
 
 
 def read_header(path: Path) -> dict:

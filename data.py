@@ -296,7 +296,7 @@ def signer_folds(available: list[str], folds: int) -> list[tuple[list[str], str,
 
 
 def prepare_split(
-    dataset: Dataset, train: list[str], val: str, test: list[str], config: DataConfig
+    dataset: Dataset, train: list[str], val: str, test: list[str], *, config: DataConfig
 ) -> dict[str, "Prepared"]:
     """{"train", "val", and "test" if any test signers}: each preprocessed once."""
     split = {"train": train, "val": [val], "test": test}
@@ -407,13 +407,21 @@ class Prepared:
         return Batch(features, valid, lengths, self.labels[indices], indices)
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> Iterator[Batch]:
         """Length-bucketed batches: sequences of similar length share a batch, so padding is small.
 
         With shuffle, the order is random within pools of 32 batches and the batch order is
         shuffled; without, sequences go in order of length (a model's output does not depend
-        on its batch-mates, so evaluation order does not matter).
+        on its batch-mates, so evaluation order does not matter). With several processes,
+        each takes batches rank, rank + world, ... of the same order (all draw it from the
+        same seed), wrapping around so that every process gets the same number.
         """
         if shuffle:
             order = torch.randperm(len(self), generator=generator)
@@ -422,14 +430,17 @@ class Prepared:
                 chunk[self.lengths[chunk].argsort(stable=True)] for chunk in order.split(pool)
             ]
             batches = list(torch.cat(chunks).split(batch_size))
-            for i in torch.randperm(len(batches), generator=generator).tolist():
-                yield self.merge(batches[i])
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
         else:
-            for indices in self.lengths.argsort(stable=True).split(batch_size):
-                yield self.merge(indices)
+            batches = list(self.lengths.argsort(stable=True).split(batch_size))
+        if world > 1:
+            batches += batches[: -len(batches) % world]  # pad to a multiple of the world size
+            batches = batches[rank::world]
+        for indices in batches:
+            yield self.merge(indices)
 
-    def num_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self) / batch_size)
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return math.ceil(math.ceil(len(self) / batch_size) / world)
 
 
 def prepare(dataset: Dataset, config: DataConfig) -> Prepared:

@@ -11,6 +11,7 @@ dataclasses), calls data.py / models.py / loops.py / checkpoint.py, and prints.
 
 import json
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ import checkpoint
 import data
 import loops
 import models
+import trainer
 
 DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
 DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
@@ -179,6 +181,9 @@ def train(
     ] = loops.TrainConfig.late_dropout,
     amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = loops.TrainConfig.amp,
     device: Device = "auto",
+    resume: Annotated[
+        Path | None, option("Continue an interrupted run directory (its own configs).")
+    ] = None,
 ) -> None:
     """Train a model; keep the checkpoint of the best validation epoch and of the last one.
 
@@ -186,46 +191,72 @@ def train(
     recipe, and any flag given on the command line overrides the preset.
     """  # fmt: skip
     with user_errors():
-        data_config, model_config, train_config = resolve_configs(ctx)
-        device_ = pick_device(device)
-        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
-        if (out / "model.safetensors").exists():
-            raise ValueError(f"{out} already holds a trained model: choose another --out")
+        device_ = trainer.init_distributed(pick_device(device))
+        console.quiet = trainer.rank() != 0  # one process speaks for all
+        if resume:
+            out = resume
+            data_config, model_config, train_config, split, data_dir = resumed_run(resume)
+        else:
+            data_config, model_config, train_config = resolve_configs(ctx)
+            out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
+            if (out / "model.safetensors").exists():
+                raise ValueError(f"{out} already holds a trained model: choose another --out")
         ensure_default_data(data_dir)
         started = time.perf_counter()
         dataset = data.load_dataset(data_dir)
-        train_signers, val_signer_, test = data.split_signers(
-            sorted(set(dataset.signers)), parse_signer(test_signer), val_signer
-        )
-        tests = [test] if test else []
-        prepared = data.prepare_split(dataset, train_signers, val_signer_, tests, data_config)
-        console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}")
-        console.print(
-            f"  signers: {len(train_signers)} train, validation {val_signer_}, test {test}"
-        )
+        if not resume:
+            train_signers, val, test = data.split_signers(
+                sorted(set(dataset.signers)), parse_signer(test_signer), val_signer
+            )
+            split = {"train": train_signers, "val": val, "test": [test] if test else []}
+        prepared = data.prepare_split(dataset, **split, config=data_config)
+        console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}"
+                      + (f", resuming {resume}" if resume else ""))  # fmt: skip
+        console.print(f"  signers: {len(split['train'])} train, validation {split['val']}, "
+                      f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
         console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
-        for name, config in (
-            ("data", data_config),
-            ("model", model_config),
-            ("train", train_config),
-        ):
+        for name, config in (("data", data_config), ("model", model_config),
+                             ("train", train_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
-
-        split = {"train": train_signers, "val": val_signer_, "test": tests}
-        result = loops.train_run(
-            prepared, out, data_config=data_config, model_config=model_config,
-            train_config=train_config, vocabulary=dataset.vocabulary, device=device_,
-            metadata=dict(split=split, data=str(data_dir), command=shlex.join(sys.argv)),
-            on_epoch=print_epoch, track=tracked,
-        )  # fmt: skip
+        try:
+            signal.signal(signal.SIGTERM, interrupt)  # a polite kill stops like Ctrl-C
+            result = trainer.train_run(
+                prepared, out, data_config=data_config, model_config=model_config,
+                train_config=train_config, vocabulary=dataset.vocabulary, device=device_,
+                metadata=dict(split=split, data=str(data_dir), command=shlex.join(sys.argv)),
+                resume=resume is not None, on_epoch=print_epoch, track=tracked,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: the last completed epoch is saved in {out}; "
+                          f"continue with: python islr.py train --resume {out}")  # fmt: skip
+            raise typer.Exit(130) from None
     best = result["best"]
     console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
                   f"val acc {best['val']['accuracy']:.2%}")  # fmt: skip
     for name, metrics in result["test"].items():
-        console.print(f"test signer {test}, {name} (epoch {metrics['epoch']}): "
+        console.print(f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
                       f"accuracy {metrics['accuracy']:.2%}, top-5 {metrics['top5_accuracy']:.2%}")  # fmt: skip
     console.print(f"checkpoint: {out / 'model.safetensors'}")
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def resumed_run(run_dir: Path) -> tuple:
+    """(data, model, train configs, split, data dir) recorded in a run's resume state."""
+    path = run_dir / "resume.safetensors"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no resume.safetensors: it is not a run that can resume")
+    _, saved = trainer.load_resume(path)
+    try:
+        configs = (data.DataConfig(**saved["data_config"]),
+                   models.ModelConfig(**saved["model_config"]),
+                   loops.TrainConfig(**saved["train_config"]))  # fmt: skip
+        return *configs, saved["split"], Path(saved["data"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
 
 
 CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
@@ -303,9 +334,11 @@ def cv(
         console.print(f"  model: {asdict(model_config)}\n  train: {asdict(train_config)}")
         runs = []
         for fold, (train_signers, val_signer, test) in enumerate(splits):
-            prepared = data.prepare_split(dataset, train_signers, val_signer, test, data_config)
+            prepared = data.prepare_split(
+                dataset, train_signers, val_signer, test, config=data_config
+            )
             for seed in range(seeds):
-                result = loops.train_run(
+                result = trainer.train_run(
                     prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
                     model_config=model_config, train_config=replace(train_config, seed=seed),
                     vocabulary=dataset.vocabulary, device=device_,

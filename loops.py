@@ -8,22 +8,19 @@ They take any iterable of `data.Batch`, never print, and return a dict of metric
     metrics = evaluate(model, prepared.batches(64), num_classes=10)
 """
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-import augment
-import checkpoint
 import models
-from data import Batch, DataConfig, Prepared
+from data import Batch, Prepared
 
 
 @dataclass(frozen=True)
@@ -195,7 +192,8 @@ def start(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> TrainS
     ema = None
     if config.ema > 0:
         average = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema)
-        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+        plain = getattr(model, "module", model)  # the model inside DistributedDataParallel
+        ema = torch.optim.swa_utils.AveragedModel(plain, multi_avg_fn=average, use_buffers=True)
     return TrainState(model, optimizer, scheduler, ema, torch.Generator().manual_seed(config.seed))
 
 
@@ -221,12 +219,14 @@ def fit(
     `augment` transforms each training batch; `track` wraps each epoch's batches in a
     progress bar.
     """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     while state.epoch < config.epochs:
         epoch = state.epoch + 1
-        batches = train.batches(config.batch_size, shuffle=True, generator=state.generator)
+        batches = train.batches(config.batch_size, shuffle=True, generator=state.generator,
+                                rank=rank, world=world)  # fmt: skip
         if augment is not None:
             batches = (augment(batch, state.generator) for batch in batches)
-        batches = track(batches, train.num_batches(config.batch_size), f"epoch {epoch}")
+        batches = track(batches, train.num_batches(config.batch_size, world), f"epoch {epoch}")
         train_metrics = train_epoch(
             state, batches, config, dropout=epoch >= config.late_dropout, device=device
         )
@@ -253,66 +253,3 @@ EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are 
 def summary(metrics: dict) -> dict:
     """The scalar metrics of a result (without the per-class lists and the matrix)."""
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
-
-
-def train_run(
-    prepared: dict[str, Prepared],
-    out: Path,
-    *,
-    data_config: DataConfig,
-    model_config: models.ModelConfig,
-    train_config: TrainConfig,
-    vocabulary: dict[str, int],
-    device: torch.device | str = "cpu",
-    metadata: dict | None = None,
-    on_epoch: Callable[[dict, bool], None] = lambda record, is_best: None,
-    track: Callable[[Iterable[Batch], int, str], Iterable[Batch]] = lambda batches, n, what: (
-        batches
-    ),
-) -> dict:
-    """A whole run: train on prepared["train"], keep the best epoch on prepared["val"], test.
-
-    Writes `out/model.safetensors` (best validation accuracy, ties to lower loss),
-    `out/last.safetensors` and `out/history.json`; the test split (if any) is evaluated once,
-    at the end, for both checkpoints, and its metrics are added to them.
-    Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
-    """
-    torch.manual_seed(train_config.seed)
-    model = models.build(model_config, data_config.num_features, len(vocabulary)).to(device)
-    state = start(model, train_config, prepared["train"].num_batches(train_config.batch_size))
-    flip = train_config.flip
-    augmenter = augment.HorizontalFlip(data_config, probability=flip) if flip > 0 else None
-    out.mkdir(parents=True, exist_ok=True)
-    saved = dict(data_config=data_config, model_config=model_config, vocabulary=vocabulary,
-                 train_config=asdict(train_config), **(metadata or {}))  # fmt: skip
-
-    history, best = [], None
-    for record in fit(state, prepared["train"], prepared["val"], train_config, device=device,
-                      augment=augmenter, track=track):  # fmt: skip
-        history.append({"epoch": record["epoch"], "train": summary(record["train"]),
-                        "val": summary(record["val"])})  # fmt: skip
-        val = record["val"]
-        is_best = best is None or (val["accuracy"], -val["loss"]) > (
-            best["val"]["accuracy"],
-            -best["val"]["loss"],
-        )
-        on_epoch(record, is_best)
-        epoch_state = dict(epoch=record["epoch"], metrics={"val": summary(val)})
-        if is_best:
-            best = record
-            checkpoint.save(out / "model.safetensors", state.eval_model, **saved, **epoch_state)
-        checkpoint.save(out / "last.safetensors", state.eval_model, **saved, **epoch_state)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-
-    tests = {}
-    if "test" in prepared:
-        for name in ("model", "last"):
-            path = out / f"{name}.safetensors"
-            loaded = checkpoint.load(path)
-            batches = prepared["test"].batches(EVAL_BATCH)
-            result = evaluate(loaded.model.to(device), batches, device=device)
-            metrics = {**loaded.metadata["metrics"], "test": summary(result)}
-            epoch = loaded.metadata["epoch"]
-            checkpoint.save(path, loaded.model, **saved, epoch=epoch, metrics=metrics)
-            tests[name] = {**result, "epoch": epoch}
-    return {"best": best, "test": tests, "parameters": models.num_parameters(model)}

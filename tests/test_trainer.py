@@ -1,0 +1,143 @@
+"""Whole runs: resume equals an uninterrupted run, kills leave loadable files, 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import checkpoint
+import data
+import loops
+import models
+import trainer
+from data import DataConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(prepared, out, *, epochs, resume=False, stop_at=None):
+    def on_epoch(record, is_best):
+        if record["epoch"] == stop_at:
+            raise KeyboardInterrupt  # as Ctrl-C would, before this epoch's files are written
+
+    config = loops.TrainConfig(epochs=epochs, batch_size=8, ema=0.9, schedule="cosine",
+                               warmup_epochs=1, late_dropout=2)  # fmt: skip
+    return trainer.train_run(
+        prepared, out, data_config=DataConfig(), model_config=models.ModelConfig(),
+        train_config=config, vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
+        resume=resume, on_epoch=on_epoch,
+    )  # fmt: skip
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path):
+    """Interrupt after epoch 2 of 4, resume: same history, weights and test metrics (1e-6)."""
+    dataset = data.load_dataset(tiny_data)
+    prepared = data.prepare_split(dataset, ["202", "303"], "101", ["16069"], config=DataConfig())
+    whole = _run(prepared, tmp_path / "whole", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        _run(prepared, tmp_path / "cut", epochs=4, stop_at=3)
+    assert checkpoint.load(tmp_path / "cut" / "last.safetensors").metadata["epoch"] == 2
+    resumed = _run(prepared, tmp_path / "cut", epochs=4, resume=True)
+    assert resumed["best"]["epoch"] == whole["best"]["epoch"]
+    for name in ("model", "last"):
+        assert resumed["test"][name]["loss"] == pytest.approx(whole["test"][name]["loss"], abs=1e-6)
+        a = checkpoint.load(tmp_path / "whole" / f"{name}.safetensors").model.state_dict()
+        b = checkpoint.load(tmp_path / "cut" / f"{name}.safetensors").model.state_dict()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    whole_history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    cut_history = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [r["val"]["loss"] for r in whole_history] == pytest.approx(
+        [r["val"]["loss"] for r in cut_history], abs=1e-6
+    )
+
+
+def _start(args, env=None):
+    return subprocess.Popen([sys.executable, "islr.py", "train", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def _wait_for(path: Path, process, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_killed_training_leaves_loadable_checkpoints(tiny_data, tmp_path):
+    """SIGTERM stops cleanly with a resume hint; SIGKILL mid-run leaves every file loadable."""
+    out = tmp_path / "run"
+    process = _start(["--data", tiny_data, "--out", out, "--epochs", "200", "--batch-size", "4"])
+    _wait_for(out / "resume.safetensors", process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert f"--resume {out}" in output and "Traceback" not in output
+    epoch = checkpoint.load(out / "last.safetensors").metadata["epoch"]
+    assert 1 <= epoch < 200
+
+    process = _start(["--resume", out])
+    deadline = time.monotonic() + 60
+    while checkpoint.load(out / "last.safetensors").metadata["epoch"] < epoch + 2:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for name in ("model", "last"):
+        checkpoint.load(out / f"{name}.safetensors")
+    tensors, saved = trainer.load_resume(out / "resume.safetensors")
+    assert saved["epoch"] > epoch
+
+
+def test_two_processes_train_like_one(tmp_path):
+    """torchrun with 2 CPU processes (gloo) writes a valid checkpoint, accuracy in line with 1."""
+    from conftest import write_gislr
+
+    root = write_gislr(tmp_path / "d", per_signer=24)
+    # Without normalisation the tiny set's class-dependent drift is learnable in a few epochs.
+    args = ["--data", root, "--epochs", "12", "--batch-size", "8", "--flip", "0", "--no-normalize",
+            "--learning-rate", "3e-3"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+    ]
+    two = subprocess.run([*torchrun, "islr.py", "train", *map(str, args), "--out", tmp_path / "two"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stdout + two.stderr
+    one = _start([*args, "--out", tmp_path / "one"])
+    output, _ = one.communicate(timeout=300)
+    assert one.returncode == 0, output
+    a = checkpoint.load(tmp_path / "one" / "model.safetensors").metadata["metrics"]
+    b = checkpoint.load(tmp_path / "two" / "model.safetensors").metadata["metrics"]
+    assert two.stdout.count("epoch  12") == 1  # only rank 0 prints
+    assert a["test"]["accuracy"] > 0.45 and b["test"]["accuracy"] > 0.45  # chance is 1/3
+    assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= 0.25
+
+
+def test_hostile_hdf5_declared_size_is_refused(tmp_path):
+    """A dataset declaring a billion frames is refused before any data is read."""
+    from conftest import write_gislr
+
+    root = write_gislr(tmp_path / "d")
+    with h5py.File(root / "101.hdf5", "a") as file:
+        group = file.create_group("666")
+        group.create_dataset(
+            "feature", shape=(3, 10**9, 543), dtype=np.float32, chunks=(3, 16, 543)
+        )
+        group["token"] = np.array([0])
+    with pytest.raises(data.DataError, match="1000000000 frames"):
+        data.load_dataset(root)

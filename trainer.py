@@ -1,0 +1,213 @@
+"""A whole training run: epochs, checkpoints, resume, interruption, several processes.
+
+`train_run` drives `loops.fit` and owns everything on disk in the run directory:
+
+    model.safetensors    the best validation epoch (ties: lower validation loss)
+    last.safetensors     the last completed epoch
+    resume.safetensors   weights, optimizer, scheduler, EMA and RNG state of that epoch
+    history.json         per-epoch metrics
+
+Every file is replaced atomically once per epoch, so killing the process at any moment
+(even SIGKILL) leaves the previous files loadable, and `--resume RUN_DIR` continues from the
+last completed epoch with exactly the state an uninterrupted run would have had.
+
+Under `torchrun --nproc-per-node N islr.py train ...` each process trains on its shard of
+every epoch's batches (DistributedDataParallel: gloo on CPU, nccl on CUDA); only rank 0
+writes files.
+"""
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import augment
+import checkpoint
+import loops
+import models
+from data import Batch, DataConfig, Prepared
+
+RESUME_FORMAT = "islr-resume/1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes (a no-op for one process); returns the device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def reduce_metrics(metrics: dict) -> dict:
+    """Sum the sample-weighted training metrics over processes."""
+    if not dist.is_initialized():
+        return metrics
+    n = metrics["samples"]
+    totals = torch.tensor([metrics["loss"] * n, metrics["accuracy"] * n, n], dtype=torch.float64)
+    dist.all_reduce(totals)
+    loss, correct, seen = totals.tolist()
+    seconds = metrics["seconds"]
+    return {**metrics, "loss": loss / seen, "accuracy": correct / seen, "samples": int(seen),
+            "samples_per_second": seen / max(seconds, 1e-9)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Resumable state: tensors in safetensors, the rest as JSON in its header; no pickle.
+
+
+def save_resume(path: Path, state: loops.TrainState, extra: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in unwrap(state.model).state_dict().items()}
+    if state.ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in state.ema.state_dict().items()}
+    optimizer = state.optimizer.state_dict()
+    for index, values in optimizer["state"].items():
+        tensors |= {f"optimizer.{index}.{name}": v for name, v in values.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.batches"] = state.generator.get_state()
+    metadata = {
+        "format": RESUME_FORMAT,
+        "epoch": state.epoch,
+        "optimizer_groups": optimizer["param_groups"],
+        "scheduler": state.scheduler.state_dict(),
+        **extra,
+    }
+    checkpoint.write(path, tensors, {k: json.dumps(v) for k, v in metadata.items()})
+
+
+def load_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a resume file, checked before anything is built from it."""
+    tensors, metadata = checkpoint.read(path)
+    if metadata.get("format") != RESUME_FORMAT:
+        raise checkpoint.CheckpointError(f"{path} is not an islr resume state")
+    return tensors, metadata
+
+
+def restore(state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Put a saved training state back in place, RNG included."""
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    unwrap(state.model).load_state_dict(part("model."))
+    if state.ema is not None:
+        state.ema.load_state_dict(part("ema."))
+    per_parameter: dict[int, dict] = {}
+    for name, value in part("optimizer.").items():
+        index, key = name.split(".", 1)
+        per_parameter.setdefault(int(index), {})[key] = value
+    groups = metadata["optimizer_groups"]
+    state.optimizer.load_state_dict({"state": per_parameter, "param_groups": groups})
+    state.scheduler.load_state_dict(metadata["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    state.generator.set_state(tensors["rng.batches"])
+    state.epoch = metadata["epoch"]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel (or torch.compile)."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def train_run(
+    prepared: dict[str, Prepared],
+    out: Path,
+    *,
+    data_config: DataConfig,
+    model_config: models.ModelConfig,
+    train_config: loops.TrainConfig,
+    vocabulary: dict[str, int],
+    device: torch.device | str = "cpu",
+    metadata: dict | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[dict, bool], None] = lambda record, is_best: None,
+    track: Callable[[Iterable[Batch], int, str], Iterable[Batch]] = lambda batches, n, what: (
+        batches
+    ),
+) -> dict:
+    """Train on prepared["train"], keep the best epoch on prepared["val"], then test once.
+
+    The test split (if any) is evaluated at the end for both checkpoints, and its metrics
+    are added to them. With `resume`, training continues from `out/resume.safetensors`.
+    Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
+    """
+    torch.manual_seed(train_config.seed)
+    model = models.build(model_config, data_config.num_features, len(vocabulary)).to(device)
+    parameters = models.num_parameters(model)
+    if dist.is_initialized():
+        model = nn.parallel.DistributedDataParallel(model)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    state = loops.start(
+        model, train_config, prepared["train"].num_batches(train_config.batch_size, world)
+    )
+    flip = train_config.flip
+    augmenter = augment.HorizontalFlip(data_config, probability=flip) if flip > 0 else None
+    saved = dict(data_config=data_config, model_config=model_config, vocabulary=vocabulary,
+                 train_config=asdict(train_config), **(metadata or {}))  # fmt: skip
+    history, best = [], None
+    if resume:
+        tensors, resumed = load_resume(out / "resume.safetensors")
+        restore(state, tensors, resumed)
+        history, best = resumed["history"], resumed["best"]
+    writer = rank() == 0
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+
+    for record in loops.fit(state, prepared["train"], prepared["val"], train_config, device=device,
+                            augment=augmenter, track=track):  # fmt: skip
+        record["train"] = reduce_metrics(record["train"])
+        val = loops.summary(record["val"])
+        history.append(
+            {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
+        )
+        is_best = best is None or (val["accuracy"], -val["loss"]) > (
+            best["val"]["accuracy"], -best["val"]["loss"]
+        )  # fmt: skip
+        if is_best:
+            best = {"epoch": record["epoch"], "val": val}
+        if not writer:
+            continue
+        on_epoch(record, is_best)
+        epoch_state = dict(epoch=record["epoch"], metrics={"val": val})
+        eval_model = unwrap(state.eval_model)
+        if is_best:
+            checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
+        checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
+        save_resume(out / "resume.safetensors", state, {**saved, "history": history, "best": best,
+                    "data_config": asdict(data_config), "model_config": asdict(model_config)})  # fmt: skip
+        checkpoint.write_text(out / "history.json", json.dumps(history, indent=1))
+
+    tests = {}
+    if writer and "test" in prepared:
+        for name in ("model", "last"):
+            path = out / f"{name}.safetensors"
+            loaded = checkpoint.load(path)
+            batches = prepared["test"].batches(loops.EVAL_BATCH)
+            result = loops.evaluate(loaded.model.to(device), batches, device=device)
+            metrics = {**loaded.metadata["metrics"], "test": loops.summary(result)}
+            epoch = loaded.metadata["epoch"]
+            checkpoint.save(path, loaded.model, **saved, epoch=epoch, metrics=metrics)
+            tests[name] = {**result, "epoch": epoch}
+    if dist.is_initialized():
+        dist.barrier()
+    return {"best": best, "test": tests, "parameters": parameters}
