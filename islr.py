@@ -40,7 +40,7 @@ RUNS = Path("runs")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(highlight=False, soft_wrap=True)  # a long line stays one line in logs
 
-DATA_PANEL, MODEL_PANEL, TRAIN_PANEL = "Data", "Model", "Training"
+DATA_PANEL, MODEL_PANEL, TRAIN_PANEL, AUGMENT_PANEL = "Data", "Model", "Training", "Augmentation"
 
 
 @contextmanager
@@ -91,6 +91,11 @@ def parse_signer(value: str | None) -> str | None:
 
 def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:
     return typer.Option(*names, help=help, rich_help_panel=panel, **checks)
+
+
+def chance(help: str) -> typer.models.OptionInfo:
+    """A per-sequence augmentation probability; magnitudes come from augment.AugmentConfig."""
+    return option(f"{help} Probability per training sequence.", AUGMENT_PANEL, min=0, max=1)
 
 
 DataDir = Annotated[Path, option("GISLR dataset directory (default: the synthetic set, made on first use).", DATA_PANEL, "--data")]  # fmt: skip
@@ -157,9 +162,20 @@ def train(
     seed: Annotated[
         int, option("Seed of weights, dropout, order, augmentation.", TRAIN_PANEL)
     ] = loops.TrainConfig.seed,
-    flip: Annotated[
-        float, option("Horizontal flip probability.", TRAIN_PANEL, min=0, max=1)
-    ] = loops.TrainConfig.flip,
+    flip: Annotated[float, chance("Horizontal flip.")] = augment.AugmentConfig.flip,
+    affine: Annotated[
+        float, chance("Rotation, shear, per-part scale/shift.")
+    ] = augment.AugmentConfig.affine,
+    noise: Annotated[float, chance("Noise on present landmarks.")] = augment.AugmentConfig.noise,
+    crop: Annotated[float, chance("Temporal crop.")] = augment.AugmentConfig.crop,
+    resample: Annotated[
+        float, chance("Temporal resampling (speed).")
+    ] = augment.AugmentConfig.resample,
+    drop_part: Annotated[float, chance("Drop a whole part.")] = augment.AugmentConfig.drop_part,
+    drop_joints: Annotated[
+        float, chance("Drop random joints.")
+    ] = augment.AugmentConfig.drop_joints,
+    drop_time: Annotated[float, chance("Drop a time span.")] = augment.AugmentConfig.drop_time,
     optimizer: Annotated[str, option("adam or adamw.", TRAIN_PANEL)] = loops.TrainConfig.optimizer,
     weight_decay: Annotated[
         float, option("AdamW weight decay.", TRAIN_PANEL, min=0)
@@ -195,9 +211,11 @@ def train(
         console.quiet = trainer.rank() != 0  # one process speaks for all
         if resume:
             out = resume
-            data_config, model_config, train_config, split, data_dir = resumed_run(resume)
+            data_config, model_config, train_config, augment_config, split, data_dir = resumed_run(
+                resume
+            )
         else:
-            data_config, model_config, train_config = resolve_configs(ctx)
+            data_config, model_config, train_config, augment_config = resolve_configs(ctx)
             out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
             if (out / "model.safetensors").exists():
                 raise ValueError(f"{out} already holds a trained model: choose another --out")
@@ -216,15 +234,15 @@ def train(
                       f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
         console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
         for name, config in (("data", data_config), ("model", model_config),
-                             ("train", train_config)):  # fmt: skip
+                             ("train", train_config), ("augment", augment_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         try:
             signal.signal(signal.SIGTERM, interrupt)  # a polite kill stops like Ctrl-C
             result = trainer.train_run(
                 prepared, out, data_config=data_config, model_config=model_config,
-                train_config=train_config, vocabulary=dataset.vocabulary, device=device_,
-                metadata=dict(split=split, data=str(data_dir), command=shlex.join(sys.argv)),
+                train_config=train_config, augment_config=augment_config,
+                vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir), command=shlex.join(sys.argv)),
                 resume=resume is not None, on_epoch=print_epoch, track=tracked,
             )  # fmt: skip
         except KeyboardInterrupt:
@@ -253,7 +271,8 @@ def resumed_run(run_dir: Path) -> tuple:
     try:
         configs = (data.DataConfig(**saved["data_config"]),
                    models.ModelConfig(**saved["model_config"]),
-                   loops.TrainConfig(**saved["train_config"]))  # fmt: skip
+                   loops.TrainConfig(**saved["train_config"]),
+                   augment.AugmentConfig(**saved["augment_config"]))  # fmt: skip
         return *configs, saved["split"], Path(saved["data"])
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
@@ -262,27 +281,24 @@ def resumed_run(run_dir: Path) -> tuple:
 CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
 
 
-def resolve_configs(
-    ctx: typer.Context,
-) -> tuple[data.DataConfig, models.ModelConfig, loops.TrainConfig]:
-    """The preset's configs with every option given on the command line applied on top."""
+def resolve_configs(ctx: typer.Context) -> tuple:
+    """(data, model, train, augment configs): the preset's, with every option given applied."""
     preset = loops.PRESETS.get(ctx.params["preset"])
     if preset is None:
-        raise ValueError(
-            f"unknown preset {ctx.params['preset']!r}: choose one of {', '.join(loops.PRESETS)}"
-        )
+        names = ", ".join(loops.PRESETS)
+        raise ValueError(f"unknown preset {ctx.params['preset']!r}: choose one of {names}")
     given = {
         CONFIG_OPTIONS.get(name, name): value for name, value in ctx.params.items()
         if ctx.get_parameter_source(name).name == "COMMANDLINE"
     }  # fmt: skip
     configs = []
-    for base in (preset.get("data", data.DataConfig()), preset["model"], preset["train"]):
+    bases = (preset.get("data", data.DataConfig()), preset["model"], preset["train"],
+             preset["augment"])  # fmt: skip
+    for base in bases:
         names = {f.name for f in fields(base)}
         configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
-    data_config, model_config, train_config = configs
-    if train_config.flip > 0:
-        augment.HorizontalFlip(data_config, probability=train_config.flip)  # refuse a bad mix now
-    return data_config, model_config, train_config
+    augment.build(configs[3], configs[0])  # refuse a bad combination now, not after loading
+    return tuple(configs)
 
 
 def print_epoch(record: dict, is_best: bool) -> None:
@@ -317,7 +333,7 @@ def cv(
     with user_errors():
         command = typer.main.get_command(app).get_command(ctx, "train")
         recipe = command.make_context("train", list(ctx.args), parent=ctx)
-        data_config, model_config, train_config = resolve_configs(recipe)
+        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         device_ = pick_device(device)
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
@@ -331,7 +347,9 @@ def cv(
         console.print(
             f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} folds x {seeds} seeds, out {out}"
         )
-        console.print(f"  model: {asdict(model_config)}\n  train: {asdict(train_config)}")
+        for name, config in (("data", data_config), ("model", model_config),
+                             ("train", train_config), ("augment", augment_config)):  # fmt: skip
+            console.print(f"  {name}: {asdict(config)}")
         runs = []
         for fold, (train_signers, val_signer, test) in enumerate(splits):
             prepared = data.prepare_split(
@@ -341,6 +359,7 @@ def cv(
                 result = trainer.train_run(
                     prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
                     model_config=model_config, train_config=replace(train_config, seed=seed),
+                    augment_config=augment_config,
                     vocabulary=dataset.vocabulary, device=device_,
                     metadata=dict(split={"train": train_signers, "val": val_signer, "test": test},
                                   data=str(data_dir), command=shlex.join(sys.argv)),
@@ -366,7 +385,8 @@ def cv(
     )
     summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "signs": signs,
                "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
-               "train": asdict(train_config), "data": asdict(data_config)}  # fmt: skip
+               "train": asdict(train_config), "data": asdict(data_config),
+               "augment": asdict(augment_config)}  # fmt: skip
     (out / "cv.json").write_text(json.dumps(summary, indent=1))
 
 

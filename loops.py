@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+import augment
 import models
 from data import Batch, Prepared
 
@@ -30,7 +31,6 @@ class TrainConfig:
     learning_rate: float = 3e-4  # peak learning rate; article 10: Adam at 3e-4
     label_smoothing: float = 0.1  # article 10's best; 0 = plain cross-entropy
     seed: int = 0  # seeds weights, dropout, batch order and augmentation: same seed, same metrics
-    flip: float = 0.5  # probability of mirroring a training sequence: signers differ in handedness
     optimizer: str = "adam"  # "adam" (article 10) or "adamw" (decoupled weight decay)
     weight_decay: float = 0.0  # AdamW's decoupled decay; ignored by plain Adam
     warmup_epochs: float = 0.0  # linear warm-up from 0, per step; helps Post-LN and big models
@@ -238,13 +238,18 @@ def fit(
         yield {"epoch": epoch, "train": train_metrics, "val": val_metrics}
 
 
-# Presets: a model with its training recipe. `train --preset NAME`; flags override.
+NO_AUGMENT, FLIP = augment.PRESETS["none"], augment.PRESETS["flip"]
+
+# Presets: a model with its training recipe and augmentations (and, where it matters, its
+# data config). `train --preset NAME`; flags given on the command line override.
 PRESETS: dict[str, dict] = {
     # The article-10 recipe exactly: no augmentation, label smoothing 0.1, Adam 3e-4, 50 epochs.
-    "article10": dict(model=models.ModelConfig(), train=TrainConfig(flip=0.0)),
+    "article10": dict(model=models.ModelConfig(), train=TrainConfig(), augment=NO_AUGMENT),
     # The default: article 10 plus horizontal flip (signers differ in handedness).
-    "transformer": dict(model=models.ModelConfig(), train=TrainConfig()),
-    "simple": dict(model=models.ModelConfig(name="simple"), train=TrainConfig(flip=0.0)),
+    "transformer": dict(model=models.ModelConfig(), train=TrainConfig(), augment=FLIP),
+    "simple": dict(
+        model=models.ModelConfig(name="simple"), train=TrainConfig(), augment=NO_AUGMENT
+    ),
 }
 
 EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are cheap

@@ -136,6 +136,7 @@ def train_run(
     data_config: DataConfig,
     model_config: models.ModelConfig,
     train_config: loops.TrainConfig,
+    augment_config: augment.AugmentConfig,
     vocabulary: dict[str, int],
     device: torch.device | str = "cpu",
     metadata: dict | None = None,
@@ -160,10 +161,10 @@ def train_run(
     state = loops.start(
         model, train_config, prepared["train"].num_batches(train_config.batch_size, world)
     )
-    flip = train_config.flip
-    augmenter = augment.HorizontalFlip(data_config, probability=flip) if flip > 0 else None
+    augmenter = augment.build(augment_config, data_config)
     saved = dict(data_config=data_config, model_config=model_config, vocabulary=vocabulary,
-                 train_config=asdict(train_config), **(metadata or {}))  # fmt: skip
+                 train_config=asdict(train_config), augment_config=asdict(augment_config),
+                 **(metadata or {}))  # fmt: skip
     history, best = [], None
     if resume:
         tensors, resumed = load_resume(out / "resume.safetensors")

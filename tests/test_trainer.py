@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import augment
 import checkpoint
 import data
 import loops
@@ -32,7 +33,7 @@ def _run(prepared, out, *, epochs, resume=False, stop_at=None):
                                warmup_epochs=1, late_dropout=2)  # fmt: skip
     return trainer.train_run(
         prepared, out, data_config=DataConfig(), model_config=models.ModelConfig(),
-        train_config=config, vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
+        train_config=config, augment_config=augment.AugmentConfig(), vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
         resume=resume, on_epoch=on_epoch,
     )  # fmt: skip
 
