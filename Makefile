@@ -11,10 +11,10 @@ CKPT ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,onnx]'
 	touch $@
 
-.PHONY: help setup train evaluate synth bench-prepare test test-slow lint format clean
+.PHONY: help setup train evaluate bench synth bench-prepare test test-slow lint format clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: DATA=dir (default: synthetic set), ARGS='--epochs 10 ...', CKPT=file"
@@ -27,6 +27,9 @@ train: $(VENV)/.installed ## Train the default Transformer (DATA=dir for real da
 evaluate: $(VENV)/.installed ## Evaluate a checkpoint: make evaluate CKPT=runs/<name>/model.safetensors
 	@test -n "$(CKPT)" || { echo "usage: make evaluate CKPT=runs/<name>/model.safetensors"; exit 2; }
 	$(PY) islr.py evaluate $(CKPT) $(if $(DATA),--data $(DATA)) $(ARGS)
+
+bench: $(VENV)/.installed ## Training and inference speed of a preset (ARGS='--preset article10 ...')
+	$(PY) islr.py bench $(ARGS)
 
 synth: $(VENV)/.installed ## Generate the synthetic top-10 set into datasets/synthetic-top10
 	$(PY) islr.py synth $(ARGS)

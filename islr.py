@@ -568,5 +568,76 @@ def prepare(
         console.print(f"[yellow]skipped {count} ({kind}):[/] " + "; ".join(report.examples[kind]))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    data_dir: DataDir = DEFAULT_DATA,
+    max_sequences: Annotated[
+        int | None, option("Train on a random subset of this size.", min=1)
+    ] = None,
+    repeats: Annotated[int, option("Timed epochs of (a) and of (b), interleaved.", min=1)] = 3,
+    latency_calls: Annotated[
+        int, option("Single-sequence calls per latency figure.", min=10)
+    ] = 100,
+    json_path: Annotated[
+        Path | None, option("Also write the figures to this JSON file.", None, "--json")
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Training and inference speed in one run: epoch vs model-only, latency, start-up.
+
+    Any `train` flag (--preset, --model, --flip, ...) after these options sets the recipe.
+    """
+    import bench as benchmark
+
+    with user_errors():
+        command = typer.main.get_command(app).get_command(ctx, "train")
+        recipe = command.make_context("train", list(ctx.args), parent=ctx)
+        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
+        ensure_default_data(data_dir)
+        result = benchmark.run(data_dir, data_config, model_config, train_config, augment_config,
+                               device=pick_device(device), max_sequences=max_sequences,
+                               repeats=repeats, latency_calls=latency_calls)  # fmt: skip
+    table = Table(
+        "figure", "value", title=f"islr bench: preset {recipe.params['preset']} on {data_dir}"
+    )
+    rows = [
+        ("(a) training epoch, samples/s", f"{result['train_samples_per_second']:,.0f}"),
+        ("(b) model only (forward + backward + step), samples/s", f"{result['model_samples_per_second']:,.0f}"),
+        ("(a)/(b)", f"{result['pipeline_ratio']:.2f}"),
+        ("(c) latency 1 thread, median / p95 ms", f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}"),
+        ("(c) latency all threads, median / p95 ms", f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}"),
+        ("(c) batched inference, sequences/s", f"{result['inference_sequences_per_second']:,.0f}"),
+        ("(d) start to first step, s", f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})"),
+        ("sequences / parameters / threads", f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}"),
+        ("load average before the run", f"{result['load_average']:.2f}"),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1))
+
+
+@app.command()
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
+    out: Annotated[
+        Path, typer.Argument(help="The file to write (.pt for TorchScript, .onnx for ONNX).")
+    ],
+    format: Annotated[
+        str, option("torchscript or onnx (needs pip install '.[onnx]').")
+    ] = "torchscript",
+) -> None:
+    """A self-contained model file taking raw landmarks [T, 543, 3], checked against PyTorch."""
+    import export as exporter
+
+    with user_errors():
+        result = exporter.export(ckpt, out, format)
+    console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
+                  f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
+                  f"{result['parity_source']}")  # fmt: skip
+
+
 if __name__ == "__main__":
     app()

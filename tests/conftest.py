@@ -6,9 +6,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import islr
+
+# One thread: the tests' models are tiny, and on a shared 2-core machine a second thread
+# mostly waits for the other processes (measured 10-100x slower under load).
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 REAL_GISLR = SHARED_DATA / "gislr-hello-thankyou"

@@ -1,30 +1,129 @@
-"""Model shapes, sizes and independence from batch-mates."""
+"""Model shapes, sizes, training and independence from batch-mates."""
+
+import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import models
 from models import ModelConfig
 
 
+@pytest.mark.parametrize("velocity", [False, True], ids=["plain", "velocity"])
 @pytest.mark.parametrize("name", models.MODELS)
-def test_output_does_not_depend_on_padding(name):
+def test_output_does_not_depend_on_padding(name, velocity):
     """A sequence's logits are the same alone and padded inside a batch of longer sequences."""
     torch.manual_seed(0)
-    model = models.build(ModelConfig(name=name), 260, 10).eval()
-    lengths = torch.tensor([7, 30, 19])
-    x = torch.randn(3, 30, 260)
+    model = models.build(ModelConfig(name=name, velocity=velocity), 260, 10).eval()
+    lengths = torch.tensor([7, 30, 19, 1])  # 7 and 1 are shorter than the conv kernels
+    x = torch.randn(4, 30, 260)
     valid = torch.arange(30)[None] < lengths[:, None]
     x = x * valid[..., None]
+    garbage = torch.where(valid[..., None], x, 100.0)  # padded frames must not matter
     with torch.no_grad():
-        batched = model(x, valid)  # (3, K)
-        alone = model(x[:1, :7], valid[:1, :7])  # (1, K)
-        garbage = x.clone()
-        garbage[0, 7:] = 100.0  # whatever sits in padded frames must not matter
+        batched = model(x, valid)  # (4, K)
         with_garbage = model(garbage, valid)
-    assert batched.shape == (3, 10)
-    assert torch.allclose(batched[:1], alone, atol=1e-5)
-    assert torch.allclose(with_garbage[:1], alone, atol=1e-5)
+        alone = torch.cat(
+            [model(x[i : i + 1, :n], valid[i : i + 1, :n]) for i, n in enumerate(lengths)]
+        )
+    assert batched.shape == (4, 10)
+    assert torch.allclose(batched, alone, atol=1e-5)
+    assert torch.allclose(with_garbage, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_shapes(name):
+    """Every model maps (N, T, F) and a mask to (N, K) logits through (N, D') features."""
+    model = models.build(ModelConfig(name=name, width=16, heads=2, feedforward=32), 20, 5)
+    x, valid = torch.randn(3, 11, 20), torch.ones(3, 11, dtype=torch.bool)
+    width = 32 if name in ("rnn", "lstm", "gru") else 16  # bidirectional RNNs concatenate
+    assert model.forward_features(x, valid).shape == (3, width)
+    assert model(x, valid).shape == (3, 5)
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_a_few_steps_reduce_the_loss(name):
+    """Twenty Adam steps on one tiny random batch cut its loss by more than 70%."""
+    torch.manual_seed(0)
+    config = ModelConfig(name=name, width=32, feedforward=64, depth=1, velocity=True)
+    model = models.build(config, 12, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    lengths = torch.tensor([5, 9, 12, 3, 8, 12, 7, 10])
+    x, labels = torch.randn(8, 12, 12), torch.arange(8) % 4
+    valid = torch.arange(12)[None] < lengths[:, None]
+    losses = []
+    for _ in range(20):
+        loss = F.cross_entropy(model(x, valid), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_velocity_features():
+    """Velocity appends backward 1- and 2-frame differences, zero at the start and on padding."""
+    x = torch.tensor([[1.0, 2.0, 4.0, 7.0, 100.0]])[..., None]  # (1, 5, 1), last frame padded
+    valid = torch.tensor([[True, True, True, True, False]])
+    v = models.add_velocity(x, valid)  # (1, 5, 3)
+    assert torch.equal(v[0, :, 1], torch.tensor([0.0, 1.0, 2.0, 3.0, 0.0]))
+    assert torch.equal(v[0, :, 2], torch.tensor([0.0, 0.0, 3.0, 5.0, 0.0]))
+    assert torch.equal(v[..., 0], x[..., 0])
+    tiny = models.add_velocity(torch.ones(2, 1, 3), torch.ones(2, 1, dtype=torch.bool))
+    assert tiny.shape == (2, 1, 9)
+
+
+def test_attention_dropout_is_its_own_setting():
+    """SelfAttention takes attention_dropout, not dropout, in every attention model."""
+    for name in ("transformer", "macaron", "conformer", "hybrid"):
+        model = models.build(ModelConfig(name=name, dropout=0.3, attention_dropout=0.0), 20, 3)
+        rates = [m.dropout for m in model.modules() if isinstance(m, models.SelfAttention)]
+        assert rates and all(rate == 0.0 for rate in rates)
+    default = models.build(ModelConfig(), 20, 3)
+    assert default.layers[0].attention.dropout == 0.1  # article 10 keeps 0.1
+
+
+def test_conformer_is_macaron_plus_convolutions():
+    """Conformer blocks hold a depthwise convolution module; Macaron blocks do not."""
+    conformer = models.build(ModelConfig(name="conformer"), 20, 3)
+    macaron = models.build(ModelConfig(name="macaron"), 20, 3)
+    assert sum(isinstance(m, models.ConvolutionModule) for m in conformer.modules()) == 2
+    assert not any(isinstance(m, models.DepthwiseConv) for m in macaron.modules())
+    for model in (conformer, macaron):  # BatchNorm would mix padded frames and batch-mates
+        assert not any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        )
+
+
+def test_hybrid_layout():
+    """The hybrid repeats `conv_blocks` conv blocks then one Transformer block, `depth` times."""
+    model = models.build(ModelConfig(name="hybrid", depth=2, conv_blocks=3), 20, 3)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == (["ConvBlock"] * 3 + ["EncoderLayer"]) * 2
+
+
+def test_unidirectional_rnn_halves_the_features():
+    """bidirectional=False reads forwards only, with a head on width features."""
+    model = models.build(ModelConfig(name="gru", bidirectional=False), 20, 3)
+    assert not model.rnn.bidirectional and model.head.in_features == 64
+
+
+def test_presets():
+    """Presets are valid configs; article10 is the default and hybrid-large is Kaggle-sized."""
+    assert models.PRESETS["article10"] == ModelConfig()
+    assert all(config.name in models.MODELS for config in models.PRESETS.values())
+    large = models.num_parameters(models.build(models.PRESETS["hybrid-large"], 260, 250))
+    assert 1_000_000 < large < 2_000_000
+
+
+def test_new_fields_default_to_the_old_models():
+    """A config saved before the new fields existed rebuilds the same article-10 model."""
+    old = {f: getattr(ModelConfig(), f) for f in ("name", "width", "depth", "heads")}
+    old |= {"feedforward": 256, "dropout": 0.1, "pre_norm": True}
+    rebuilt = models.build(ModelConfig(**old), 260, 10)
+    assert dataclasses.asdict(ModelConfig(**old)) == dataclasses.asdict(ModelConfig())
+    assert models.num_parameters(rebuilt) == 117_450
 
 
 def test_article10_transformer_size():
@@ -46,10 +145,13 @@ def test_bad_config_is_refused():
         models.build(ModelConfig(name="nope"), 260, 10)
     with pytest.raises(ValueError, match="multiple of heads"):
         models.build(ModelConfig(width=65, heads=2), 260, 10)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        models.build(ModelConfig(name="conformer", width=65, heads=2), 260, 10)
 
 
-def test_long_sequences_beyond_the_position_table():
+@pytest.mark.parametrize("name", ["transformer", "conformer", "hybrid"])
+def test_long_sequences_beyond_the_position_table(name):
     """Sequences longer than the precomputed position table still run."""
-    model = models.build(ModelConfig(), 20, 3).eval()
+    model = models.build(ModelConfig(name=name), 20, 3).eval()
     x = torch.randn(1, 1500, 20)
     assert model(x, torch.ones(1, 1500, dtype=torch.bool)).shape == (1, 3)

@@ -1,0 +1,147 @@
+"""Export: the TorchScript / ONNX file computes what the PyTorch model computes, for any T."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoint
+import data
+import export
+import models
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning")
+
+SIGNS = {"alpha": 0, "beta": 1, "gamma": 2}
+
+
+def make_checkpoint(tmp_path: Path, model_config: models.ModelConfig, **metadata) -> Path:
+    """A freshly built (untrained, seeded) model saved as a checkpoint."""
+    torch.manual_seed(0)
+    data_config = data.DataConfig()
+    model = models.build(model_config, data_config.num_features, len(SIGNS))
+    path = tmp_path / "model.safetensors"
+    checkpoint.save(path, model, data_config=data_config, model_config=model_config,
+                    vocabulary=SIGNS, **metadata)  # fmt: skip
+    return path
+
+
+def sequences_with_nans() -> list[torch.Tensor]:
+    """Two raw (T, 543, 3) sequences of lengths unlike the traced one, hands partly missing."""
+    generator = torch.Generator().manual_seed(5)
+    result = []
+    for frames in (9, 61):
+        x = torch.rand(frames, data.NUM_LANDMARKS, 3, generator=generator)
+        x[::3, data.LEFT_HAND : data.POSE] = float("nan")
+        x[frames // 2 :, data.RIGHT_HAND :] = float("nan")
+        result.append(x)
+    return result
+
+
+def eager_logits(path: Path, sequence: torch.Tensor) -> torch.Tensor:
+    """The PyTorch path: data.preprocess of one sequence, then the model's forward."""
+    loaded = checkpoint.load(path)
+    with torch.inference_mode():
+        x = data.preprocess(sequence, torch.tensor([len(sequence)]), loaded.data_config)
+        return loaded.model(x[None], torch.ones(1, len(x), dtype=torch.bool))[0]
+
+
+def test_torchscript_matches_pytorch_for_other_lengths(tmp_path):
+    """A TorchScript export reloads with torch.jit.load and matches preprocess + forward to 1e-5."""
+    path = make_checkpoint(tmp_path, models.ModelConfig())
+    out = tmp_path / "model.pt"
+    report = export.export(path, out, "torchscript")
+    assert report["max_abs_difference"] < 1e-5
+    assert report["parity_frames"][1] > 1024  # longer than the position table
+    files = {"vocabulary.json": ""}
+    module = torch.jit.load(str(out), _extra_files=files)
+    assert json.loads(files["vocabulary.json"]) == ["alpha", "beta", "gamma"]
+    for sequence in sequences_with_nans():
+        assert sequence.shape[0] != export.TRACE_FRAMES
+        with torch.inference_mode():
+            logits = module(sequence)
+        assert logits.shape == (len(SIGNS),)
+        torch.testing.assert_close(logits, eager_logits(path, sequence), atol=1e-5, rtol=0)
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed away
+
+
+@pytest.mark.parametrize("name", ["simple", "gru", "conformer"])
+def test_torchscript_other_models(tmp_path, name):
+    """Other model families export to TorchScript and pass the parity check."""
+    path = make_checkpoint(tmp_path, models.ModelConfig(name=name, width=16, depth=1))
+    report = export.export(path, tmp_path / "model.pt", "torchscript")
+    assert report["max_abs_difference"] < 1e-5
+
+
+def test_parity_uses_the_checkpoints_data(tmp_path, tiny_data):
+    """With the training data directory present, the check runs on real sequences of it."""
+    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"), data=str(tiny_data),
+                           split={"test": ["16069"]})  # fmt: skip
+    report = export.export(path, tmp_path / "model.pt", "torchscript")
+    assert "16069.hdf5" in report["parity_source"]
+    assert report["parity_sequences"] == 8 + 2
+    assert report["max_abs_difference"] < 1e-5
+
+
+def test_reference_is_the_predict_path(tmp_path):
+    """reference_logits equals the single-sequence eager path (the models are batch-invariant)."""
+    path = make_checkpoint(tmp_path, models.ModelConfig())
+    sequences = sequences_with_nans()
+    expected = torch.stack([eager_logits(path, s) for s in sequences])
+    got = export.reference_logits(checkpoint.load(path), sequences)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_bad_format_and_paths(tmp_path):
+    """User mistakes are ValueErrors (or CheckpointErrors) with one-line messages."""
+    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"))
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export.export(path, tmp_path / "model.tflite", "tflite")
+    with pytest.raises(ValueError, match="does not exist"):
+        export.export(path, tmp_path / "missing" / "model.pt", "torchscript")
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        export.export(tmp_path / "nope.safetensors", tmp_path / "model.pt", "torchscript")
+    assert not (tmp_path / "model.pt").exists()
+
+
+HAVE_ONNX = all(importlib.util.find_spec(name) for name in export.ONNX_PACKAGES)
+
+
+@pytest.mark.skipif(
+    not HAVE_ONNX, reason="onnx, onnxruntime and onnxscript not installed: pip install '.[onnx]'"
+)
+def test_onnx_matches_pytorch_for_other_lengths(tmp_path):
+    """An ONNX export runs in onnxruntime with a dynamic T and matches the PyTorch model."""
+    import onnxruntime
+
+    path = make_checkpoint(tmp_path, models.ModelConfig(width=32, heads=2))
+    out = tmp_path / "model.onnx"
+    report = export.export(path, out, "onnx")
+    assert report["max_abs_difference"] < 1e-5
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["vocabulary"]) == ["alpha", "beta", "gamma"]
+    for sequence in sequences_with_nans():
+        (logits,) = session.run(None, {"landmarks": sequence.numpy()})
+        assert logits.shape == (len(SIGNS),)
+        expected = eager_logits(path, sequence).numpy()
+        np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not HAVE_ONNX, reason="onnx, onnxruntime and onnxscript not installed")
+def test_onnx_refuses_recurrent_models(tmp_path):
+    """Recurrent models (packed sequences) are refused for ONNX with a pointer to TorchScript."""
+    path = make_checkpoint(tmp_path, models.ModelConfig(name="gru", width=8, depth=1))
+    with pytest.raises(ValueError, match="--format torchscript"):
+        export.export(path, tmp_path / "model.onnx", "onnx")
+
+
+def test_missing_onnx_is_one_line(tmp_path, monkeypatch):
+    """Without the optional packages, ONNX export names them and the extra to install."""
+    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"))
+    monkeypatch.setattr(export, "ONNX_PACKAGES", ("onnx", "no_such_package_islr"))
+    with pytest.raises(ValueError, match=r"needs no_such_package_islr: pip install '\.\[onnx\]'"):
+        export.export(path, tmp_path / "model.onnx", "onnx")
