@@ -149,6 +149,29 @@ def train(
     pre_norm: Annotated[
         bool, option("Pre-LN (else Post-LN).", MODEL_PANEL)
     ] = models.ModelConfig.pre_norm,
+    attention_dropout: Annotated[
+        float, option("Dropout on attention weights (slow on CPU).", MODEL_PANEL, min=0, max=1)
+    ] = models.ModelConfig.attention_dropout,
+    bidirectional: Annotated[
+        bool, option("RNNs read both directions.", MODEL_PANEL)
+    ] = models.ModelConfig.bidirectional,
+    kernel_size: Annotated[
+        int, option("Depthwise convolution kernel (conformer, hybrid).", MODEL_PANEL, min=1)
+    ] = models.ModelConfig.kernel_size,
+    conv_blocks: Annotated[
+        int, option("Conv blocks before each Transformer block (hybrid).", MODEL_PANEL, min=0)
+    ] = models.ModelConfig.conv_blocks,
+    velocity: Annotated[
+        bool, option("Append frame-to-frame differences to the input.", MODEL_PANEL)
+    ] = models.ModelConfig.velocity,
+    threads: Annotated[
+        int,
+        option(
+            "CPU threads for PyTorch (0 = its default). 1 is fastest on a busy machine.",
+            TRAIN_PANEL,
+            min=0,
+        ),
+    ] = 0,
     epochs: Annotated[int, option("Epochs.", TRAIN_PANEL, min=1)] = loops.TrainConfig.epochs,
     batch_size: Annotated[
         int, option("Batch size.", TRAIN_PANEL, min=1)
@@ -298,6 +321,8 @@ def resolve_configs(ctx: typer.Context) -> tuple:
         names = {f.name for f in fields(base)}
         configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
     augment.build(configs[3], configs[0])  # refuse a bad combination now, not after loading
+    if ctx.params.get("threads"):  # every command that takes the train flags honours it
+        torch.set_num_threads(ctx.params["threads"])
     return tuple(configs)
 
 

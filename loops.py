@@ -11,7 +11,7 @@ They take any iterable of `data.Batch`, never print, and return a dict of metric
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -239,17 +239,34 @@ def fit(
 
 
 NO_AUGMENT, FLIP = augment.PRESETS["none"], augment.PRESETS["flip"]
+# The stronger recipe for the newer models: AdamW, warm-up then cosine, clipping, EMA.
+MODERN = TrainConfig(optimizer="adamw", learning_rate=1e-3, weight_decay=0.05, warmup_epochs=3,
+                     schedule="cosine", clip_norm=1.0, ema=0.999)  # fmt: skip
+# Geometry and timing augmentations on top of the flip, at moderate probabilities.
+RICH = augment.AugmentConfig(flip=0.5, affine=0.5, resample=0.3, crop=0.3, drop_part=0.05)
 
 # Presets: a model with its training recipe and augmentations (and, where it matters, its
 # data config). `train --preset NAME`; flags given on the command line override.
 PRESETS: dict[str, dict] = {
     # The article-10 recipe exactly: no augmentation, label smoothing 0.1, Adam 3e-4, 50 epochs.
-    "article10": dict(model=models.ModelConfig(), train=TrainConfig(), augment=NO_AUGMENT),
+    "article10": dict(model=models.PRESETS["article10"], train=TrainConfig(), augment=NO_AUGMENT),
     # The default: article 10 plus horizontal flip (signers differ in handedness).
-    "transformer": dict(model=models.ModelConfig(), train=TrainConfig(), augment=FLIP),
-    "simple": dict(
-        model=models.ModelConfig(name="simple"), train=TrainConfig(), augment=NO_AUGMENT
+    "transformer": dict(model=models.PRESETS["article10"], train=TrainConfig(), augment=FLIP),
+    "simple": dict(model=models.PRESETS["simple"], train=TrainConfig(), augment=NO_AUGMENT),
+    # The series' later models with article 10's recipe plus flip, as the series compares them.
+    "macaron": dict(model=models.PRESETS["macaron"], train=TrainConfig(), augment=FLIP),
+    "conformer": dict(model=models.PRESETS["conformer"], train=TrainConfig(), augment=FLIP),
+    "lstm": dict(model=models.PRESETS["lstm"], train=MODERN, augment=FLIP),
+    "gru": dict(model=models.PRESETS["gru"], train=MODERN, augment=FLIP),
+    # Kaggle-1st-place style: conv + Transformer, velocity, the modern recipe, richer augmentation.
+    "hybrid": dict(
+        model=replace(models.PRESETS["hybrid"], velocity=True), train=MODERN, augment=RICH
     ),
+    "hybrid-large": dict(
+        model=replace(models.PRESETS["hybrid-large"], velocity=True),
+        train=replace(MODERN, late_dropout=10),
+        augment=RICH,
+    ),  # fmt: skip
 }
 
 EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are cheap

@@ -6,6 +6,7 @@ import pytest
 from conftest import run, write_gislr
 
 import checkpoint
+import loops
 
 
 def test_train_writes_best_and_last_checkpoints(trained):
@@ -67,3 +68,18 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
     assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize("preset", list(loops.PRESETS))
+def test_every_preset_trains_and_round_trips(preset, tmp_path, tiny_data):
+    """Each preset trains one epoch from the CLI, and its checkpoint evaluates to the same accuracy."""
+    out = tmp_path / preset
+    result = run("train", "--data", tiny_data, "--out", out, "--preset", preset, "--epochs", "1",
+                 "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    loaded = checkpoint.load(out / "model.safetensors")
+    assert loaded.model_config == loops.PRESETS[preset]["model"]
+    report = tmp_path / "m.json"
+    assert run("evaluate", out / "model.safetensors", "--json", report).exit_code == 0
+    test = loaded.metadata["metrics"]["test"]
+    assert json.loads(report.read_text())["accuracy"] == pytest.approx(test["accuracy"])
