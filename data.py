@@ -320,25 +320,35 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
     frames: (F, 543, 3) raw landmarks with NaN, F = sum of lengths; lengths: (S,).
     Returns (F, J*C): the selected landmarks, parts-normalised if asked, 0 where missing.
     """
-    selected = torch.tensor(LANDMARK_PRESETS[config.landmarks])
-    coordinates = list(COORDINATES[config.coordinates])
-    present = ~frames[:, :, 0].isnan()  # (F, 543) a landmark was detected
-    x = frames[:, :, coordinates].nan_to_num(0.0)  # (F, 543, C)
+    selected = LANDMARK_PRESETS[config.landmarks]
+    references = [p for part in PARTS for points in REFERENCE_POINTS[part].values() for p in points]
+    # Gather only the landmarks used, once: index_select is far cheaper than fancy indexing
+    # of the whole (F, 543, 3) array, and everything below works on the small copy.
+    needed = sorted(set(selected) | (set(references) if config.normalize else set()))
+    position = {landmark: i for i, landmark in enumerate(needed)}
+
+    def local(points) -> Tensor:
+        return torch.tensor([position[p] for p in points])
+
+    channels = frames.permute(2, 0, 1)  # (3, F, 543): free for data stored channel first
+    channels = channels.index_select(0, torch.tensor(COORDINATES[config.coordinates]))
+    raw = channels.index_select(2, torch.tensor(needed)).permute(1, 2, 0).contiguous()  # (F, Jn, C)
+    present = ~raw[:, :, 0].isnan()  # (F, Jn) a landmark was detected
+    x = raw.nan_to_num(0.0)  # (F, Jn, C)
+    chosen = local(selected)
     if not config.normalize:
-        return x[:, selected].flatten(1)
+        return x.index_select(1, chosen).flatten(1)
     segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (F,)
 
     origins, units, part_present = [], [], []
     for part in PARTS:
         points = REFERENCE_POINTS[part]
-        found = present[:, list(points["origin"] + points["unit_to"])].all(1)  # (F,)
-        origin = x[:, list(points["origin"])].mean(1)  # (F, C)
-        unit = torch.linalg.vector_norm(
-            x[:, list(points["unit_to"]), :2].mean(1) - x[:, list(points["unit_from"]), :2].mean(1),
-            dim=-1,
-        )  # (F,) measured in the image plane
+        found = present.index_select(1, local(points["origin"] + points["unit_to"])).all(1)  # (F,)
+        origin = x.index_select(1, local(points["origin"])).mean(1)  # (F, C)
+        tip = x.index_select(1, local(points["unit_to"]))[..., :2].mean(1)  # (F, 2)
+        base = x.index_select(1, local(points["unit_from"]))[..., :2].mean(1)  # (F, 2)
+        units.append(torch.linalg.vector_norm(tip - base, dim=-1))  # (F,) in the image plane
         origins.append(origin)
-        units.append(unit)
         part_present.append(found)
     origin = torch.stack(origins, 1)  # (F, P, C)
     unit = torch.stack(units, 1)  # (F, P)
@@ -353,12 +363,10 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
         unit = _segment_mean(unit, found, segments, num)[segments]
     unit = unit.clamp(*UNIT_RANGE)
 
-    part_of = torch.zeros(NUM_LANDMARKS, dtype=torch.long)
-    for index, (start, stop) in enumerate(PART_RANGES):
-        part_of[start:stop] = index
-    part = part_of[selected]  # (J,)
-    y = (x[:, selected] - origin[:, part]) / unit[:, part, None]  # (F, J, C)
-    keep = present[:, selected] & found[:, part].bool()  # missing point or part -> 0
+    part = torch.tensor([next(i for i, (start, stop) in enumerate(PART_RANGES) if start <= p < stop)
+                         for p in selected])  # (J,) the part of each selected landmark  # fmt: skip
+    y = (x.index_select(1, chosen) - origin[:, part]) / unit[:, part, None]  # (F, J, C)
+    keep = present.index_select(1, chosen) & found[:, part].bool()  # missing point or part -> 0
     return (y * keep[..., None]).flatten(1)
 
 
@@ -451,9 +459,10 @@ def prepare(dataset: Dataset, config: DataConfig) -> Prepared:
 def prepare_arrays(features: list[np.ndarray], labels: np.ndarray, config: DataConfig) -> Prepared:
     """Preprocess (3, T, 543) arrays (as stored in the GISLR layout) with their labels."""
     lengths = torch.tensor([f.shape[1] for f in features], dtype=torch.long)
-    frames = torch.from_numpy(np.concatenate([f.transpose(1, 2, 0) for f in features]))
+    # Concatenate in the stored (3, T, 543) layout (a plain copy), then view it as (F, 543, 3).
+    frames = torch.from_numpy(np.concatenate(features, axis=1)).float().permute(1, 2, 0)
     offsets = torch.cumsum(lengths, 0) - lengths
-    frames = preprocess(frames.float(), lengths, config)
+    frames = preprocess(frames, lengths, config)
     return Prepared(
         frames.contiguous(), offsets, lengths, torch.as_tensor(labels, dtype=torch.long)
     )
