@@ -1,0 +1,478 @@
+"""Synthetic GISLR top-10: a stand-in dataset in exactly the layout of the series' data.
+
+The real top-10 files cannot be shipped, so a fresh clone trains on this instead. `generate()`
+writes one `<participant_id>.hdf5` per signer (a group per sequence: `feature` float32
+[3, T, 543], `token` int64 [1]), `sign_to_prediction_index_map.json`, README.txt, LICENSE.txt:
+
+    python islr.py synth datasets/synthetic-top10 --seed 0
+
+Each word is a made-up sign (ASL-like; the names are only labels, table `SIGNS`): a path of
+the dominant hand relative to the body, a handshape, and whether the other hand takes part.
+Three pairs differ only in the direction of time (look/pretend, uncle/donkey, shhh/mouse),
+so a model that averages frames without regard to order cannot tell them apart; listen/hear
+share place and path and differ in handshape. Signers differ in body size and place in the
+frame, handedness (mirrored), speed, amplitude, tremor and their own version of each sign;
+clips in length, timing and missing landmarks (NaN, as MediaPipe leaves them).
+
+Geometry is built in body units (origin between the shoulders, x toward the image's right,
+which is the person's left in an unmirrored video, y down, 1 = shoulder width) for a
+right-handed signer, mirrored for left-handed ones, then placed in the image per clip.
+"""
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+VOCABULARY = {"listen": 0, "look": 1, "shhh": 2, "donkey": 3, "mouse": 4, "duck": 5,
+              "uncle": 6, "hear": 7, "pretend": 8, "cow": 9}  # fmt: skip
+# The 21 participant ids of the Kaggle data (names only, no values); 16069, the series'
+# test signer, comes first so that a smaller set still has it.
+PARTICIPANTS = ("16069", "2044", "4718", "18796", "22343", "25571", "26734", "27610", "28656",
+                "29302", "30680", "32319", "34503", "36257", "37055", "37779", "49445", "53618",
+                "55372", "61333", "62590")  # fmt: skip
+FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522  # Kaggle order of the 543 landmarks
+DEG = np.pi / 180
+
+# ---------------------------------------------------------------------------------------------
+# Body: a face mesh and the 33 pose points, (x, y, z) in body units, z < 0 toward the camera
+
+
+def _contour(center, size, start: float, lower: int, upper: int) -> np.ndarray:
+    """An eye or lip contour in MediaPipe's order: corner, lower lid or lip, corner, upper."""
+    turn = -1 if start else 1  # the contour on the person's right (image left) runs back
+    angles = start + turn * np.pi * np.r_[np.arange(lower + 1) / lower,
+                                          1 + np.arange(1, upper + 1) / (upper + 1)]  # fmt: skip
+    return np.add(center, np.multiply(size, np.stack([np.cos(angles), np.sin(angles)], -1)))
+
+
+def _face_template() -> np.ndarray:
+    """(468, 3): the points of the `fullbody` preset sit at the lips, nose and eyes."""
+    points = np.full((468, 2), np.nan)
+    points[
+        [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+    ] = _contour((0, -0.305), (0.09, 0.032), np.pi, 10, 9)  # outer lips
+    points[
+        [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+    ] = _contour((0, -0.31), (0.075, 0.006), np.pi, 10, 9)  # inner lips
+    points[[33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]] = (
+        _contour((-0.118, -0.5), (0.052, 0.013), np.pi, 8, 7)
+    )  # right eye
+    points[[263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]] = (
+        _contour((0.118, -0.5), (0.052, 0.013), 0, 8, 7)
+    )  # left eye
+    points[[1, 2, 98, 327]] = [(0, -0.41), (0, -0.385), (-0.06, -0.385), (0.06, -0.385)]
+    center, size = np.array([0, -0.42]), np.array([0.26, 0.24])
+    silhouette = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
+                  400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21,
+                  54, 103, 67, 109]  # fmt: skip
+    angles = 2 * np.pi * (np.arange(36) / 36 - 0.25)  # clockwise on screen from the top
+    points[silhouette] = center + size * np.stack([np.cos(angles), np.sin(angles)], -1)
+    # The rest of the mesh scattered over the oval, the same for every seed.
+    rest, fixed = np.isnan(points[:, 0]), np.random.default_rng(468)
+    radius, angle = 0.95 * np.sqrt(fixed.random(rest.sum())), fixed.uniform(0, 7, rest.sum())
+    points[rest] = center + size * radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], -1)
+    # Depth: the middle of the face is nearest the camera, the nose most of all.
+    depth = -0.12 + 0.3 * (((points - center) / size) ** 2).sum(-1)
+    depth[[1, 2]] -= 0.05
+    return np.concatenate([points, depth[:, None]], -1)
+
+
+FACE_TEMPLATE = _face_template().astype(np.float32)
+# Pose: nose, eyes, ears, mouth, shoulders, arms (filled per frame), hips, legs. Odd indices
+# are the person's left, on the image's right. z is MediaPipe's pose depth (about x's scale,
+# relative to the hips; the legs below the frame are still estimated, as in real tracks).
+POSE_TEMPLATE = np.array([
+    (0, -0.41, -2.2), (0.065, -0.49, -2.08), (0.11, -0.49, -2.08), (0.15, -0.49, -2.08),
+    (-0.065, -0.49, -2.08), (-0.11, -0.49, -2.08), (-0.15, -0.49, -2.08), (0.22, -0.445, -1.1),
+    (-0.22, -0.445, -1.1), (0.05, -0.31, -1.85), (-0.05, -0.31, -1.85), (0.5, 0, -0.6),
+    (-0.5, 0, -0.5), *[(0, 0, 0)] * 10, (0.35, 1.07, -0.2), (-0.35, 1.07, 0.2),
+    (0.34, 1.95, -0.1), (-0.34, 1.95, 0.4), (0.33, 2.73, 1.5), (-0.33, 2.73, 1.7),
+    (0.35, 2.84, 1.55), (-0.35, 2.84, 1.8), (0.22, 2.98, 0.1), (-0.22, 2.98, 0.3),
+])  # fmt: skip
+# Landmark jitter, (3, 543) standard deviations in body units (of uniform noise, hence the
+# sqrt(12) width): the pose shakes most, its z far more; a hand's z is relative to its wrist,
+# so exactly 0 there.
+NOISE = np.repeat([[0.004, 0.006, 0.012, 0.006]] * 2 + [[0.003, 0.004, 0.1, 0.004]],
+                  [468, 21, 33, 21], 1).astype(np.float32) * np.float32(12**0.5)  # fmt: skip
+NOISE[2, [LEFT_HAND, RIGHT_HAND]] = 0
+
+# ---------------------------------------------------------------------------------------------
+# Hand: 21 points in MediaPipe order (wrist; thumb, index, middle, ring, pinky: 4 each), built
+# as a right hand, palm to the camera, in hand units (wrist to middle-finger base = 1).
+
+_BASES = np.array([[0.2, 0.18], [0.33, 0.92], [0.08, 1.0], [-0.15, 0.95], [-0.35, 0.82]])
+_SEGMENTS = np.array([[0.38, 0.32, 0.27], [0.45, 0.27, 0.22], [0.5, 0.3, 0.23],
+                      [0.46, 0.28, 0.22], [0.36, 0.22, 0.2]])  # fmt: skip
+_SPLAY = np.array([50, 6, 0, -6, -14]) * DEG  # finger directions at rest, toward the thumb
+_BEND = np.array([[20, 35, 35]] + [[80, 100, 70]] * 4) * DEG  # per joint, at full curl
+# Curl per finger (thumb, index, middle, ring, pinky; 0 straight, 1 a fist) and V-spread.
+HANDSHAPES = {
+    "relaxed": ((0.3, 0.3, 0.35, 0.4, 0.45), 0.2),
+    "cupped": ((0.25, 0.5, 0.5, 0.5, 0.5), 0.0),
+    "index": ((0.9, 0.0, 0.95, 0.95, 0.95), 0.0),
+    "U": ((0.9, 0.0, 0.0, 0.95, 0.95), 0.0),
+    "V": ((0.9, 0.0, 0.0, 0.95, 0.95), 1.0),
+    "Y": ((0.0, 0.95, 0.95, 0.95, 0.0), 0.5),
+    "beak_open": ((0.15, 0.15, 0.15, 0.95, 0.95), 0.0),
+    "beak_closed": ((0.65, 0.55, 0.55, 0.95, 0.95), 0.0),
+}
+
+
+def hand_points(curl, spread, angle, twist) -> tuple[np.ndarray, np.ndarray]:
+    """A right hand per frame from curl (F, 5) and spread, angle, twist (F,) in radians.
+
+    angle turns the fingers in the image plane (0 up, > 0 toward the body's midline), twist
+    about their own axis. Returns xy (F, 21, 2) from the wrist and depth (F, 21), hand units.
+    """
+    splay = _SPLAY + spread[:, None] * np.array([0, 12, -8, 0, 0]) * DEG
+    splay[:, 0] -= 60 * DEG * curl[:, 0]  # the thumb folds across the palm
+    bend = np.cumsum(curl[:, :, None] * _BEND, -1)[..., None]  # (F, 5, 3, 1) per joint
+    splay = splay[..., None, None]
+    direction = np.concatenate([np.cos(bend) * np.sin(splay), np.cos(bend) * np.cos(splay),
+                                np.sin(bend)], -1)  # fmt: skip
+    base = np.concatenate([np.broadcast_to(_BASES, (len(curl), 5, 2)), np.zeros((len(curl), 5, 1))],
+                          -1)  # fmt: skip
+    joints = base[:, :, None] + np.cumsum(_SEGMENTS[..., None] * direction, 2)  # (F, 5, 3, 3)
+    points = np.concatenate([base[:, :, None], joints], 2).reshape(-1, 20, 3)
+    v, u, n = np.moveaxis(np.concatenate([np.zeros((len(curl), 1, 3)), points], 1), -1, 0)
+    n = n + 0.25 * u  # fingers lean toward the camera a little, as in real tracks
+    cos, sin = np.cos(twist)[:, None], np.sin(twist)[:, None]
+    v, n = v * cos - n * sin, v * sin + n * cos
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    return np.stack([v * cos + u * sin, v * sin - u * cos], -1), n
+
+
+# ---------------------------------------------------------------------------------------------
+# Signs and signers
+
+
+@dataclass(frozen=True)
+class Sign:
+    """One word: where the dominant hand goes, how it is shaped, how it moves."""
+
+    location: tuple[float, float]  # body units: the right hand's target on the body
+    path: str  # "tap" (twice), "outward", "arc_up", "circle" (clockwise on screen), "hold"
+    handshape: str  # a HANDSHAPES key
+    contact: int  # hand landmark that follows the path: 8 index tip, 9 palm, 4 thumb tip
+    angle: float = 0.0  # degrees, finger direction: 0 up, > 0 toward the midline
+    turn: float = 0.0  # degrees the fingers turn over the sign
+    twist: float = 0.0  # degrees about the finger axis, reached twice (cow)
+    closes_to: str | None = None  # handshape it closes to twice and reopens from (duck)
+    reverse: bool = False  # played backwards: the same frames in the opposite order
+    two_handed: bool = False  # the other hand mirrors the dominant one
+
+
+EAR, EYE, TEMPLE, LIPS = (-0.27, -0.44), (-0.11, -0.49), (-0.21, -0.6), (0.0, -0.31)
+SIGNS = {
+    "listen": Sign(EAR, "tap", "cupped", 9, angle=10),
+    "hear": Sign(EAR, "tap", "index", 8, angle=20),
+    "look": Sign(EYE, "outward", "V", 8, angle=10, turn=40),
+    "pretend": Sign(EYE, "outward", "V", 8, angle=10, turn=40, reverse=True),
+    "uncle": Sign(TEMPLE, "circle", "U", 8, angle=10),
+    "donkey": Sign(TEMPLE, "circle", "U", 8, angle=10, reverse=True),
+    "shhh": Sign(LIPS, "arc_up", "index", 8),
+    "mouse": Sign(LIPS, "arc_up", "index", 8, reverse=True),
+    "duck": Sign((-0.02, -0.3), "hold", "beak_open", 8, angle=80, closes_to="beak_closed"),
+    "cow": Sign((-0.24, -0.62), "hold", "Y", 4, angle=-20, twist=60, two_handed=True),
+}
+
+
+def _path(kind: str, s: np.ndarray) -> np.ndarray:
+    """Sign phase (F,) 0..1 -> offset (F, 2) of the contact point from the location."""
+    if kind == "tap":  # away from the ear and back, twice; starts and ends away
+        return np.outer(0.5 + 0.5 * np.cos(4 * np.pi * s), (-0.12, 0.02))
+    if kind == "outward":  # from the eye down and away from the face
+        return np.outer(s, (-0.26, 0.32))
+    if kind == "arc_up":  # from below the chin up to the lips, bulging outward
+        return np.outer(1 - s, (-0.04, 0.24)) + np.outer(np.sin(np.pi * s), (-0.07, 0))
+    if kind == "circle":  # one turn around the location, from the top
+        return 0.07 * np.stack([np.sin(2 * np.pi * s), -np.cos(2 * np.pi * s)], -1)
+    return np.zeros((len(s), 2))
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What stays the same over one person's clips."""
+
+    participant_id: str
+    left_handed: bool  # the person's left hand signs: every movement mirrored
+    center: tuple[float, float]  # image position of the point between the shoulders
+    scale: float  # shoulder width in image units (distance to the camera)
+    roll: float  # radians: a lean, or a tilted camera
+    speed: float  # > 1 signs faster, so fewer frames per sign
+    amplitude: float  # size of every path
+    tremor: float  # body units: a shake of the signing hand
+    hand_size: float  # wrist to middle-finger base, body units
+    dropout: float  # scales how often the tracker loses the signing hand
+    accent: np.ndarray  # (10, 8) this person's version of each sign: place, angle, curl
+
+
+def _signer(rng: np.random.Generator, participant_id: str, left_handed: bool) -> Signer:
+    return Signer(
+        participant_id, left_handed, center=(rng.uniform(0.36, 0.62), rng.uniform(0.52, 0.76)),
+        scale=rng.uniform(0.4, 0.72), roll=rng.normal(0, 4) * DEG, speed=rng.uniform(0.7, 1.4),
+        amplitude=rng.uniform(0.65, 1.35), tremor=rng.uniform(0, 0.012),
+        hand_size=rng.uniform(0.26, 0.32), dropout=rng.uniform(0.5, 2.5),
+        accent=rng.normal(0, 1, (len(SIGNS), 8)),
+    )  # fmt: skip
+
+
+def _lengths(rng: np.random.Generator, n: int, speed: float) -> np.ndarray:
+    """Frames per clip: one in five short (mostly exactly 6, as in the real data), else 7-100."""
+    long = np.clip(np.round(np.exp(rng.normal(np.log(24 / speed), 0.6, n))), 7, 100)
+    short = np.where(rng.random(n) < 0.8, 6, rng.integers(2, 6, n))
+    return np.where(rng.random(n) < 0.18, short, long).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips: every frame of one signer at once (F = all frames of all their clips)
+
+REST = np.array([-0.72, 0.95])  # the right wrist hanging at the side, below most frames
+RELAXED, RELAXED_SPREAD = HANDSHAPES["relaxed"]
+
+
+def _timeline(rng: np.random.Generator, lengths: np.ndarray):
+    """Per frame: clip index, frame index, sign phase 0..1, and how far the hand is at rest."""
+    num = len(lengths)
+    clip = np.repeat(np.arange(num), lengths)  # (F,)
+    frame = np.arange(len(clip)) - (np.cumsum(lengths) - lengths)[clip]
+    tau = frame / np.maximum(lengths[clip] - 1, 1)  # 0..1 through the clip
+    # Timing jitter, a monotone warp toward either end at random: a sign and its time
+    # reversal stay mirror images in distribution.
+    t = tau + rng.uniform(-0.3, 0.3, num)[clip] * np.sin(2 * np.pi * tau) / (2 * np.pi)
+    # Longer clips catch the hand rising from rest before the sign and dropping after it;
+    # short ones only a stretch of the sign itself.
+    rise, drop = rng.uniform(0, 0.2, (2, num)) * (lengths > 6)
+    width = np.where(lengths > 6, 1, rng.uniform(0.5, 1, num))
+    start = rng.uniform(0, 1, num) * (1 - width)
+    rise, drop, start, width = rise[clip], drop[clip], start[clip], width[clip]
+    phase = start + width * np.clip((t - rise) / (1 - rise - drop), 0, 1)
+    at_rest = np.maximum((rise - t) / (rise + 1e-9), (t + drop - 1) / (drop + 1e-9)).clip(0, 1)
+    return clip, frame, phase, 0.85 * at_rest * at_rest * (3 - 2 * at_rest)  # eased
+
+
+def _arm(shoulder: np.ndarray, hand: np.ndarray, outward: float) -> np.ndarray:
+    """Pose elbow, wrist, pinky, index, thumb (F, 5, 2) for one hand's points (F, 21, 2)."""
+    wrist = hand[:, 0]
+    reach = (wrist - shoulder) / (np.linalg.norm(wrist - shoulder, axis=-1, keepdims=True) + 1e-9)
+    # No inverse kinematics: the forearm is foreshortened toward the camera, so the elbow
+    # hangs below the shoulder, pulled a little toward the hand.
+    bend = 0.5 * reach + (0.35 * outward, 0.9)
+    elbow = shoulder + 0.6 * bend / np.linalg.norm(bend, axis=-1, keepdims=True)
+    fingers = wrist[:, None] + 0.45 * (hand[:, [17, 5, 2]] - wrist[:, None])
+    return np.concatenate([elbow[:, None], wrist[:, None], fingers], 1)
+
+
+def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -> list[np.ndarray]:
+    """One float32 (3, T, 543) array per label, NaN where a landmark is missing."""
+    num = len(labels)
+    lengths = _lengths(rng, num, signer.speed)
+    clip, frame, phase, at_rest = _timeline(rng, lengths)
+    num_frames, at_rest = len(clip), at_rest[:, None]
+
+    # The signing hand: its contact point on the sign's path and its shape, per frame.
+    contact, curl = np.zeros((num_frames, 2)), np.zeros((num_frames, 5))
+    spread, angle, twist, tip = np.zeros((4, num_frames))
+    two_handed = np.zeros(num_frames, bool)
+    amplitude = signer.amplitude * rng.uniform(0.8, 1.2, num)[clip, None]
+    for name, index in VOCABULARY.items():
+        sign, mine, accent = SIGNS[name], labels[clip] == index, signer.accent[index]
+        s = 1 - phase[mine] if sign.reverse else phase[mine]
+        twice = 0.5 - 0.5 * np.cos(4 * np.pi * s)  # 0 -> 1 -> 0, two times
+        shape, spread[mine] = HANDSHAPES[sign.handshape]
+        closed = HANDSHAPES[sign.closes_to][0] if sign.closes_to else shape
+        curl[mine] = shape + twice[:, None] * np.subtract(closed, shape) + 0.15 * accent[3:]
+        contact[mine] = sign.location + 0.08 * accent[:2] + amplitude[mine] * _path(sign.path, s)
+        angle[mine] = (sign.angle + 15 * accent[2] + sign.turn * s) * DEG
+        twist[mine] = sign.twist * DEG * twice
+        tip[mine], two_handed[mine] = sign.contact, sign.two_handed
+    contact += rng.normal(0, 0.03, (num, 2))[clip]
+    curl = np.clip(curl + rng.normal(0, 0.06, (num, 5))[clip], 0, 1)
+    angle += rng.normal(0, 8 * DEG, num)[clip]
+    xy, _ = hand_points(curl, spread, angle, twist)
+    wrist = contact - signer.hand_size * xy[np.arange(num_frames), tip.astype(int)]
+    # Before and after the sign the hand is on its way from or to rest, relaxed.
+    wrist += at_rest * (REST + rng.normal(0, 0.05, (num, 2))[clip] - wrist)
+    curl += at_rest * (RELAXED - curl)
+    spread += at_rest[:, 0] * (RELAXED_SPREAD - spread)
+    angle += at_rest[:, 0] * (170 * DEG - angle)
+    twist *= 1 - at_rest[:, 0]
+    shake = 2 * np.pi * rng.uniform(0.15, 0.35, num)[clip] * frame + rng.uniform(0, 7, num)[clip]
+    wrist += signer.tremor * np.stack([np.sin(shake), np.cos(shake)], -1)
+    wrist += rng.normal(0, 0.3 * signer.tremor, (num_frames, 2))
+
+    # The other hand hangs at its side (now and then raised to the waist, into view) or, in
+    # two-handed signs, mirrors the signing one. Built as a right hand, mirrored below.
+    raised = (rng.random(num) < 0.15)[clip]
+    both = two_handed[:, None]
+    hanging = np.stack([np.full(num_frames, REST[0]), np.where(raised, 0.5, REST[1])], -1)
+    other_wrist = np.where(both, wrist, hanging) + rng.normal(0, 0.03, (num, 2))[clip]
+    other_shape = (np.where(both, curl, RELAXED), np.where(two_handed, spread, RELAXED_SPREAD),
+                   np.where(two_handed, angle, np.where(raised, 120, 170) * DEG),
+                   np.where(two_handed, twist, 0))  # fmt: skip
+
+    def place(wrist: np.ndarray, *shape: np.ndarray) -> np.ndarray:  # (F, 21, 3) body units
+        xy, depth = hand_points(*shape)
+        size = signer.hand_size
+        return np.concatenate([wrist[:, None] + size * xy, -size * depth[..., None]], -1)
+
+    signing, other = place(wrist, curl, spread, angle, twist), place(other_wrist, *other_shape)
+    other[..., 0] *= -1
+    if signer.left_handed:  # the same person in a mirror: the left hand signs
+        signing[..., 0] *= -1
+        other[..., 0] *= -1
+    left, right = (signing, other) if signer.left_handed else (other, signing)
+
+    # Face and pose: templates that sway a little with the head; arms follow the hands.
+    sway = rng.normal(0, 0.01, (num, 2))[clip]
+    sway += 0.008 * np.sin(frame / rng.uniform(3, 8, num)[clip])[:, None]
+    tilt = rng.normal(0, 2 * DEG, num)[clip, None]  # (F, 1) small head roll per clip
+    pose = np.broadcast_to(POSE_TEMPLATE, (num_frames, 33, 3)).copy()
+    pose[:, :11, :2] += sway[:, None]  # the head
+    for hand, first, outward in ((left, 13, 1.0), (right, 14, -1.0)):
+        arm = _arm(POSE_TEMPLATE[first - 2, :2], hand[..., :2], outward)  # from the shoulder
+        pose[:, first:23:2, :2] = arm
+        reach = -2.3 + 1.6 * np.clip(arm[:, 1, 1] + 0.5, 0, 1.5)  # a raised hand is nearer
+        pose[:, first:23:2, 2] = np.stack([0.5 * reach - 0.3, *[reach] * 4], -1)
+        hand[..., 2] -= hand[:, :1, 2]  # MediaPipe's hand z is relative to the wrist
+    body = np.empty((3, num_frames, 543), np.float32)  # channel first, as stored
+    fx, fy, fz = FACE_TEMPLATE.T  # float32, as the rest of the big arrays: half the time
+    sway, tilt = sway.astype(np.float32), tilt.astype(np.float32)
+    body[0, :, :LEFT_HAND] = fx - tilt * (fy + 0.42) + sway[:, :1]  # tilted about the face's
+    body[1, :, :LEFT_HAND] = fy + tilt * fx + sway[:, 1:]  # center, 0.42 above the shoulders
+    body[2, :, :LEFT_HAND] = fz
+    for part, first in ((left, LEFT_HAND), (pose, POSE), (right, RIGHT_HAND)):
+        body[:, :, first : first + part.shape[1]] = np.moveaxis(part, -1, 0)
+    noise = rng.random(body.shape, np.float32) - np.float32(0.5)
+    body += noise * NOISE[:, None]
+
+    # Into the image: each clip framed a little differently around the signer's place.
+    cx, cy = (signer.center + rng.normal(0, 0.03, (num, 2)))[clip].T[..., None]  # (F, 1)
+    scale = (signer.scale * (1 + rng.normal(0, 0.05, num)))[clip, None]
+    roll = signer.roll + rng.normal(0, 1.5 * DEG, num)[clip, None]
+    cos, sin = scale * np.cos(roll), scale * np.sin(roll)
+    cx, cy, scale, cos, sin = (v.astype(np.float32) for v in (cx, cy, scale, cos, sin))
+    x, y, z = body
+    image = np.stack([cos * x - sin * y + cx, sin * x + cos * y + cy, scale * z])
+
+    # Missing, as MediaPipe leaves it: a hand out of the frame or not found (the other hand
+    # most of the time), the face now and then, rarely a whole frame.
+    for first, signs_here in ((LEFT_HAND, signer.left_handed),
+                              (RIGHT_HAND, not signer.left_handed)):  # fmt: skip
+        rate = signer.dropout * rng.beta(1.5, 4, num) if signs_here else rng.beta(1.5, 3, num)
+        rate = np.minimum(rate, 0.9)  # the tracker finds a hand in view now and then
+        palm = image[:2, :, first + 9]
+        lost = (rng.random(num_frames) < rate[clip]) | ((palm < 0) | (palm > 1)).any(0)
+        image[:, lost, first : first + 21] = np.nan
+    image[:, rng.random(num_frames) < 0.005, FACE:LEFT_HAND] = np.nan
+    image[:, rng.random(num_frames) < 0.004] = np.nan
+    # Rounded to 2**-16 (0.03 pixel across a 1920-pixel frame), far below MediaPipe's jitter:
+    # the zeroed low bits make the files a third smaller.
+    image = np.round(image * 65536) / 65536
+    return np.split(image, np.cumsum(lengths)[:-1], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)  # real: 9, 3x slower
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a hidden temporary name, so an interrupted run leaves no half file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _signer_file(path: Path, seed: int, index: int, left_handed: bool, ids: np.ndarray) -> int:
+    """Generate and write one signer; their own generator makes them independent of the rest."""
+    rng = np.random.default_rng([seed, index])
+    signer = _signer(rng, path.stem, left_handed)
+    labels = rng.permutation(np.arange(len(ids)) % len(VOCABULARY))  # balanced classes
+    clips = signer_clips(rng, signer, labels)
+
+    def write(partial: Path) -> None:
+        with h5py.File(partial, "w") as file:
+            for sequence_id, feature, label in zip(ids, clips, labels, strict=True):
+                group = file.create_group(str(sequence_id))
+                # No timestamps: the same seed gives byte-identical files.
+                group.create_dataset("feature", data=feature, track_times=False, **COMPRESSION)
+                group.create_dataset("token", data=np.array([label], np.int64), track_times=False)
+
+    _atomic(path, write)
+    return len(ids)
+
+
+def generate(
+    out_dir: Path, *, seed: int = 0, num_signers: int = 21, sequences_per_signer: int = 190
+) -> int:
+    """Write the dataset; return the number of sequences written."""
+    if num_signers < 1 or sequences_per_signer < 1:
+        raise ValueError("num_signers and sequences_per_signer must be at least 1")
+    out_dir, readme = Path(out_dir), Path(out_dir) / "README.txt"
+    ours = readme.is_file() and readme.read_text().startswith(MARKER)
+    if any(out_dir.glob("*.hdf5")) and not ours:
+        raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    participants = [*PARTICIPANTS, *(str(90001 + i) for i in range(num_signers - 21))][:num_signers]
+    for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
+        stale.unlink()  # from an earlier synthetic set with more signers
+
+    rng = np.random.default_rng(seed)
+    # About one signer in five is left-handed, never 16069: the default test then measures
+    # recognition rather than transfer to the rarer handedness.
+    left = np.zeros(num_signers, bool)
+    num_left = min(num_signers - 1, max(1, num_signers // 5))
+    left[1 + rng.permutation(num_signers - 1)[:num_left]] = True
+    ids = 1_000_000 + rng.choice(4_290_000_000, (num_signers, sequences_per_signer), replace=False)
+    jobs = [(out_dir / f"{p}.hdf5", seed, i, left[i], ids[i]) for i, p in enumerate(participants)]
+    workers = min(os.cpu_count() or 1, num_signers)
+    if workers > 1:  # compression takes most of the time: a process per core
+        with ProcessPoolExecutor(workers) as pool:
+            count = sum(pool.map(_signer_file, *zip(*jobs, strict=True)))
+    else:
+        count = sum(_signer_file(*job) for job in jobs)
+
+    lefties = ", ".join(np.array(participants)[left]) or "none"
+    made = dict(command=f"python islr.py synth {out_dir} --seed {seed}", count=count, left=lefties,
+                call=f"{seed=}, {num_signers=}, {sequences_per_signer=}")  # fmt: skip
+    texts = {
+        "README.txt": README.format(**made),
+        "LICENSE.txt": LICENSE.format(**made),
+        "sign_to_prediction_index_map.json": json.dumps(VOCABULARY, indent=4) + "\n",
+    }
+    for name, text in texts.items():
+        _atomic(out_dir / name, lambda partial, text=text: partial.write_text(text))
+    return count
+
+
+README = """Synthetic GISLR top-10 stand-in -- NOT the real GISLR data.
+
+Made by islr's synth.py: `{command}` (synth.generate({call})), {count} sequences.
+The layout is that of GISLR top-10: one <participant_id>.hdf5 per signer, one group per
+sequence id with `feature` float32 [3, T, 543] (x, y, z; NaN where missing; face 0-467, left
+hand 468-488, pose 489-521, right hand 522-542) and `token` int64 [1]. Left-handed signers
+(their movements mirrored): {left}.
+
+Every value comes from a hand-made model of a body, two hands and ten movements, none from a
+recording. The sign names and participant ids are borrowed from the Kaggle asl-signs data as
+labels only; the movements are not ASL. Accuracy on this set says how well a pipeline learns,
+not how well it recognises sign language.
+"""
+MARKER = README.split(" --")[0]  # how README.txt starts: a directory we may write over
+LICENSE = """Synthetic data made by islr's synth.py (`{command}`).
+
+It is not the real GISLR top-10 data and holds no part of the Kaggle "Google - Isolated Sign
+Language Recognition" recordings (CC-BY 4.0, Deaf Professional Arts Network and Georgia
+Institute of Technology); only the ten sign names and the participant ids are borrowed, as
+labels. Use, copy and change it freely under the same MIT terms as islr itself.
+"""

@@ -1,0 +1,163 @@
+"""The synthetic GISLR top-10 set: layout, determinism, plausible values, mirrored signers."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import require_real_data
+
+import data
+import synth
+
+LEFT, RIGHT = slice(468, 489), slice(522, 543)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """3 signers x 60 sequences, seed 0: big enough for rates, small enough to be fast."""
+    out = tmp_path_factory.mktemp("synthetic")
+    assert synth.generate(out, seed=0, num_signers=3, sequences_per_signer=60) == 180
+    return out
+
+
+def _structure(path: Path) -> dict:
+    """What a reader relies on in one signer file: names, dtypes, ranks, filters."""
+    with h5py.File(path, "r") as file:
+        groups = list(file.values())
+        feature, token = groups[0]["feature"], groups[0]["token"]
+        return dict(
+            names_numeric=all(name.isdigit() for name in file),
+            members={tuple(sorted(group)) for group in groups},
+            feature=(feature.dtype, feature.ndim, feature.shape[0], feature.shape[2]),
+            feature_filters=(feature.compression, feature.shuffle),
+            token=(token.dtype, token.shape, token.compression),
+        )
+
+
+def test_layout_matches_real_data(small):
+    """Same files, group and dataset names, dtypes, shapes and filters as a real GISLR file."""
+    assert _structure(small / "16069.hdf5") == _structure(require_real_data() / "16069.hdf5")
+    names = sorted(path.name for path in small.iterdir())
+    assert names == ["16069.hdf5", "2044.hdf5", "4718.hdf5", "LICENSE.txt", "README.txt",
+                     "sign_to_prediction_index_map.json"]  # fmt: skip
+    assert json.loads((small / "sign_to_prediction_index_map.json").read_text()) == {
+        "listen": 0, "look": 1, "shhh": 2, "donkey": 3, "mouse": 4,
+        "duck": 5, "uncle": 6, "hear": 7, "pretend": 8, "cow": 9,
+    }  # fmt: skip
+    for name in ("README.txt", "LICENSE.txt"):
+        text = (small / name).read_text()
+        assert "Synthetic" in text and "not the real gislr" in text.lower()
+        assert f"python islr.py synth {small} --seed 0" in text
+
+
+def test_the_project_reader_loads_it(small):
+    """data.load_dataset reads the set: 180 sequences, 3 signers, unique ids, valid labels."""
+    dataset = data.load_dataset(small)
+    assert len(dataset) == 180 and set(dataset.signers) == {"16069", "2044", "4718"}
+    assert dataset.vocabulary == synth.VOCABULARY
+    assert len(set(dataset.sequence_ids)) == 180 and all(i.isdigit() for i in dataset.sequence_ids)
+    assert all(f.dtype == np.float32 and f.shape[::2] == (3, 543) for f in dataset.features)
+    assert dataset.labels.dtype == np.int64 and np.bincount(dataset.labels).tolist() == [18] * 10
+
+
+def test_same_seed_same_bytes_other_seed_other_values(tmp_path):
+    """Regenerating with a seed rewrites identical bytes; another seed gives other data."""
+    first = synth.generate(tmp_path / "a", seed=3, num_signers=2, sequences_per_signer=10)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    assert synth.generate(tmp_path / "a", seed=3, num_signers=2, sequences_per_signer=10) == first
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
+    synth.generate(tmp_path / "b", seed=4, num_signers=2, sequences_per_signer=10)
+    for name in ("16069.hdf5", "2044.hdf5"):
+        assert (tmp_path / "b" / name).read_bytes() != before[name]
+
+
+def test_values_in_real_ranges_and_nan_rates_in_bounds(small):
+    """Coordinates lie where MediaPipe's do; NaN rates and lengths are in the stated bands."""
+    dataset = data.load_dataset(small)
+    lengths = np.array([f.shape[1] for f in dataset.features])
+    assert lengths.min() >= 2 and lengths.max() <= 100 and 14 <= np.median(lengths) <= 28
+    assert 0.1 <= np.mean(lengths <= 6) <= 0.3  # about one clip in five is short
+    frames = np.concatenate(dataset.features, 1)  # (3, F, 543)
+    assert 0.02 <= np.isnan(frames).mean() <= 0.10  # real data: 0.06
+    whole = np.isnan(frames[0]).all(1)
+    assert whole.mean() <= 0.02
+    assert not np.isnan(frames[:, ~whole, 489:522]).any()  # the pose is always estimated
+    assert np.isnan(frames[0, ~whole, :468]).all(1).mean() <= 0.02
+    signer = np.repeat(dataset.signers, lengths)
+    for name in set(signer):  # frames without the hand: signing, other (real: 0.24-0.73, 1)
+        missing = np.sort(np.isnan(frames[0][signer == name][:, [468, 522]]).mean(0))
+        assert 0.1 <= missing[0] <= 0.75 and 0.7 <= missing[1] <= 1.0
+    face, hands = frames[:, :, :468], frames[:, :, np.r_[LEFT, RIGHT]]
+    inside = lambda v, low, high: np.mean((v >= low) & (v <= high))  # noqa: E731
+    assert inside(face[:2][~np.isnan(face[:2])], 0, 1) >= 0.99
+    hands_xy = hands[:2][~np.isnan(hands[:2])]  # fingers may leave the frame (real: 99.5% in)
+    assert inside(hands_xy, 0, 1) >= 0.98 and inside(hands_xy, -0.3, 1.3) == 1.0
+    assert inside(face[2][~np.isnan(face[2])], -0.15, 0.2) == 1.0
+    assert inside(hands[2][~np.isnan(hands[2])], -0.35, 0.15) == 1.0
+    assert np.nanmax(np.abs(frames[2, :, [468, 522]])) == 0  # hand z is relative to the wrist
+    pose = frames[:, ~whole, 489:522]
+    assert inside(pose[0], -0.5, 1.5) == 1.0 and inside(pose[2], -4, 3) == 1.0
+    # Shoulders are level, left (odd) on the image's right, a believable width apart.
+    width = pose[0, :, 11] - pose[0, :, 12]
+    assert np.all(width > 0.3) and np.all(width < 0.8)
+
+
+def _shoulder_frame(clip: np.ndarray, part: slice) -> np.ndarray:
+    """(T, J, 2): a part's points with the origin between the shoulders, x along them."""
+    left, right = clip[:2, :, 489 + 11], clip[:2, :, 489 + 12]  # (2, T) each
+    across = (left - right) / np.linalg.norm(left - right, axis=0)
+    points = clip[:2, :, part] - ((left + right) / 2)[..., None]  # (2, T, J)
+    x = across[0, :, None] * points[0] + across[1, :, None] * points[1]
+    y = -across[1, :, None] * points[0] + across[0, :, None] * points[1]
+    return np.stack([x, y], -1)
+
+
+def test_left_handed_signer_is_the_mirror_image(monkeypatch):
+    """A left-handed twin signs with the left_hand block, mirrored in x, y unchanged."""
+    monkeypatch.setattr(synth, "NOISE", np.zeros_like(synth.NOISE))  # exact geometry only
+    signer = synth._signer(np.random.default_rng(1), "1", left_handed=False)
+    twin = dataclasses.replace(signer, left_handed=True)
+    labels = np.arange(40) % 10
+    right = synth.signer_clips(np.random.default_rng(2), signer, labels)
+    left = synth.signer_clips(np.random.default_rng(2), twin, labels)
+    compared = 0
+    for clip, twin_clip in zip(right, left, strict=True):
+        both = ~np.isnan(clip[0, :, RIGHT]) & ~np.isnan(twin_clip[0, :, LEFT])
+        mirrored = _shoulder_frame(clip, RIGHT) * (-1, 1)
+        assert np.abs(_shoulder_frame(twin_clip, LEFT) - mirrored)[both].max(initial=0) < 1e-4
+        compared += both.sum()
+    assert compared > 1000  # a real comparison: the signing hand is seen in most clips
+
+
+def test_left_handed_signer_in_the_files_signs_on_the_image_right(small):
+    """In the written set one of 3 signers is left-handed: left hand seen most, beside the face."""
+    sides = {}
+    for path in small.glob("*.hdf5"):
+        with h5py.File(path, "r") as file:
+            frames = np.concatenate([group["feature"][()] for group in file.values()], 1)
+        seen = (~np.isnan(frames[0][:, [468, 522]])).mean(0)
+        hand = LEFT if seen[0] > seen[1] else RIGHT
+        offset = np.nanmedian(frames[0, :, hand].mean(1) - frames[0, :, 489])  # from the nose
+        sides[path.stem] = (hand == LEFT, offset > 0)
+    assert sides["16069"] == (False, False)  # the default test signer is right-handed
+    assert sorted(sides.values()) == [(False, False), (False, False), (True, True)]
+    lefty = next(name for name, side in sides.items() if side[0])
+    assert f"(their movements mirrored): {lefty}." in (small / "README.txt").read_text()
+
+
+def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch):
+    """A failure while writing leaves neither a signer file nor a temporary one behind."""
+    monkeypatch.setattr(synth, "COMPRESSION", dict(compression="no-such-filter"))
+    with pytest.raises(ValueError):
+        synth.generate(tmp_path, seed=0, num_signers=1, sequences_per_signer=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_a_directory_of_other_data(tmp_path):
+    """generate() will not write into a directory that holds HDF5 files it did not make."""
+    (tmp_path / "12345.hdf5").write_bytes(b"real data")
+    with pytest.raises(FileExistsError, match="choose an empty directory"):
+        synth.generate(tmp_path, seed=0, num_signers=1, sequences_per_signer=5)
