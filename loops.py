@@ -250,8 +250,14 @@ RICH = augment.AugmentConfig(flip=0.5, affine=0.5, resample=0.3, crop=0.3, drop_
 PRESETS: dict[str, dict] = {
     # The article-10 recipe exactly: no augmentation, label smoothing 0.1, Adam 3e-4, 50 epochs.
     "article10": dict(model=models.PRESETS["article10"], train=TrainConfig(), augment=NO_AUGMENT),
-    # The default: article 10 plus horizontal flip (signers differ in handedness).
-    "transformer": dict(model=models.PRESETS["article10"], train=TrainConfig(), augment=FLIP),
+    # The default: article 10 plus horizontal flip (signers differ in handedness), without
+    # dropout on attention weights: it forces PyTorch's slow attention path on CPU (measured
+    # 1.45x faster training without it, accuracy within the seed spread; BENCHMARKS.md).
+    "transformer": dict(
+        model=replace(models.PRESETS["article10"], attention_dropout=0.0),
+        train=TrainConfig(),
+        augment=FLIP,
+    ),  # fmt: skip
     "simple": dict(model=models.PRESETS["simple"], train=TrainConfig(), augment=NO_AUGMENT),
     # The series' later models with article 10's recipe plus flip, as the series compares them.
     "macaron": dict(model=models.PRESETS["macaron"], train=TrainConfig(), augment=FLIP),
