@@ -14,16 +14,12 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import augment
@@ -32,74 +28,27 @@ import data
 import loops
 import models
 import trainer
-
-DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
-DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
-RUNS = Path("runs")
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(highlight=False, soft_wrap=True)  # a long line stays one line in logs
-
-DATA_PANEL, MODEL_PANEL, TRAIN_PANEL, AUGMENT_PANEL = "Data", "Model", "Training", "Augmentation"
-
-
-@contextmanager
-def user_errors(*more: type[Exception]) -> Iterator[None]:
-    """Turn a mistake the user can fix (a path, a file, a flag) into one line and exit 1."""
-    try:
-        yield
-    except (data.DataError, checkpoint.CheckpointError, ValueError, *more) as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def tracked(batches: Iterable, total: int, description: str) -> Iterator:
-    """Yield the batches under a transient rich progress bar (plain iteration in a log file)."""
-    if not console.is_terminal:
-        yield from batches
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        for batch in batches:
-            yield batch
-            progress.advance(task)
-
-
-def ensure_default_data(path: Path) -> None:
-    """The embedded default: generate the synthetic set the first time it is needed."""
-    if path != DEFAULT_DATA or path.exists():
-        return
-    import synth
-
-    console.print(f"Generating the synthetic top-10 set into {path} (once) ...")
-    start = time.perf_counter()
-    count = synth.generate(path, seed=0)
-    console.print(f"  {count} sequences in {time.perf_counter() - start:.1f}s")
-
-
-def parse_signer(value: str | None) -> str | None:
-    return None if value is None or value.lower() == "none" else value
-
-
-def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:
-    return typer.Option(*names, help=help, rich_help_panel=panel, **checks)
-
-
-def chance(help: str) -> typer.models.OptionInfo:
-    """A per-sequence augmentation probability; magnitudes come from augment.AugmentConfig."""
-    return option(f"{help} Probability per training sequence.", AUGMENT_PANEL, min=0, max=1)
-
-
-DataDir = Annotated[Path, option("GISLR dataset directory (default: the synthetic set, made on first use).", DATA_PANEL, "--data")]  # fmt: skip
-Device = Annotated[str, option("auto (CUDA when present), cpu or cuda.")]
+from cli import (
+    DATA_PANEL,
+    DEFAULT_DATA,
+    DEFAULT_TEST_SIGNER,
+    MODEL_PANEL,
+    RUNS,
+    TRAIN_PANEL,
+    DataDir,
+    Device,
+    app,
+    chance,
+    console,
+    ensure_default_data,
+    option,
+    parse_signer,
+    pick_device,
+    resolve_configs,
+    tracked,
+    train_flags,
+    user_errors,
+)  # fmt: skip
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,31 +250,6 @@ def resumed_run(run_dir: Path) -> tuple:
         raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
 
 
-CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
-
-
-def resolve_configs(ctx: typer.Context) -> tuple:
-    """(data, model, train, augment configs): the preset's, with every option given applied."""
-    preset = loops.PRESETS.get(ctx.params["preset"])
-    if preset is None:
-        names = ", ".join(loops.PRESETS)
-        raise ValueError(f"unknown preset {ctx.params['preset']!r}: choose one of {names}")
-    given = {
-        CONFIG_OPTIONS.get(name, name): value for name, value in ctx.params.items()
-        if ctx.get_parameter_source(name).name == "COMMANDLINE"
-    }  # fmt: skip
-    configs = []
-    bases = (preset.get("data", data.DataConfig()), preset["model"], preset["train"],
-             preset["augment"])  # fmt: skip
-    for base in bases:
-        names = {f.name for f in fields(base)}
-        configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
-    augment.build(configs[3], configs[0])  # refuse a bad combination now, not after loading
-    if ctx.params.get("threads"):  # every command that takes the train flags honours it
-        torch.set_num_threads(ctx.params["threads"])
-    return tuple(configs)
-
-
 def print_epoch(record: dict, is_best: bool) -> None:
     t, v = record["train"], record["val"]
     console.print(
@@ -356,8 +280,7 @@ def cv(
     choose anything.
     """
     with user_errors():
-        command = typer.main.get_command(app).get_command(ctx, "train")
-        recipe = command.make_context("train", list(ctx.args), parent=ctx)
+        recipe = train_flags(ctx)
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         device_ = pick_device(device)
         ensure_default_data(data_dir)
@@ -488,181 +411,9 @@ def evaluate(
         json_path.write_text(json.dumps(report, indent=1))
 
 
-@app.command()
-def predict(
-    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(help="Kaggle .parquet files, GISLR .hdf5 files or .npy arrays [T, 543, 3]."),
-    ],
-    top_k: Annotated[int, typer.Option(min=1, help="How many signs to list per sequence.")] = 5,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")
-    ] = None,
-) -> None:
-    """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
-    with user_errors():
-        loaded = checkpoint.load(ckpt)
-        recordings = [recording for path in inputs for recording in data.read_recordings(path)]
-        names, features = zip(*recordings, strict=True)
-        prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
-        logits, _, order = loops.predict(loaded.model, prepared.batches(loops.EVAL_BATCH))
-    probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
-    top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
-    results = [
-        {"input": name, "predictions": [{"sign": loaded.signs[i], "probability": p}
-                                         for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]}
-        for name, ps, ids in zip(names, top.values, top.indices, strict=True)
-    ]  # fmt: skip
-    table = Table("input", "frames", *(f"#{k + 1}" for k in range(top.indices.shape[1])))
-    for result, length in zip(results, prepared.lengths.tolist(), strict=True):
-        cells = [f"{p['sign']} {p['probability']:.1%}" for p in result["predictions"]]
-        table.add_row(result["input"], str(length), *cells)
-    console.print(table)
-    if json_path:
-        json_path.write_text(json.dumps(results, indent=1))
-
-
-@app.command()
-def synth(
-    out: Annotated[
-        Path, typer.Argument(help="Directory to write the synthetic dataset into.")
-    ] = DEFAULT_DATA,
-    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
-) -> None:
-    """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
-    import synth as synthetic
-
-    with user_errors():
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"{out} is not empty: choose a new directory")
-        start = time.perf_counter()
-        count = synthetic.generate(out, seed=seed)
-    console.print(
-        f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
-    )
-
-
-@app.command()
-def prepare(
-    raw_dir: Annotated[
-        Path,
-        typer.Argument(help="The Kaggle asl-signs download (train.csv, train_landmark_files/)."),
-    ],
-    out: Annotated[Path, typer.Argument(help="Directory for the GISLR-layout HDF5 files.")],
-    top: Annotated[
-        int | None, typer.Option(min=1, help="Keep the N most frequent signs (ties by name).")
-    ] = None,
-    signs: Annotated[
-        str | None, typer.Option(help="Comma-separated signs to keep, in index order.")
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Processes converting signers in parallel.")
-    ] = 1,
-    strict: Annotated[
-        bool, typer.Option(help="Stop at the first bad file instead of skipping it.")
-    ] = False,
-) -> None:
-    """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.[kaggle]')."""
-    import prepare as converter
-
-    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} files/s"),
-               TimeElapsedColumn())  # fmt: skip
-    chosen = [s.strip() for s in signs.split(",")] if signs else None
-    with (
-        user_errors(converter.PrepareError),
-        Progress(*columns, console=console, transient=True) as progress,
-    ):
-        task = progress.add_task("convert", total=None, rate="-")
-        started = time.perf_counter()
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-            done = progress.tasks[0].completed
-            progress.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
-
-        report = converter.convert(raw_dir, out, top=top, signs=chosen, workers=workers,
-                                   strict=strict, on_file=advance,
-                                   on_total=lambda n: progress.update(task, total=n))  # fmt: skip
-    console.print(
-        f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
-        f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"
-    )
-    for kind, count in report.skipped.items():
-        console.print(f"[yellow]skipped {count} ({kind}):[/] " + "; ".join(report.examples[kind]))
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(
-    ctx: typer.Context,
-    data_dir: DataDir = DEFAULT_DATA,
-    max_sequences: Annotated[
-        int | None, option("Train on a random subset of this size.", min=1)
-    ] = None,
-    repeats: Annotated[int, option("Timed epochs of (a) and of (b), interleaved.", min=1)] = 3,
-    latency_calls: Annotated[
-        int, option("Single-sequence calls per latency figure.", min=10)
-    ] = 100,
-    json_path: Annotated[
-        Path | None, option("Also write the figures to this JSON file.", None, "--json")
-    ] = None,
-    device: Device = "auto",
-) -> None:
-    """Training and inference speed in one run: epoch vs model-only, latency, start-up.
-
-    Any `train` flag (--preset, --model, --flip, ...) after these options sets the recipe.
-    """
-    import bench as benchmark
-
-    with user_errors():
-        command = typer.main.get_command(app).get_command(ctx, "train")
-        recipe = command.make_context("train", list(ctx.args), parent=ctx)
-        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
-        ensure_default_data(data_dir)
-        result = benchmark.run(data_dir, data_config, model_config, train_config, augment_config,
-                               device=pick_device(device), max_sequences=max_sequences,
-                               repeats=repeats, latency_calls=latency_calls)  # fmt: skip
-    table = Table(
-        "figure", "value", title=f"islr bench: preset {recipe.params['preset']} on {data_dir}"
-    )
-    rows = [
-        ("(a) training epoch, samples/s", f"{result['train_samples_per_second']:,.0f}"),
-        ("(b) model only (forward + backward + step), samples/s", f"{result['model_samples_per_second']:,.0f}"),
-        ("(a)/(b)", f"{result['pipeline_ratio']:.2f}"),
-        ("(c) latency 1 thread, median / p95 ms", f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}"),
-        ("(c) latency all threads, median / p95 ms", f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}"),
-        ("(c) batched inference, sequences/s", f"{result['inference_sequences_per_second']:,.0f}"),
-        ("(d) start to first step, s", f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})"),
-        ("sequences / parameters / threads", f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}"),
-        ("load average before the run", f"{result['load_average']:.2f}"),
-    ]  # fmt: skip
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=1))
-
-
-@app.command()
-def export(
-    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
-    out: Annotated[
-        Path, typer.Argument(help="The file to write (.pt for TorchScript, .onnx for ONNX).")
-    ],
-    format: Annotated[
-        str, option("torchscript or onnx (needs pip install '.[onnx]').")
-    ] = "torchscript",
-) -> None:
-    """A self-contained model file taking raw landmarks [T, 543, 3], checked against PyTorch."""
-    import export as exporter
-
-    with user_errors():
-        result = exporter.export(ckpt, out, format)
-    console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
-                  f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
-                  f"{result['parity_source']}")  # fmt: skip
-
+# The other commands (predict, prepare, synth, bench, export) live in tools.py; importing it
+# registers them on the app, after the commands above so that `--help` lists these first.
+import tools  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,121 @@
+"""The command line's shared pieces: the Typer app, the console, options, errors, configs.
+
+islr.py (train, cv, evaluate) and tools.py (predict, prepare, synth, bench, export) define
+the commands on `app`; `python islr.py` runs it.
+"""
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import augment
+import checkpoint
+import data
+import loops
+
+DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
+DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
+RUNS = Path("runs")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(highlight=False, soft_wrap=True)  # a long line stays one line in logs
+
+DATA_PANEL, MODEL_PANEL, TRAIN_PANEL, AUGMENT_PANEL = "Data", "Model", "Training", "Augmentation"
+
+
+@contextmanager
+def user_errors(*more: type[Exception]) -> Iterator[None]:
+    """Turn a mistake the user can fix (a path, a file, a flag) into one line and exit 1."""
+    try:
+        yield
+    except (data.DataError, checkpoint.CheckpointError, ValueError, *more) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def tracked(batches: Iterable, total: int, description: str) -> Iterator:
+    """Yield the batches under a transient rich progress bar (plain iteration in a log file)."""
+    if not console.is_terminal:
+        yield from batches
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for batch in batches:
+            yield batch
+            progress.advance(task)
+
+
+def ensure_default_data(path: Path) -> None:
+    """The embedded default: generate the synthetic set the first time it is needed."""
+    if path != DEFAULT_DATA or path.exists():
+        return
+    import synth
+
+    console.print(f"Generating the synthetic top-10 set into {path} (once) ...")
+    start = time.perf_counter()
+    count = synth.generate(path, seed=0)
+    console.print(f"  {count} sequences in {time.perf_counter() - start:.1f}s")
+
+
+def parse_signer(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
+
+
+def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:
+    return typer.Option(*names, help=help, rich_help_panel=panel, **checks)
+
+
+def chance(help: str) -> typer.models.OptionInfo:
+    """A per-sequence augmentation probability; magnitudes come from augment.AugmentConfig."""
+    return option(f"{help} Probability per training sequence.", AUGMENT_PANEL, min=0, max=1)
+
+
+DataDir = Annotated[Path, option("GISLR dataset directory (default: the synthetic set, made on first use).", DATA_PANEL, "--data")]  # fmt: skip
+Device = Annotated[str, option("auto (CUDA when present), cpu or cuda.")]
+
+
+CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
+
+
+def resolve_configs(ctx: typer.Context) -> tuple:
+    """(data, model, train, augment configs): the preset's, with every option given applied."""
+    preset = loops.PRESETS.get(ctx.params["preset"])
+    if preset is None:
+        names = ", ".join(loops.PRESETS)
+        raise ValueError(f"unknown preset {ctx.params['preset']!r}: choose one of {names}")
+    given = {
+        CONFIG_OPTIONS.get(name, name): value for name, value in ctx.params.items()
+        if ctx.get_parameter_source(name).name == "COMMANDLINE"
+    }  # fmt: skip
+    configs = []
+    bases = (preset.get("data", data.DataConfig()), preset["model"], preset["train"],
+             preset["augment"])  # fmt: skip
+    for base in bases:
+        names = {f.name for f in fields(base)}
+        configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
+    augment.build(configs[3], configs[0])  # refuse a bad combination now, not after loading
+    if ctx.params.get("threads"):  # every command that takes the train flags honours it
+        torch.set_num_threads(ctx.params["threads"])
+    return tuple(configs)
+
+
+def train_flags(ctx: typer.Context) -> typer.Context:
+    """Parse the extra arguments of `cv` or `bench` exactly as `train` parses its flags."""
+    command = typer.main.get_command(app).get_command(ctx, "train")
+    return command.make_context("train", list(ctx.args), parent=ctx)

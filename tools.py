@@ -1,0 +1,205 @@
+"""Commands around training: predict on new recordings, convert Kaggle data, make synthetic
+data, measure speed, export for deployment. Registered on the app of cli.py; run them as
+`python islr.py predict ...` etc.
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import checkpoint
+import data
+import loops
+from cli import (
+    DEFAULT_DATA,
+    DataDir,
+    Device,
+    app,
+    console,
+    ensure_default_data,
+    option,
+    pick_device,
+    resolve_configs,
+    train_flags,
+    user_errors,
+)  # fmt: skip
+
+
+@app.command()
+def predict(
+    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Kaggle .parquet files, GISLR .hdf5 files or .npy arrays [T, 543, 3]."),
+    ],
+    top_k: Annotated[int, typer.Option(min=1, help="How many signs to list per sequence.")] = 5,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")
+    ] = None,
+) -> None:
+    """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
+    with user_errors():
+        loaded = checkpoint.load(ckpt)
+        recordings = [recording for path in inputs for recording in data.read_recordings(path)]
+        names, features = zip(*recordings, strict=True)
+        prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
+        logits, _, order = loops.predict(loaded.model, prepared.batches(loops.EVAL_BATCH))
+    probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
+    top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
+    results = [
+        {"input": name, "predictions": [{"sign": loaded.signs[i], "probability": p}
+                                         for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]}
+        for name, ps, ids in zip(names, top.values, top.indices, strict=True)
+    ]  # fmt: skip
+    table = Table("input", "frames", *(f"#{k + 1}" for k in range(top.indices.shape[1])))
+    for result, length in zip(results, prepared.lengths.tolist(), strict=True):
+        cells = [f"{p['sign']} {p['probability']:.1%}" for p in result["predictions"]]
+        table.add_row(result["input"], str(length), *cells)
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1))
+
+
+@app.command()
+def synth(
+    out: Annotated[
+        Path, typer.Argument(help="Directory to write the synthetic dataset into.")
+    ] = DEFAULT_DATA,
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+) -> None:
+    """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
+    import synth as synthetic
+
+    with user_errors():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{out} is not empty: choose a new directory")
+        start = time.perf_counter()
+        count = synthetic.generate(out, seed=seed)
+    console.print(
+        f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
+    )
+
+
+@app.command()
+def prepare(
+    raw_dir: Annotated[
+        Path,
+        typer.Argument(help="The Kaggle asl-signs download (train.csv, train_landmark_files/)."),
+    ],
+    out: Annotated[Path, typer.Argument(help="Directory for the GISLR-layout HDF5 files.")],
+    top: Annotated[
+        int | None, typer.Option(min=1, help="Keep the N most frequent signs (ties by name).")
+    ] = None,
+    signs: Annotated[
+        str | None, typer.Option(help="Comma-separated signs to keep, in index order.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes converting signers in parallel.")
+    ] = 1,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first bad file instead of skipping it.")
+    ] = False,
+) -> None:
+    """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.\\[kaggle]')."""
+    import prepare as converter
+
+    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} files/s"),
+               TimeElapsedColumn())  # fmt: skip
+    chosen = [s.strip() for s in signs.split(",")] if signs else None
+    with (
+        user_errors(converter.PrepareError),
+        Progress(*columns, console=console, transient=True) as progress,
+    ):
+        task = progress.add_task("convert", total=None, rate="-")
+        started = time.perf_counter()
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            done = progress.tasks[0].completed
+            progress.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
+
+        report = converter.convert(raw_dir, out, top=top, signs=chosen, workers=workers,
+                                   strict=strict, on_file=advance,
+                                   on_total=lambda n: progress.update(task, total=n))  # fmt: skip
+    console.print(
+        f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
+        f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"
+    )
+    for kind, count in report.skipped.items():
+        console.print(f"[yellow]skipped {count} ({kind}):[/] " + "; ".join(report.examples[kind]))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    data_dir: DataDir = DEFAULT_DATA,
+    max_sequences: Annotated[
+        int | None, option("Train on a random subset of this size.", min=1)
+    ] = None,
+    repeats: Annotated[int, option("Timed epochs of (a) and of (b), interleaved.", min=1)] = 3,
+    latency_calls: Annotated[
+        int, option("Single-sequence calls per latency figure.", min=10)
+    ] = 100,
+    json_path: Annotated[
+        Path | None, option("Also write the figures to this JSON file.", None, "--json")
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Training and inference speed in one run: epoch vs model-only, latency, start-up.
+
+    Any `train` flag (--preset, --model, --flip, ...) after these options sets the recipe.
+    """
+    import bench as benchmark
+
+    with user_errors():
+        recipe = train_flags(ctx)
+        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
+        ensure_default_data(data_dir)
+        result = benchmark.run(data_dir, data_config, model_config, train_config, augment_config,
+                               device=pick_device(device), max_sequences=max_sequences,
+                               repeats=repeats, latency_calls=latency_calls)  # fmt: skip
+    table = Table(
+        "figure", "value", title=f"islr bench: preset {recipe.params['preset']} on {data_dir}"
+    )
+    rows = [
+        ("(a) training epoch, samples/s", f"{result['train_samples_per_second']:,.0f}"),
+        ("(b) model only (forward + backward + step), samples/s", f"{result['model_samples_per_second']:,.0f}"),
+        ("(a)/(b)", f"{result['pipeline_ratio']:.2f}"),
+        ("(c) latency 1 thread, median / p95 ms", f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}"),
+        ("(c) latency all threads, median / p95 ms", f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}"),
+        ("(c) batched inference, sequences/s", f"{result['inference_sequences_per_second']:,.0f}"),
+        ("(d) start to first step, s", f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})"),
+        ("sequences / parameters / threads", f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}"),
+        ("load average before the run", f"{result['load_average']:.2f}"),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1))
+
+
+@app.command()
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
+    out: Annotated[
+        Path, typer.Argument(help="The file to write (.pt for TorchScript, .onnx for ONNX).")
+    ],
+    format: Annotated[
+        str, option("torchscript or onnx (needs pip install '.\\[onnx]').")
+    ] = "torchscript",
+) -> None:
+    """A self-contained model file taking raw landmarks [T, 543, 3], checked against PyTorch."""
+    import export as exporter
+
+    with user_errors():
+        result = exporter.export(ckpt, out, format)
+    console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
+                  f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
+                  f"{result['parity_source']}")  # fmt: skip
