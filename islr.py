@@ -210,7 +210,8 @@ def train(
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         try:
-            signal.signal(signal.SIGTERM, interrupt)  # a polite kill stops like Ctrl-C
+            for polite in (signal.SIGINT, signal.SIGTERM):  # a polite kill stops like Ctrl-C
+                signal.signal(polite, interrupt)
             result = trainer.train_run(
                 prepared, out, data_config=data_config, model_config=model_config,
                 train_config=train_config, augment_config=augment_config,
