@@ -1,5 +1,6 @@
 """Bench: one run on a tiny dataset returns every figure as a positive finite number."""
 
+import json
 import math
 
 import pytest
@@ -64,3 +65,19 @@ def test_subset_shares_frames():
     for offset, length in zip(part.offsets.tolist(), part.lengths.tolist(), strict=True):
         assert (offset, length) in {(0, 3), (3, 4), (7, 3)}
     assert bench.subset(prepared, None, torch.Generator()) is prepared
+
+
+def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
+    """`islr.py bench` prints a row for (a), (b), (a)/(b), (c) and (d), and writes them as JSON."""
+    from conftest import run
+
+    report = tmp_path / "bench.json"
+    result = run("bench", "--data", tiny_data, "--repeats", "1", "--latency-calls", "10",
+                 "--json", report, "--epochs", "1", "--batch-size", "8", "--threads", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for label in ("(a) training epoch", "(b) model only", "(a)/(b)", "(c) latency 1 thread",
+                  "(c) latency all threads", "(c) batched inference", "(d) start to first step"):  # fmt: skip
+        assert label in result.output
+    figures = json.loads(report.read_text())
+    assert FIGURES <= figures.keys()
+    assert all(math.isfinite(figures[name]) and figures[name] > 0 for name in FIGURES)
