@@ -218,40 +218,6 @@ def load_dataset(root: Path | str, signers: set[str] | None = None) -> Dataset:
     return Dataset(vocabulary, features, np.array(labels), np.array(signer_ids), ids)
 
 
-def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
-    """(name, (3, T, 543) array) for each sequence of one input file of `predict`.
-
-    `.parquet`: one Kaggle sequence file; `.hdf5`: every sequence of a GISLR signer file;
-    `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input {path} does not exist")
-    if path.suffix == ".hdf5":
-        features, _, ids = read_signer(path, None)
-        return [(f"{path.name}/{i}", f) for i, f in zip(ids, features, strict=True)]
-    if path.suffix == ".parquet":
-        import prepare
-
-        try:
-            return [(path.name, prepare.read_sequence(path))]
-        except prepare.PrepareError as error:
-            raise DataError(str(error)) from None
-    if path.suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)  # never unpickle a user's file
-        except (ValueError, OSError) as error:
-            raise DataError(f"{path} is not a readable .npy array ({error})") from None
-        if (
-            array.ndim != 3
-            or array.shape[1:] != (NUM_LANDMARKS, 3)
-            or not 0 < len(array) <= MAX_FRAMES
-        ):
-            raise DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")
-        return [(path.name, np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
-    raise DataError(f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5 or .npy)")
-
-
 def split_signers(
     available: list[str], test_signer: str | None, val_signer: str | None
 ) -> tuple[list[str], str, str | None]:

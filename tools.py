@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,6 +31,42 @@ from cli import (
 )  # fmt: skip
 
 
+def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, (3, T, 543) array) for each sequence of one input file of `predict`.
+
+    `.parquet`: one Kaggle sequence file; `.hdf5`: every sequence of a GISLR signer file;
+    `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise data.DataError(f"input {path} does not exist")
+    if path.suffix == ".hdf5":
+        features, _, ids = data.read_signer(path, None)
+        return [(f"{path.name}/{i}", f) for i, f in zip(ids, features, strict=True)]
+    if path.suffix == ".parquet":
+        import prepare
+
+        try:
+            return [(path.name, prepare.read_sequence(path))]
+        except prepare.PrepareError as error:
+            raise data.DataError(str(error)) from None
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)  # never unpickle a user's file
+        except (ValueError, OSError) as error:
+            raise data.DataError(f"{path} is not a readable .npy array ({error})") from None
+        if (
+            array.ndim != 3
+            or array.shape[1:] != (data.NUM_LANDMARKS, 3)
+            or not 0 < len(array) <= data.MAX_FRAMES
+        ):
+            raise data.DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")
+        return [(path.name, np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
+    raise data.DataError(
+        f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5 or .npy)"
+    )
+
+
 @app.command()
 def predict(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
@@ -45,7 +82,7 @@ def predict(
     """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
     with user_errors():
         loaded = checkpoint.load(ckpt)
-        recordings = [recording for path in inputs for recording in data.read_recordings(path)]
+        recordings = [recording for path in inputs for recording in read_recordings(path)]
         names, features = zip(*recordings, strict=True)
         prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
         logits, _, order = loops.predict(loaded.model, prepared.batches(loops.EVAL_BATCH))
