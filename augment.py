@@ -42,7 +42,9 @@ import torch
 from torch import Tensor
 
 import data
+import landmarks
 from data import Batch, DataConfig
+from landmarks import mirror_permutation, part_of
 
 # Probabilities and fractions: the fields that must lie in [0, 1].
 _AT_MOST_ONE = {"flip", "affine", "noise", "crop", "crop_min", "resample", "drop_part",
@@ -91,38 +93,6 @@ PRESETS = {
     "all": AugmentConfig(flip=0.5, affine=0.5, noise=0.5, crop=0.5, resample=0.5,
                          drop_part=0.1, drop_joints=0.3, drop_time=0.3),
 }  # fmt: skip
-
-# Mirror pairs among the face points of the fullbody preset (MediaPipe face mesh indices):
-# lips, nose, and the two eye contours in matching order. Points on the midline (0, 1, 2,
-# 13, 14, 17) map to themselves.
-FACE_PAIRS = (
-    (61, 291), (78, 308), (37, 267), (39, 269), (40, 270), (80, 310), (81, 311), (82, 312),
-    (84, 314), (87, 317), (88, 318), (91, 321), (95, 324), (146, 375), (178, 402), (181, 405),
-    (185, 409), (191, 415), (98, 327), (33, 263), (7, 249), (163, 390), (144, 373), (145, 374),
-    (153, 380), (154, 381), (155, 382), (133, 362), (246, 466), (161, 388), (160, 387),
-    (159, 386), (158, 385), (157, 384), (173, 398),
-)  # fmt: skip
-POSE_PAIRS = tuple((data.POSE + i, data.POSE + i + 1) for i in range(11, 23, 2))
-HAND_PAIRS = tuple((data.LEFT_HAND + i, data.RIGHT_HAND + i) for i in range(21))
-
-
-def mirror_permutation(landmarks: tuple[int, ...]) -> Tensor:
-    """For each selected landmark, the position of its mirror image in the same selection."""
-    partner = {}
-    for a, b in FACE_PAIRS + POSE_PAIRS + HAND_PAIRS:
-        partner[a], partner[b] = b, a
-    position = {landmark: i for i, landmark in enumerate(landmarks)}
-    face_points = [p for p in landmarks if p < data.LEFT_HAND]
-    unknown = [p for p in face_points if p not in partner and p not in (0, 1, 2, 13, 14, 17)]
-    if unknown:
-        raise ValueError(f"horizontal flip knows no mirror pair for face point {unknown[0]}")
-    return torch.tensor([position[partner.get(p, p)] for p in landmarks])
-
-
-def part_of(landmarks: tuple[int, ...]) -> Tensor:
-    """(J,) the index in data.PARTS of each selected landmark."""
-    starts = torch.tensor([start for start, _ in data.PART_RANGES[1:]])
-    return torch.bucketize(torch.tensor(landmarks), starts, right=True)
 
 
 def _require_normalized(config: DataConfig, what: str) -> None:
@@ -202,7 +172,7 @@ class Affine(_Transform):
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         chosen = self.choose(batch, generator).float()  # (N,) 0 gives the identity map
-        N, P = len(chosen), len(data.PARTS)
+        N, P = len(chosen), len(landmarks.PARTS)
         angle = _uniform((N,), math.radians(self.rotation), generator) * chosen
         cos, sin = angle.cos(), angle.sin()
         rotate = torch.stack([cos, -sin, sin, cos], -1).view(N, 2, 2)
@@ -254,7 +224,7 @@ class DropPart(_Transform):
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         chosen = self.choose(batch, generator)[:, None]  # (N, 1)
-        which = torch.randint(len(data.PARTS), (len(chosen), 1), generator=generator)
+        which = torch.randint(len(landmarks.PARTS), (len(chosen), 1), generator=generator)
         keep = (self.parts[None] != which) | ~chosen  # (N, J)
         return _with(batch, batch.features * self.per_coordinate(keep))
 

@@ -27,50 +27,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-NUM_LANDMARKS = 543
+import landmarks
+from landmarks import (
+    LEFT_HAND,
+    NUM_LANDMARKS,
+    PARTS,
+    REFERENCE_POINTS,
+    RIGHT_HAND,
+)
+
 MAX_FRAMES = 100_000  # a declared length past this is a broken or hostile file, not a sign
 VOCABULARY_FILE = "sign_to_prediction_index_map.json"
-
-# Kaggle landmark order: face 0-467, left hand 468-488, pose 489-521, right hand 522-542.
-FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522
-PARTS = ("face", "left_hand", "pose", "right_hand")
-PART_RANGES = ((FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, 543))
-
-# The 76 face points of the series' "full body" preset: lips, nose, both eyes.
-FULLBODY_FACE = (
-    0, 1, 2, 7, 13, 14, 17, 33, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 98, 133,
-    144, 145, 146, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 178, 181, 185, 191, 246,
-    249, 263, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 327, 362, 373,
-    374, 375, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 402, 405, 409, 415, 466,
-)  # fmt: skip
-LANDMARK_PRESETS: dict[str, tuple[int, ...]] = {
-    # 130 points: face (76), left hand (21), pose 11-22 (12), right hand (21).
-    "fullbody": FULLBODY_FACE
-    + tuple(range(LEFT_HAND, POSE))
-    + tuple(POSE + i for i in range(11, 23))
-    + tuple(range(RIGHT_HAND, 543)),
-    "all": tuple(range(NUM_LANDMARKS)),
-}
+LANDMARK_PRESETS = landmarks.PRESETS
 COORDINATES = {"xy": (0, 1), "xyz": (0, 1, 2)}
-
-# Reference points of each part, in the 543 order: the origin is the mean of `origin`, the
-# unit length the distance between the means of `unit_from` and `unit_to`. Both hands use
-# the same points (wrist and the five finger bases), so they are normalised mirror-alike.
-_HAND_BASES = (1, 5, 9, 13, 17)
-REFERENCE_POINTS = {
-    "face": dict(origin=(0, 2), unit_from=(33,), unit_to=(263,)),
-    "left_hand": dict(
-        origin=tuple(LEFT_HAND + i for i in (0, *_HAND_BASES)),
-        unit_from=(LEFT_HAND,),
-        unit_to=tuple(LEFT_HAND + i for i in _HAND_BASES),
-    ),
-    "pose": dict(origin=(POSE + 11, POSE + 12), unit_from=(POSE + 11,), unit_to=(POSE + 12,)),
-    "right_hand": dict(
-        origin=tuple(RIGHT_HAND + i for i in (0, *_HAND_BASES)),
-        unit_from=(RIGHT_HAND,),
-        unit_to=tuple(RIGHT_HAND + i for i in _HAND_BASES),
-    ),
-}
 UNIT_RANGE = (1e-3, 5.0)  # the series clips the per-sequence unit length to this range
 
 
@@ -85,6 +54,7 @@ class DataConfig:
     normalize: bool = True  # parts-based normalisation: the series' largest single gain
     align: str = "framewise"  # origin per frame ("framewise") or one per sequence ("unique")
     scale: str = "unique"  # unit length per frame ("framewise") or one per sequence ("unique")
+    mirror_left: bool = False  # mirror sequences signed with the left hand: all look right-handed
 
     def __post_init__(self) -> None:
         checks = {
@@ -96,6 +66,11 @@ class DataConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise DataError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+        if self.mirror_left:
+            try:
+                landmarks.mirror_permutation(LANDMARK_PRESETS[self.landmarks])
+            except ValueError as error:
+                raise DataError(f"--mirror-left needs mirror pairs: {error}") from None
 
     @property
     def num_features(self) -> int:
@@ -284,13 +259,15 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
     """Model input for every frame of one or more sequences laid end to end.
 
     frames: (F, 543, 3) raw landmarks with NaN, F = sum of lengths; lengths: (S,).
-    Returns (F, J*C): the selected landmarks, parts-normalised if asked, 0 where missing.
+    Returns (F, J*C): the selected landmarks, parts-normalised if asked, 0 where missing,
+    and mirrored where `mirror_left` is set and the left hand is seen in more frames.
     """
     selected = LANDMARK_PRESETS[config.landmarks]
     references = [p for part in PARTS for points in REFERENCE_POINTS[part].values() for p in points]
     # Gather only the landmarks used, once: index_select is far cheaper than fancy indexing
     # of the whole (F, 543, 3) array, and everything below works on the small copy.
-    needed = sorted(set(selected) | (set(references) if config.normalize else set()))
+    needed = set(selected) | (set(references) if config.normalize else set())
+    needed = sorted(needed | ({LEFT_HAND, RIGHT_HAND} if config.mirror_left else set()))
     position = {landmark: i for i, landmark in enumerate(needed)}
 
     def local(points) -> Tensor:
@@ -302,10 +279,24 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
     present = ~raw[:, :, 0].isnan()  # (F, Jn) a landmark was detected
     x = raw.nan_to_num(0.0)  # (F, Jn, C)
     chosen = local(selected)
-    if not config.normalize:
-        return x.index_select(1, chosen).flatten(1)
     segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (F,)
+    if config.normalize:
+        y, keep = _normalize(x, present, segments, len(lengths), local, selected, config)
+    else:
+        y, keep = x.index_select(1, chosen), present.index_select(1, chosen)
+    if config.mirror_left:
+        wrists = present.index_select(1, local((LEFT_HAND, RIGHT_HAND))).float()  # (F, 2)
+        seen = wrists.new_zeros(len(lengths), 2).index_add_(0, segments, wrists)  # (S, 2)
+        y = _mirror(y, keep, (seen[:, 0] > seen[:, 1])[segments], selected, config.normalize)
+    return y.flatten(1)
 
+
+def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tensor, Tensor]:
+    """Parts-based normalisation of (F, Jn, C) -> ((F, J, C) features, (F, J) present).
+
+    Each part (face, hands, pose) is centred on its reference origin and divided by its
+    reference length; a point whose part has no reference in a frame counts as missing.
+    """
     origins, units, part_present = [], [], []
     for part in PARTS:
         points = REFERENCE_POINTS[part]
@@ -320,7 +311,6 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
     unit = torch.stack(units, 1)  # (F, P)
     found = torch.stack(part_present, 1).float()  # (F, P)
 
-    num = len(lengths)
     if config.align == "unique":
         C = origin.shape[-1]
         mean = _segment_mean(origin.flatten(1), found.repeat_interleave(C, 1), segments, num)
@@ -329,11 +319,24 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
         unit = _segment_mean(unit, found, segments, num)[segments]
     unit = unit.clamp(*UNIT_RANGE)
 
-    part = torch.tensor([next(i for i, (start, stop) in enumerate(PART_RANGES) if start <= p < stop)
-                         for p in selected])  # (J,) the part of each selected landmark  # fmt: skip
+    part = landmarks.part_of(selected)  # (J,) the part of each selected landmark
+    chosen = local(selected)
     y = (x.index_select(1, chosen) - origin[:, part]) / unit[:, part, None]  # (F, J, C)
     keep = present.index_select(1, chosen) & found[:, part].bool()  # missing point or part -> 0
-    return (y * keep[..., None]).flatten(1)
+    return y * keep[..., None], keep
+
+
+def _mirror(y: Tensor, keep: Tensor, flip: Tensor, selected, normalized: bool) -> Tensor:
+    """Mirror the frames where flip (F,) is True: swap left/right points, reflect x.
+
+    After normalisation every part is centred on a mirror-symmetric origin, so x -> -x; raw
+    image coordinates (0..1) reflect as x -> 1 - x. Missing points stay exactly 0.
+    """
+    permutation = landmarks.mirror_permutation(selected)
+    mirrored = y.index_select(1, permutation).clone()  # (F, J, C)
+    x = mirrored[..., 0]
+    mirrored[..., 0] = -x if normalized else (1 - x) * keep.index_select(1, permutation)
+    return torch.where(flip[:, None, None], mirrored, y)
 
 
 # ---------------------------------------------------------------------------------------------

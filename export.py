@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 import checkpoint
 import data
+import landmarks
 import loops
 import models
 from data import DataConfig
@@ -229,11 +230,11 @@ def load_onnx(path: Path) -> tuple[Callable[[Tensor], np.ndarray], list[str]]:
 
 def random_sequence(generator: torch.Generator, frames: int) -> Tensor:
     """A (T, 543, 3) float32 track with MediaPipe's gaps: a hand missing in some frames."""
-    landmarks = 0.3 + 0.4 * torch.rand(frames, data.NUM_LANDMARKS, 3, generator=generator)
+    track = 0.3 + 0.4 * torch.rand(frames, landmarks.NUM_LANDMARKS, 3, generator=generator)
     gone = torch.rand(frames, generator=generator) < 0.3
-    landmarks[gone, data.LEFT_HAND : data.POSE] = float("nan")
-    landmarks[frames // 2 :, data.RIGHT_HAND :] = float("nan")
-    return landmarks
+    track[gone, landmarks.LEFT_HAND : landmarks.POSE] = float("nan")
+    track[frames // 2 :, landmarks.RIGHT_HAND :] = float("nan")
+    return track
 
 
 def parity_sequences(loaded: checkpoint.Checkpoint, count: int = 8) -> tuple[list[Tensor], str]:

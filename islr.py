@@ -69,7 +69,7 @@ def train(
         option("Validation signer that picks the epoch (default: first other).", DATA_PANEL),
     ] = None,
     landmarks: Annotated[
-        str, option("fullbody (130 points) or all (543).", DATA_PANEL)
+        str, option("fullbody (130 points), fullbody-head (+ pose 0-10) or all (543).", DATA_PANEL)
     ] = data.DataConfig.landmarks,
     coordinates: Annotated[str, option("xy or xyz.", DATA_PANEL)] = data.DataConfig.coordinates,
     normalize: Annotated[
@@ -81,6 +81,9 @@ def train(
     scale: Annotated[
         str, option("Normalisation unit: framewise or unique.", DATA_PANEL)
     ] = data.DataConfig.scale,
+    mirror_left: Annotated[
+        bool, option("Mirror clips signed with the left hand (all look right-handed).", DATA_PANEL)
+    ] = data.DataConfig.mirror_left,
     model: Annotated[
         str, option(f"{', '.join(models.MODELS)}.", MODEL_PANEL)
     ] = models.ModelConfig.name,

@@ -15,6 +15,7 @@ from rich.table import Table
 
 import checkpoint
 import data
+import landmarks
 import loops
 from cli import (
     DEFAULT_DATA,
@@ -57,7 +58,7 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
             raise data.DataError(f"{path} is not a readable .npy array ({error})") from None
         if (
             array.ndim != 3
-            or array.shape[1:] != (data.NUM_LANDMARKS, 3)
+            or array.shape[1:] != (landmarks.NUM_LANDMARKS, 3)
             or not 0 < len(array) <= data.MAX_FRAMES
         ):
             raise data.DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")

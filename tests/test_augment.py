@@ -8,6 +8,7 @@ import torch
 
 import augment
 import data
+import landmarks
 from data import DataConfig
 
 
@@ -16,7 +17,7 @@ def _mirror_raw(frames: torch.Tensor) -> torch.Tensor:
     mirrored = frames.clone()
     mirrored[..., 0] = 1 - mirrored[..., 0]
     swapped = mirrored.clone()
-    for a, b in augment.FACE_PAIRS + augment.POSE_PAIRS + augment.HAND_PAIRS:
+    for a, b in landmarks.FACE_PAIRS + landmarks.POSE_PAIRS + landmarks.HAND_PAIRS:
         swapped[:, a], swapped[:, b] = mirrored[:, b], mirrored[:, a]
     return swapped
 
@@ -35,6 +36,45 @@ def test_flip_equals_mirroring_the_video():
     # the left hand (slots 76-96) went missing in frame 3, so the right hand slots are 0 there
     assert flip.flip(features)[0, 3].view(130, 2)[109:130].abs().sum() == 0
     assert torch.equal(flip.flip(flip.flip(features)), features)  # twice = identity
+
+
+def test_flip_with_head_points_equals_mirroring_the_video():
+    """The fullbody-head preset's pose eyes, ears and mouth corners swap sides too."""
+    rng = np.random.default_rng(1)
+    raw = torch.from_numpy(rng.uniform(0.2, 0.8, size=(6, 543, 3)).astype(np.float32))
+    config = DataConfig(landmarks="fullbody-head")
+    lengths = torch.tensor([6])
+    flip = augment.HorizontalFlip(config, probability=1.0)
+    features = data.preprocess(raw, lengths, config)[None]
+    expected = data.preprocess(_mirror_raw(raw), lengths, config)[None]
+    assert torch.allclose(flip.flip(features), expected, atol=1e-5)
+
+
+def _one_handed(rng: np.random.Generator, frames: int, hand: str) -> torch.Tensor:
+    """A raw (T, 543, 3) track where only one hand is ever seen (the other one is NaN)."""
+    raw = torch.from_numpy(rng.uniform(0.2, 0.8, size=(frames, 543, 3)).astype(np.float32))
+    gone = slice(landmarks.RIGHT_HAND, 543) if hand == "left" else slice(468, 489)
+    raw[:, gone] = float("nan")
+    return raw
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_mirror_left_mirrors_left_handed_clips_only(normalize):
+    """A left-handed clip becomes its mirror image; a right-handed one in the same call stays."""
+    rng = np.random.default_rng(2)
+    left, right = _one_handed(rng, 7, "left"), _one_handed(rng, 5, "right")
+    left[2, landmarks.RIGHT_HAND :] = 0.5  # the right hand seen once: the left still dominates
+    frames, lengths = torch.cat([left, right]), torch.tensor([7, 5])
+    plain = DataConfig(normalize=normalize)
+    mirrored = data.preprocess(frames, lengths, DataConfig(normalize=normalize, mirror_left=True))
+    expected = data.preprocess(torch.cat([_mirror_raw(left), right]), lengths, plain)
+    assert torch.allclose(mirrored, expected, atol=1e-5)
+    assert not torch.allclose(mirrored[:7], data.preprocess(left, lengths[:1], plain), atol=1e-2)
+
+
+def test_mirror_left_needs_mirror_pairs():
+    with pytest.raises(data.DataError, match="mirror"):
+        DataConfig(landmarks="all", mirror_left=True)
 
 
 def test_flip_probability_and_labels(tiny_data):
@@ -69,10 +109,10 @@ def _batch(n: int = 16, seed: int = 0, config: DataConfig | None = None) -> data
     for i in range(n):
         frames = int(rng.integers(3, 40))
         raw = rng.uniform(0.2, 0.8, size=(3, frames, 543)).astype(np.float32)
-        raw[:, rng.random(frames) < 0.3, data.LEFT_HAND : data.POSE] = np.nan
+        raw[:, rng.random(frames) < 0.3, landmarks.LEFT_HAND : landmarks.POSE] = np.nan
         raw[:, :, [61, 291]] = np.nan  # two lip points never detected
         if i == 1:
-            raw[:, :, data.RIGHT_HAND :] = np.nan
+            raw[:, :, landmarks.RIGHT_HAND :] = np.nan
         arrays.append(raw)
     prepared = data.prepare_arrays(arrays, rng.integers(0, 10, size=n), config or DataConfig())
     return prepared.merge(torch.arange(n))
@@ -96,7 +136,7 @@ def _assert_well_formed(before: data.Batch, after: data.Batch) -> None:
     assert torch.isfinite(after.features).all()
 
 
-PARTS = augment.part_of(data.LANDMARK_PRESETS["fullbody"])  # (J,) part of each landmark
+PARTS = landmarks.part_of(data.LANDMARK_PRESETS["fullbody"])  # (J,) part of each landmark
 ALL_ON = {
     "flip": lambda d: augment.HorizontalFlip(d, probability=1.0),
     "affine": lambda d: augment.Affine(
@@ -173,7 +213,7 @@ def test_affine_rotation_equals_rotating_the_video():
     """Rotating the raw video then normalising equals rotating each normalised part."""
     rng = np.random.default_rng(1)
     raw = torch.from_numpy(rng.uniform(0.3, 0.7, size=(12, 543, 3)).astype(np.float32))
-    raw[4, data.RIGHT_HAND :] = float("nan")
+    raw[4, landmarks.RIGHT_HAND :] = float("nan")
     config, lengths = DataConfig(), torch.tensor([12])
     features = data.preprocess(raw, lengths, config)[None]  # (1, T, D)
     expected = data.preprocess(_rotate_raw(raw, 25.0), lengths, config)[None]

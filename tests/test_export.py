@@ -11,6 +11,7 @@ import torch
 import checkpoint
 import data
 import export
+import landmarks
 import models
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning")
@@ -34,9 +35,9 @@ def sequences_with_nans() -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(5)
     result = []
     for frames in (9, 61):
-        x = torch.rand(frames, data.NUM_LANDMARKS, 3, generator=generator)
-        x[::3, data.LEFT_HAND : data.POSE] = float("nan")
-        x[frames // 2 :, data.RIGHT_HAND :] = float("nan")
+        x = torch.rand(frames, landmarks.NUM_LANDMARKS, 3, generator=generator)
+        x[::3, landmarks.LEFT_HAND : landmarks.POSE] = float("nan")
+        x[frames // 2 :, landmarks.RIGHT_HAND :] = float("nan")
         result.append(x)
     return result
 
