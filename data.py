@@ -70,7 +70,7 @@ class DataConfig:
             try:
                 landmarks.mirror_permutation(LANDMARK_PRESETS[self.landmarks])
             except ValueError as error:
-                raise DataError(f"--mirror-left needs mirror pairs: {error}") from None
+                raise DataError(f"--mirror-left: {error}; add --no-mirror-left") from None
 
     @property
     def num_features(self) -> int:
