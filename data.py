@@ -194,42 +194,49 @@ def load_dataset(root: Path | str, signers: set[str] | None = None) -> Dataset:
 
 
 def split_signers(
-    available: list[str], test_signer: str | None, val_signer: str | None
-) -> tuple[list[str], str, str | None]:
-    """(train signers, validation signer, test signer or None).
+    available: list[str], test_signer: str | None, val_signers: list[str] | int = 1
+) -> tuple[list[str], list[str], str | None]:
+    """(train signers, validation signers, test signer or None).
 
-    The validation signer picks the epoch; the test signer is never used to choose anything.
-    By default the validation signer is the first other signer in sorted order.
+    The validation signers pick the epoch; the test signer is never used to choose anything.
+    `val_signers` names them, or counts them: that many other signers in numeric order.
     """
     available = sorted(available, key=lambda s: (len(s), s))
-    for role, signer in (("test", test_signer), ("validation", val_signer)):
+    named = [] if isinstance(val_signers, int) else list(val_signers)
+    for role, signer in [("test", test_signer)] + [("validation", s) for s in named]:
         if signer is not None and signer not in available:
             raise DataError(f"{role} signer {signer} is not in the data ({', '.join(available)})")
-    if val_signer is not None and val_signer == test_signer:
-        raise DataError(f"the validation signer must differ from the test signer {test_signer}")
+    if test_signer in named:
+        raise DataError(f"the validation signers must not include the test signer {test_signer}")
     others = [s for s in available if s != test_signer]
-    val_signer = val_signer or (others[0] if others else None)
-    train = [s for s in others if s != val_signer]
-    if not train:
+    val = named or others[:val_signers]
+    train = [s for s in others if s not in val]
+    if not train or not val:
         raise DataError("need at least 3 signers (train, validation, test) or --test-signer none")
-    return train, val_signer, test_signer
+    return train, val, test_signer
 
 
-def signer_folds(available: list[str], folds: int) -> list[tuple[list[str], str, list[str]]]:
+def signer_folds(
+    available: list[str], folds: int, val_signers: int = 1
+) -> list[tuple[list[str], list[str], list[str]]]:
     """Signer-independent cross-validation: (train, validation, test signers) per fold.
 
     Test groups are disjoint and cover every signer (round robin over the sorted ids); each
-    fold's validation signer is the first of the next fold's group, so it is never a test
-    signer of its own fold.
+    fold's validation signers are the first `val_signers` of the next fold's group, so they
+    are never test signers of their own fold.
     """
     available = sorted(available, key=lambda s: (len(s), s))
     if not 2 <= folds <= len(available) - 1:
         raise DataError(f"--folds must be 2..{len(available) - 1} for {len(available)} signers")
     groups = [available[i::folds] for i in range(folds)]
+    if not 1 <= val_signers <= min(len(g) for g in groups):
+        raise DataError(
+            f"--val-signers must be 1..{min(len(g) for g in groups)} with {folds} folds"
+        )
     result = []
     for i, test in enumerate(groups):
-        val = groups[(i + 1) % folds][0]
-        train = [s for s in available if s not in test and s != val]
+        val = groups[(i + 1) % folds][:val_signers]
+        train = [s for s in available if s not in test and s not in val]
         if not train:
             raise DataError(f"--folds {folds} leaves no training signer")
         result.append((train, val, test))
@@ -237,10 +244,10 @@ def signer_folds(available: list[str], folds: int) -> list[tuple[list[str], str,
 
 
 def prepare_split(
-    dataset: Dataset, train: list[str], val: str, test: list[str], *, config: DataConfig
+    dataset: Dataset, train: list[str], val: list[str], test: list[str], *, config: DataConfig
 ) -> dict[str, "Prepared"]:
     """{"train", "val", and "test" if any test signers}: each preprocessed once."""
-    split = {"train": train, "val": [val], "test": test}
+    split = {"train": train, "val": val, "test": test}
     return {name: prepare(dataset.subset(set(s)), config) for name, s in split.items() if s}
 
 

@@ -66,7 +66,10 @@ def train(
     ] = DEFAULT_TEST_SIGNER,
     val_signer: Annotated[
         str | None,
-        option("Validation signer that picks the epoch (default: first other).", DATA_PANEL),
+        option(
+            "Validation signer(s) that pick the epoch, comma-separated (default: the first other).",
+            DATA_PANEL,
+        ),
     ] = None,
     landmarks: Annotated[
         str, option("fullbody (130 points), fullbody-head (+ pose 0-10) or all (543).", DATA_PANEL)
@@ -199,13 +202,15 @@ def train(
         dataset = data.load_dataset(data_dir)
         if not resume:
             train_signers, val, test = data.split_signers(
-                sorted(set(dataset.signers)), parse_signer(test_signer), val_signer
+                sorted(set(dataset.signers)),
+                parse_signer(test_signer),
+                val_signer.split(",") if val_signer else 1,
             )
             split = {"train": train_signers, "val": val, "test": [test] if test else []}
         prepared = data.prepare_split(dataset, **split, config=data_config)
         console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}"
                       + (f", resuming {resume}" if resume else ""))  # fmt: skip
-        console.print(f"  signers: {len(split['train'])} train, validation {split['val']}, "
+        console.print(f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])}, "
                       f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
         console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
         for name, config in (("data", data_config), ("model", model_config),
@@ -269,6 +274,9 @@ def cv(
     data_dir: DataDir = DEFAULT_DATA,
     folds: Annotated[int, option("Disjoint groups of test signers.", min=2)] = 5,
     seeds: Annotated[int, option("Seeds per fold (0, 1, ...).", min=1)] = 1,
+    val_signers: Annotated[
+        int, option("Validation signers per fold: they pick the epoch, never train.", min=1)
+    ] = 1,
     test_signer: Annotated[
         str | None, option("Instead of folds: one fixed test signer, seeds runs.")
     ] = None,
@@ -291,10 +299,10 @@ def cv(
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
         if test_signer is None:
-            splits = data.signer_folds(signers, folds)
+            splits = data.signer_folds(signers, folds, val_signers)
         else:
-            train_signers, val_signer, test = data.split_signers(signers, test_signer, None)
-            splits = [(train_signers, val_signer, [test])]
+            train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
+            splits = [(train_signers, val, [test])]
         out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
         console.print(
             f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} folds x {seeds} seeds, out {out}"
@@ -303,25 +311,23 @@ def cv(
                              ("train", train_config), ("augment", augment_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
         runs = []
-        for fold, (train_signers, val_signer, test) in enumerate(splits):
-            prepared = data.prepare_split(
-                dataset, train_signers, val_signer, test, config=data_config
-            )
+        for fold, (train_signers, val, test) in enumerate(splits):
+            prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
             for seed in range(seeds):
                 result = trainer.train_run(
                     prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
                     model_config=model_config, train_config=replace(train_config, seed=seed),
                     augment_config=augment_config,
                     vocabulary=dataset.vocabulary, device=device_,
-                    metadata=dict(split={"train": train_signers, "val": val_signer, "test": test},
+                    metadata=dict(split={"train": train_signers, "val": val, "test": test},
                                   data=str(data_dir), command=shlex.join(sys.argv)),
                     track=tracked,
                 )  # fmt: skip
                 test_metrics = result["test"]["model"]
-                runs.append({"fold": fold, "seed": seed, "test_signers": test,
+                runs.append({"fold": fold, "seed": seed, "test_signers": test, "val_signers": val,
                              "best_epoch": result["best"]["epoch"], **test_metrics})  # fmt: skip
                 console.print(
-                    f"fold {fold} seed {seed} (test {', '.join(test)}, val {val_signer}): "
+                    f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
                     f"epoch {result['best']['epoch']}, test acc {test_metrics['accuracy']:.2%}, "
                     f"last-epoch {result['test']['last']['accuracy']:.2%}"
                 )

@@ -18,7 +18,7 @@ def test_train_writes_best_and_last_checkpoints(trained):
         assert set(loaded.metadata["metrics"]) == {"val", "test"}
         assert loaded.metadata["split"] == {
             "train": ["202", "303"],
-            "val": "101",
+            "val": ["101"],
             "test": ["16069"],
         }
         assert loaded.metadata["command"]  # how the run was started, for the record
@@ -58,6 +58,8 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("train", "--data", tmp_path / "empty"), "no <participant_id>.hdf5")
     _one_line_error(run("train", "--data", data_dir, "--test-signer", "42"), "test signer 42")
     _one_line_error(run("train", "--data", data_dir, "--val-signer", "42"), "validation signer 42")
+    _one_line_error(run("train", "--data", data_dir, "--val-signer", "101,42"), "validation signer 42")
+    _one_line_error(run("train", "--data", data_dir, "--val-signer", "16069"), "the test signer")
     _one_line_error(run("train", "--data", data_dir, "--out", out), "already holds a trained model")
     _one_line_error(run("train", "--data", data_dir, "--landmarks", "feet"), "unknown landmarks")
     (tmp_path / "x.safetensors").write_text("not a checkpoint")
@@ -83,3 +85,31 @@ def test_every_preset_trains_and_round_trips(preset, tmp_path, tiny_data):
     assert run("evaluate", out / "model.safetensors", "--json", report).exit_code == 0
     test = loaded.metadata["metrics"]["test"]
     assert json.loads(report.read_text())["accuracy"] == pytest.approx(test["accuracy"])
+
+
+def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
+    """`cv`: disjoint test groups covering every signer, validation signers outside them, and a
+    summary whose mean is the mean of its runs."""
+    root = write_gislr(tmp_path / "data", signers=("101", "202", "303", "404", "505", "606"))
+    out = tmp_path / "cv"
+    result = run("cv", "--data", root, "--folds", "2", "--seeds", "2", "--val-signers", "2",
+                 "--out", out, "--epochs", "1", "--batch-size", "8", "--preset", "simple")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "cv.json").read_text())
+    runs = summary["runs"]
+    assert [(r["fold"], r["seed"]) for r in runs] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    tested = sorted({s for r in runs for s in r["test_signers"]})
+    assert tested == ["101", "202", "303", "404", "505", "606"]
+    for r in runs:
+        assert len(r["val_signers"]) == 2 and not set(r["val_signers"]) & set(r["test_signers"])
+    assert summary["mean"] == pytest.approx(sum(r["accuracy"] for r in runs) / 4)
+    assert f"test accuracy {summary['mean']:.2%}" in result.output
+    fixed = run("cv", "--data", root, "--test-signer", "606", "--out", tmp_path / "fixed",
+                "--epochs", "1", "--preset", "simple")  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads((tmp_path / "fixed" / "cv.json").read_text())["runs"][0]["test_signers"] == [
+        "606"
+    ]
+    _one_line_error(
+        run("cv", "--data", root, "--folds", "2", "--val-signers", "4"), "--val-signers"
+    )

@@ -33,16 +33,36 @@ def test_subset_keeps_only_named_signers(tiny_data):
 
 
 def test_split_signers_defaults_and_errors():
-    """The validation signer defaults to another signer, never the test one; unknown ids fail."""
-    train, val, test = data.split_signers(["16069", "2044", "4718", "30680"], "16069", None)
-    assert (val, test) == ("2044", "16069") and sorted(train) == ["30680", "4718"]
-    assert data.split_signers(["1", "2", "3"], None, None) == (["2", "3"], "1", None)
+    """The validation signers default to other signers, never the test one; unknown ids fail."""
+    train, val, test = data.split_signers(["16069", "2044", "4718", "30680"], "16069")
+    assert (val, test) == (["2044"], "16069") and sorted(train) == ["30680", "4718"]
+    assert data.split_signers(["1", "2", "3"], None) == (["2", "3"], ["1"], None)
+    train, val, _ = data.split_signers(["1", "2", "3", "4", "5"], "1", 2)
+    assert (train, val) == (["4", "5"], ["2", "3"])
+    train, val, _ = data.split_signers(["1", "2", "3", "4", "5"], "1", ["5", "3"])
+    assert (train, val) == (["2", "4"], ["5", "3"])
     with pytest.raises(DataError, match="test signer 999 is not in the data"):
-        data.split_signers(["1", "2", "3"], "999", None)
+        data.split_signers(["1", "2", "3"], "999")
     with pytest.raises(DataError, match="validation signer 999"):
-        data.split_signers(["1", "2", "3"], "1", "999")
-    with pytest.raises(DataError, match="must differ"):
-        data.split_signers(["1", "2", "3"], "1", "1")
+        data.split_signers(["1", "2", "3"], "1", ["2", "999"])
+    with pytest.raises(DataError, match="must not include the test signer"):
+        data.split_signers(["1", "2", "3"], "1", ["1"])
+    with pytest.raises(DataError, match="at least 3 signers"):
+        data.split_signers(["1", "2", "3"], "1", 2)
+
+
+def test_signer_folds_are_disjoint_and_validate_elsewhere():
+    """Every signer is tested exactly once; validation signers are never the fold's test signers."""
+    signers = [str(i) for i in range(1, 19)]
+    for val_signers in (1, 2):
+        folds = data.signer_folds(signers, 3, val_signers)
+        tested = sorted((s for _, _, test in folds for s in test), key=int)
+        assert tested == signers
+        for train, val, test in folds:
+            assert len(val) == val_signers and not set(val) & set(test)
+            assert sorted(train + val + test, key=int) == signers
+    with pytest.raises(DataError, match="--val-signers must be 1..6"):
+        data.signer_folds(signers, 3, 7)
 
 
 def _bad_sequence(root, feature=None, token=None):

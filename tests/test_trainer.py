@@ -41,7 +41,7 @@ def _run(prepared, out, *, epochs, resume=False, stop_at=None):
 def test_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path):
     """Interrupt after epoch 2 of 4, resume: same history, weights and test metrics (1e-6)."""
     dataset = data.load_dataset(tiny_data)
-    prepared = data.prepare_split(dataset, ["202", "303"], "101", ["16069"], config=DataConfig())
+    prepared = data.prepare_split(dataset, ["202", "303"], ["101"], ["16069"], config=DataConfig())
     whole = _run(prepared, tmp_path / "whole", epochs=4)
     with pytest.raises(KeyboardInterrupt):
         _run(prepared, tmp_path / "cut", epochs=4, stop_at=3)
