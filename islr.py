@@ -275,8 +275,13 @@ def cv(
     folds: Annotated[int, option("Disjoint groups of test signers.", min=2)] = 5,
     seeds: Annotated[int, option("Seeds per fold (0, 1, ...).", min=1)] = 1,
     val_signers: Annotated[
-        int, option("Validation signers per fold: they pick the epoch, never train.", min=1)
-    ] = 1,
+        int,
+        option(
+            "Validation signers per fold: they pick the epoch and never train (one signer's "
+            "accuracy saturates or stalls, and then the choice is noise).",
+            min=1,
+        ),
+    ] = 2,
     test_signer: Annotated[
         str | None, option("Instead of folds: one fixed test signer, seeds runs.")
     ] = None,
