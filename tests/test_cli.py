@@ -58,7 +58,9 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("train", "--data", tmp_path / "empty"), "no <participant_id>.hdf5")
     _one_line_error(run("train", "--data", data_dir, "--test-signer", "42"), "test signer 42")
     _one_line_error(run("train", "--data", data_dir, "--val-signer", "42"), "validation signer 42")
-    _one_line_error(run("train", "--data", data_dir, "--val-signer", "101,42"), "validation signer 42")
+    _one_line_error(
+        run("train", "--data", data_dir, "--val-signer", "101,42"), "validation signer 42"
+    )
     _one_line_error(run("train", "--data", data_dir, "--val-signer", "16069"), "the test signer")
     _one_line_error(run("train", "--data", data_dir, "--out", out), "already holds a trained model")
     _one_line_error(run("train", "--data", data_dir, "--landmarks", "feet"), "unknown landmarks")

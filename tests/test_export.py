@@ -19,10 +19,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:Depr
 SIGNS = {"alpha": 0, "beta": 1, "gamma": 2}
 
 
-def make_checkpoint(tmp_path: Path, model_config: models.ModelConfig, **metadata) -> Path:
+def make_checkpoint(
+    tmp_path: Path,
+    model_config: models.ModelConfig,
+    data_config: data.DataConfig | None = None,
+    **metadata,
+) -> Path:
     """A freshly built (untrained, seeded) model saved as a checkpoint."""
     torch.manual_seed(0)
-    data_config = data.DataConfig()
+    data_config = data_config or data.DataConfig()
     model = models.build(model_config, data_config.num_features, len(SIGNS))
     path = tmp_path / "model.safetensors"
     checkpoint.save(path, model, data_config=data_config, model_config=model_config,
@@ -31,13 +36,16 @@ def make_checkpoint(tmp_path: Path, model_config: models.ModelConfig, **metadata
 
 
 def sequences_with_nans() -> list[torch.Tensor]:
-    """Two raw (T, 543, 3) sequences of lengths unlike the traced one, hands partly missing."""
+    """Raw (T, 543, 3) sequences of lengths unlike the traced one, hands partly missing: the
+    left hand seen in more frames in the first two, the right hand in the third."""
     generator = torch.Generator().manual_seed(5)
     result = []
-    for frames in (9, 61):
+    for frames in (9, 61, 12):
         x = torch.rand(frames, landmarks.NUM_LANDMARKS, 3, generator=generator)
         x[::3, landmarks.LEFT_HAND : landmarks.POSE] = float("nan")
         x[frames // 2 :, landmarks.RIGHT_HAND :] = float("nan")
+        if frames == 12:
+            x[:, landmarks.LEFT_HAND : landmarks.POSE] = float("nan")
         result.append(x)
     return result
 
@@ -50,9 +58,12 @@ def eager_logits(path: Path, sequence: torch.Tensor) -> torch.Tensor:
         return loaded.model(x[None], torch.ones(1, len(x), dtype=torch.bool))[0]
 
 
-def test_torchscript_matches_pytorch_for_other_lengths(tmp_path):
-    """A TorchScript export reloads with torch.jit.load and matches preprocess + forward to 1e-5."""
-    path = make_checkpoint(tmp_path, models.ModelConfig())
+@pytest.mark.parametrize("mirror_left", [False, True])
+def test_torchscript_matches_pytorch_for_other_lengths(tmp_path, mirror_left):
+    """A TorchScript export reloads with torch.jit.load and matches preprocess + forward to 1e-5,
+    with or without mirroring left-handed clips (a data-dependent choice inside the graph)."""
+    data_config = data.DataConfig(mirror_left=mirror_left)
+    path = make_checkpoint(tmp_path, models.ModelConfig(), data_config)
     out = tmp_path / "model.pt"
     report = export.export(path, out, "torchscript")
     assert report["max_abs_difference"] < 1e-5
