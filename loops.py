@@ -17,7 +17,7 @@ from functools import partial
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 import augment
 import models
@@ -191,10 +191,32 @@ def start(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> TrainS
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     ema = None
     if config.ema > 0:
-        average = torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema)
+        average = ema_with_warmup(config.ema)
         plain = getattr(model, "module", model)  # the model inside DistributedDataParallel
         ema = torch.optim.swa_utils.AveragedModel(plain, multi_avg_fn=average, use_buffers=True)
     return TrainState(model, optimizer, scheduler, ema, torch.Generator().manual_seed(config.seed))
+
+
+def ema_with_warmup(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+    """The EMA update for AveragedModel, with a decay that ramps up as (1 + n) / (10 + n).
+
+    n counts the updates so far (TensorFlow's ExponentialMovingAverage with num_updates). A
+    fixed 0.999 over a short run (700 steps: 50 epochs of the real two-sign data) would leave
+    half of the average on the first steps' weights; with the ramp the average follows the
+    model early on and settles as training goes on.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        n = num_averaged.float()
+        weight = 1 - torch.clamp((1 + n) / (10 + n), max=decay)  # of the current weights
+        for average, value in zip(averaged, current, strict=True):
+            if average.is_floating_point():
+                average.lerp_(value, weight.to(average.dtype))
+            else:  # integer buffers (counters): keep the model's
+                average.copy_(value)
+
+    return update
 
 
 # Modules whose dropout follows their train/eval flag; late dropout keeps them in eval mode.

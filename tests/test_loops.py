@@ -101,3 +101,17 @@ def test_late_dropout_turns_dropout_off():
     b = loops.train_epoch(state, [batch], config, dropout=False)
     c = loops.train_epoch(state, [batch], config, dropout=True)
     assert a["loss"] == b["loss"] != c["loss"]
+
+
+def test_ema_decay_ramps_up_to_its_setting():
+    """The average copies the first weights, then follows decay min(d, (1 + n) / (10 + n))."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=loops.ema_with_warmup(0.5))
+    expected, values = None, [2.0**i for i in range(12)]  # the clamp to 0.5 starts at n = 8
+    for n, value in enumerate(values):
+        model.weight.data.fill_(value)
+        ema.update_parameters(model)
+        decay = min(0.5, (1 + n) / (10 + n))  # n: the updates averaged before this one
+        expected = value if expected is None else decay * expected + (1 - decay) * value
+        assert ema.module.weight.item() == pytest.approx(expected)
+    assert expected != pytest.approx(sum(values) / len(values))  # not a plain mean
