@@ -81,14 +81,14 @@ def test_killed_training_leaves_loadable_checkpoints(tiny_data, tmp_path):
     _wait_for(out / "resume.safetensors", process)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
+    output, _ = process.communicate(timeout=300)
     assert process.returncode == 130, output
     assert f"--resume {out}" in output and "Traceback" not in output
     epoch = checkpoint.load(out / "last.safetensors").metadata["epoch"]
     assert 1 <= epoch < 200
 
     process = _start(["--resume", out])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # generous: a loaded machine is slow
     while checkpoint.load(out / "last.safetensors").metadata["epoch"] < epoch + 2:
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
