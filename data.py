@@ -333,6 +333,9 @@ def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tens
     return y * keep[..., None], keep
 
 
+_REFLECT_X = torch.tensor([-1.0, 1.0, 1.0])
+
+
 def _mirror(y: Tensor, keep: Tensor, flip: Tensor, selected, normalized: bool) -> Tensor:
     """Mirror the frames where flip (F,) is True: swap left/right points, reflect x.
 
@@ -340,9 +343,11 @@ def _mirror(y: Tensor, keep: Tensor, flip: Tensor, selected, normalized: bool) -
     image coordinates (0..1) reflect as x -> 1 - x. Missing points stay exactly 0.
     """
     permutation = landmarks.mirror_permutation(selected)
-    mirrored = y.index_select(1, permutation).clone()  # (F, J, C)
-    x = mirrored[..., 0]
-    mirrored[..., 0] = -x if normalized else (1 - x) * keep.index_select(1, permutation)
+    mirrored = y.index_select(1, permutation)  # (F, J, C)
+    if normalized:
+        mirrored = mirrored * _REFLECT_X[: y.shape[-1]]
+    else:
+        mirrored[..., 0] = (1 - mirrored[..., 0]) * keep.index_select(1, permutation)
     return torch.where(flip[:, None, None], mirrored, y)
 
 

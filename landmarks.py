@@ -9,6 +9,8 @@ Every frame holds 543 points in Kaggle order: face mesh 0-467, left hand 468-488
     landmarks.mirror_permutation(points)    # where each point goes in a mirror image
 """
 
+from functools import cache
+
 import torch
 from torch import Tensor
 
@@ -76,6 +78,7 @@ POSE_PAIRS = tuple(
 HAND_PAIRS = tuple((LEFT_HAND + i, RIGHT_HAND + i) for i in range(21))
 
 
+@cache  # called for every preprocessed sequence at inference: work it out once per selection
 def mirror_permutation(points: tuple[int, ...]) -> Tensor:
     """For each selected point, the position of its mirror image in the same selection."""
     partner = {}
@@ -92,6 +95,7 @@ def mirror_permutation(points: tuple[int, ...]) -> Tensor:
     return torch.tensor([position[partner.get(p, p)] for p in points])
 
 
+@cache
 def part_of(points: tuple[int, ...]) -> Tensor:
     """(J,) the index in PARTS of each selected point."""
     starts = torch.tensor([start for start, _ in PART_RANGES[1:]])
