@@ -69,7 +69,11 @@ def ensure_default_data(path: Path) -> None:
 
     console.print(f"Generating the synthetic top-10 set into {path} (once) ...")
     start = time.perf_counter()
-    count = synth.generate(path, seed=0)
+    try:
+        count = synth.generate(path, seed=0)
+    except OSError as error:  # e.g. a read-only folder, or `datasets` a dangling link
+        raise data.DataError(f"cannot write the default data to {path} ({error}): "
+                             "pass --data DIR") from None  # fmt: skip
     console.print(f"  {count} sequences in {time.perf_counter() - start:.1f}s")
 
 

@@ -115,3 +115,13 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
     _one_line_error(
         run("cv", "--data", root, "--folds", "2", "--val-signers", "4"), "--val-signers"
     )
+
+
+def test_default_data_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
+    """A dangling `datasets` link where the synthetic set would go: one line, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets").symlink_to(tmp_path / "gone")
+    result = run("train", "--epochs", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]  # after the "Generating ..." line
+    assert last.startswith("error: cannot write the default data"), result.output
