@@ -136,21 +136,17 @@ class HorizontalFlip(_Transform):
     def __init__(self, config: DataConfig, *, probability: float):
         _require_normalized(config, "horizontal flip")
         super().__init__(config, probability=probability)
-        self.permutation = mirror_permutation(data.LANDMARK_PRESETS[config.landmarks])
-        C = self.C  # the same permutation and sign on the flat J*C axis
-        self.index = (self.permutation[:, None] * C + torch.arange(C)).flatten()  # (J*C,)
-        self.sign = torch.tensor([-1.0] + [1.0] * (C - 1)).repeat(len(self.permutation))
+        self.landmarks = data.LANDMARK_PRESETS[config.landmarks]
+        mirror_permutation(self.landmarks)  # refuse a selection without mirror pairs now
 
     def flip(self, features: Tensor) -> Tensor:
-        """(N, T, J*C) -> the mirrored features, same shape."""
-        return features.index_select(2, self.index) * self.sign
+        """(N, T, J*C) -> the mirrored features, same shape (data.mirror on the flat axis)."""
+        return data.mirror(features.unflatten(-1, (-1, self.C)), self.landmarks).flatten(-2)
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
-        chosen = self.choose(batch, generator)[:, None]  # (N, 1)
-        N, T, D = batch.features.shape
-        index = torch.where(chosen, self.index, torch.arange(D))  # (N, D), identity if not
-        sign = torch.where(chosen, self.sign, 1.0)[:, None]  # (N, 1, D)
-        return _with(batch, batch.features.gather(2, index[:, None].expand(N, T, D)) * sign)
+        chosen = self.choose(batch, generator)[:, None, None]  # (N, 1, 1)
+        features = batch.features
+        return _with(batch, torch.where(chosen, self.flip(features), features))
 
 
 class Affine(_Transform):

@@ -294,7 +294,10 @@ def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
     if config.mirror_left:
         wrists = present.index_select(1, local((LEFT_HAND, RIGHT_HAND))).float()  # (F, 2)
         seen = wrists.new_zeros(len(lengths), 2).index_add_(0, segments, wrists)  # (S, 2)
-        y = _mirror(y, keep, (seen[:, 0] > seen[:, 1])[segments], selected, config.normalize)
+        flip = (seen[:, 0] > seen[:, 1])[segments]  # (F,) the frames of left-handed clips
+        y = torch.where(
+            flip[:, None, None], mirror(y, selected, None if config.normalize else keep), y
+        )
     return y.flatten(1)
 
 
@@ -336,19 +339,19 @@ def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tens
 _REFLECT_X = torch.tensor([-1.0, 1.0, 1.0])
 
 
-def _mirror(y: Tensor, keep: Tensor, flip: Tensor, selected, normalized: bool) -> Tensor:
-    """Mirror the frames where flip (F,) is True: swap left/right points, reflect x.
+def mirror(y: Tensor, selected: tuple[int, ...], keep: Tensor | None = None) -> Tensor:
+    """The mirror image of (..., J, C) features of the landmarks `selected`.
 
-    After normalisation every part is centred on a mirror-symmetric origin, so x -> -x; raw
-    image coordinates (0..1) reflect as x -> 1 - x. Missing points stay exactly 0.
+    Left/right points swap places and x is reflected. Parts-normalised features (keep=None)
+    are centred on mirror-symmetric origins, so x -> -x; raw image coordinates (0..1) reflect
+    as x -> 1 - x where keep (..., J) says a point is present. Missing points stay exactly 0.
     """
     permutation = landmarks.mirror_permutation(selected)
-    mirrored = y.index_select(1, permutation)  # (F, J, C)
-    if normalized:
-        mirrored = mirrored * _REFLECT_X[: y.shape[-1]]
-    else:
-        mirrored[..., 0] = (1 - mirrored[..., 0]) * keep.index_select(1, permutation)
-    return torch.where(flip[:, None, None], mirrored, y)
+    mirrored = y.index_select(-2, permutation)
+    if keep is None:
+        return mirrored * _REFLECT_X[: y.shape[-1]]
+    mirrored[..., 0] = (1 - mirrored[..., 0]) * keep.index_select(-1, permutation)
+    return mirrored
 
 
 # ---------------------------------------------------------------------------------------------
