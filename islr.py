@@ -285,6 +285,13 @@ def cv(
     test_signer: Annotated[
         str | None, option("Instead of folds: one fixed test signer, seeds runs.")
     ] = None,
+    exclude: Annotated[
+        str | None,
+        option(
+            "Signers left out of every fold, comma-separated: compare recipes without ever "
+            "seeing the signer you will report on."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, option("Directory for the runs (default: a new folder under runs/).")
     ] = None,
@@ -303,6 +310,10 @@ def cv(
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
+        for signer in exclude.split(",") if exclude else []:
+            if signer not in signers:
+                raise data.DataError(f"excluded signer {signer} is not in the data")
+            signers.remove(signer)
         if test_signer is None:
             splits = data.signer_folds(signers, folds, val_signers)
         else:

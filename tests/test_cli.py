@@ -115,6 +115,18 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
     _one_line_error(
         run("cv", "--data", root, "--folds", "2", "--val-signers", "4"), "--val-signers"
     )
+    held_out = tmp_path / "held-out"
+    result = run("cv", "--data", root, "--folds", "2", "--val-signers", "1", "--exclude", "606",
+                 "--out", held_out, "--epochs", "1", "--preset", "simple")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for r in json.loads((held_out / "cv.json").read_text())["runs"]:
+        assert "606" not in r["test_signers"] + r["val_signers"]
+        assert "606" not in json.dumps(
+            checkpoint.load(held_out / f"fold{r['fold']}-seed0" / "model.safetensors").metadata[
+                "split"
+            ]
+        )
+    _one_line_error(run("cv", "--data", root, "--exclude", "999"), "excluded signer 999")
 
 
 def test_default_data_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
