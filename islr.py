@@ -310,7 +310,8 @@ def cv(
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
-        for signer in exclude.split(",") if exclude else []:
+        excluded = exclude.split(",") if exclude else []
+        for signer in excluded:
             if signer not in signers:
                 raise data.DataError(f"excluded signer {signer} is not in the data")
             signers.remove(signer)
@@ -357,8 +358,8 @@ def cv(
         "per-class: "
         + ", ".join(f"{s} {a:.1%}" for s, a in zip(signs, per_class.tolist(), strict=True))
     )
-    summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "signs": signs,
-               "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
+    summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "excluded": excluded,
+               "signs": signs, "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
                "train": asdict(train_config), "data": asdict(data_config),
                "augment": asdict(augment_config)}  # fmt: skip
     (out / "cv.json").write_text(json.dumps(summary, indent=1))

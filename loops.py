@@ -261,7 +261,8 @@ def fit(
 
 
 NO_AUGMENT, FLIP = augment.PRESETS["none"], augment.PRESETS["flip"]
-# The stronger recipe for the newer models: AdamW, warm-up then cosine, clipping, EMA.
+# The modern recipe (the default's and the newer models'): AdamW, warm-up then cosine,
+# clipping, EMA of weights.
 MODERN = TrainConfig(optimizer="adamw", learning_rate=1e-3, weight_decay=0.05, warmup_epochs=3,
                      schedule="cosine", clip_norm=1.0, ema=0.999)  # fmt: skip
 # Geometry and timing augmentations on top of the flip, at moderate probabilities.

@@ -119,7 +119,9 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
     result = run("cv", "--data", root, "--folds", "2", "--val-signers", "1", "--exclude", "606",
                  "--out", held_out, "--epochs", "1", "--preset", "simple")  # fmt: skip
     assert result.exit_code == 0, result.output
-    for r in json.loads((held_out / "cv.json").read_text())["runs"]:
+    summary = json.loads((held_out / "cv.json").read_text())
+    assert summary["excluded"] == ["606"]
+    for r in summary["runs"]:
         assert "606" not in r["test_signers"] + r["val_signers"]
         assert "606" not in json.dumps(
             checkpoint.load(held_out / f"fold{r['fold']}-seed0" / "model.safetensors").metadata[
