@@ -81,6 +81,11 @@ def parse_signer(value: str | None) -> str | None:
     return None if value is None or value.lower() == "none" else value
 
 
+def parse_signers(value: str | None) -> list[str]:
+    """A comma-separated list of signer ids ("2044,4718"); none given is an empty list."""
+    return value.split(",") if value else []
+
+
 def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:
     return typer.Option(*names, help=help, rich_help_panel=panel, **checks)
 

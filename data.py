@@ -229,10 +229,9 @@ def signer_folds(
     if not 2 <= folds <= len(available) - 1:
         raise DataError(f"--folds must be 2..{len(available) - 1} for {len(available)} signers")
     groups = [available[i::folds] for i in range(folds)]
-    if not 1 <= val_signers <= min(len(g) for g in groups):
-        raise DataError(
-            f"--val-signers must be 1..{min(len(g) for g in groups)} with {folds} folds"
-        )
+    smallest = min(len(g) for g in groups)
+    if not 1 <= val_signers <= smallest:
+        raise DataError(f"--val-signers must be 1..{smallest} with {folds} folds")
     result = []
     for i, test in enumerate(groups):
         val = groups[(i + 1) % folds][:val_signers]

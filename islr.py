@@ -43,6 +43,7 @@ from cli import (
     ensure_default_data,
     option,
     parse_signer,
+    parse_signers,
     pick_device,
     resolve_configs,
     tracked,
@@ -204,7 +205,7 @@ def train(
             train_signers, val, test = data.split_signers(
                 sorted(set(dataset.signers)),
                 parse_signer(test_signer),
-                val_signer.split(",") if val_signer else 1,
+                parse_signers(val_signer) or 1,
             )
             split = {"train": train_signers, "val": val, "test": [test] if test else []}
         prepared = data.prepare_split(dataset, **split, config=data_config)
@@ -310,7 +311,7 @@ def cv(
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
-        excluded = exclude.split(",") if exclude else []
+        excluded = parse_signers(exclude)
         for signer in excluded:
             if signer not in signers:
                 raise data.DataError(f"excluded signer {signer} is not in the data")
