@@ -36,7 +36,7 @@ synth: $(VENV)/.installed ## Generate the synthetic top-10 set into datasets/syn
 
 bench-prepare: $(VENV)/.installed ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,bench]'
-	$(PY) -c "import json, pathlib, prepare; print(json.dumps(prepare.benchmark(pathlib.Path('$(or $(RAW),../shared/data/asl-signs-raw)'), repeats=5), indent=1))"
+	$(PY) -c "import json, pathlib, bench_prepare; print(json.dumps(bench_prepare.benchmark(pathlib.Path('$(or $(RAW),../shared/data/asl-signs-raw)'), repeats=5), indent=1))"
 
 test: $(VENV)/.installed ## Run the tests (fast ones; real-data tests skip without ../shared/data)
 	$(PY) -m pytest -q $(ARGS)

@@ -6,7 +6,7 @@ Out: OUT_DIR/<pid>.hdf5 (group "<sequence_id>" -> feature float32 [3, T, 543], t
      OUT_DIR/sign_to_prediction_index_map.json re-indexed to the chosen signs, OUT_DIR/LICENSE.txt.
 
 Run:  python islr.py prepare RAW_DIR OUT_DIR --top 10 --workers 2
-Speed: python -c "from pathlib import Path; import prepare; print(prepare.benchmark(Path('RAW')))"
+Speed: make bench-prepare RAW=RAW_DIR (bench_prepare.py: against one pandas DataFrame per file)
 
 Reading parquet needs the optional extra (`pip install '.[kaggle]'`, pyarrow); it is imported
 lazily so the core (training on HDF5) never needs it. One sequence is in memory at a time;
@@ -19,10 +19,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-import resource
 import signal
-import tempfile
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -266,7 +263,7 @@ def _init_worker(progress_queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _write_sequence(file: h5py.File, sequence_id: int, feature: np.ndarray, token: int) -> None:
+def write_sequence(file: h5py.File, sequence_id: int, feature: np.ndarray, token: int) -> None:
     group = file.create_group(str(sequence_id))
     group.create_dataset("feature", data=feature, **COMPRESSION)
     group.create_dataset("token", data=np.array([token], dtype=np.int64))
@@ -280,7 +277,7 @@ def _convert_signer(job: _SignerJob, strict: bool, on_file: Callable[[int], None
         with h5py.File(temporary, "w") as file:
             for path, sequence_id, token in job.items:
                 try:
-                    _write_sequence(file, sequence_id, read_sequence(job.raw_dir / path), token)
+                    write_sequence(file, sequence_id, read_sequence(job.raw_dir / path), token)
                     report.num_sequences += 1
                 except BadSequenceError as error:
                     report.add_problem(error, strict)
@@ -421,57 +418,3 @@ def _convert_in_processes(jobs, workers, strict, on_file, report: PrepareReport)
         raise
     if on_file is not None and num_done > num_reported:  # messages still in flight at the end
         on_file(num_done - num_reported)
-
-
-def _read_with_pandas(path: Path) -> np.ndarray:
-    """The tutorial way: one DataFrame per file, then reshape its x, y, z values."""
-    import pandas as pd
-
-    df = pd.read_parquet(path)
-    return df[["x", "y", "z"]].values.reshape(-1, NUM_LANDMARKS, 3).transpose(2, 0, 1)
-
-
-def _timed_run(paths: list[Path], method: str, write: bool) -> dict:
-    """Runs in a fresh process so that its peak memory is its own."""
-    read = _read_with_pandas if method == "pandas" else read_sequence
-    read(paths[0])  # imports and first-call costs are not conversion speed
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with tempfile.TemporaryDirectory() as folder:
-        with h5py.File(Path(folder) / "out.hdf5", "w") as file:
-            start = time.perf_counter()
-            for number, path in enumerate(paths):
-                feature = np.asarray(read(path), dtype=np.float32)  # (3, T, 543)
-                if write:
-                    _write_sequence(file, number, feature, 0)
-            seconds = time.perf_counter() - start
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"sequences_per_s": len(paths) / seconds, "seconds": seconds,
-            "peak_rss_mib": rss_peak, "rss_before_mib": rss_start}  # fmt: skip
-
-
-def benchmark(
-    raw_dir: Path, *, limit: int | None = 1000, repeats: int = 1, write: bool = True
-) -> dict:
-    """Sequences/s and peak memory of read_sequence vs pandas.read_parquet per file.
-
-    Both run on the same first `limit` files of train.csv (`repeats` passes over them), each
-    in its own fresh process, after one pass that warms the page cache; `write` adds the
-    HDF5 writing, the same for both.
-    """
-    try:
-        import pandas  # noqa: F401  (only the baseline needs it)
-    except ImportError:
-        raise PrepareError("the benchmark's baseline needs pandas: pip install pandas") from None
-    rows, _, _ = read_train_csv(raw_dir)
-    paths = [raw_dir / r.path for r in rows if (raw_dir / r.path).is_file()][:limit]
-    if not paths:
-        raise PrepareError(f"{raw_dir} holds no landmark files listed in train.csv")
-    for path in paths:
-        path.read_bytes()
-    paths = paths * repeats
-    result: dict = {"num_sequences": len(paths), "write_hdf5": write}
-    for method in ("islr", "pandas"):
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            result[method] = pool.apply(_timed_run, (paths, method, write))
-    result["speedup"] = result["islr"]["sequences_per_s"] / result["pandas"]["sequences_per_s"]
-    return result

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+import bench_prepare
 import prepare
 from prepare import PrepareError, TrainRow, choose_signs, convert, read_sequence
 
@@ -152,7 +153,7 @@ def test_interrupted_write_leaves_no_final_file(pq, tmp_path, monkeypatch):
     """A run that dies midway leaves only complete signer files, and no temporary one."""
     raw = make_raw(tmp_path / "raw", few_rows())  # 2 signers, 4 sequences each
     out = tmp_path / "out"
-    write = prepare._write_sequence
+    write = prepare.write_sequence
     calls = []
 
     def failing_write(*args):
@@ -161,13 +162,13 @@ def test_interrupted_write_leaves_no_final_file(pq, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as a Ctrl-C midway through the second signer
         write(*args)
 
-    monkeypatch.setattr(prepare, "_write_sequence", failing_write)
+    monkeypatch.setattr(prepare, "write_sequence", failing_write)
     with pytest.raises(KeyboardInterrupt):
         convert(raw, out)
     (finished,) = out.iterdir()  # no index map either: the folder is visibly unfinished
     with h5py.File(finished) as file:
         assert len(file) == 4
-    monkeypatch.setattr(prepare, "_write_sequence", write)
+    monkeypatch.setattr(prepare, "write_sequence", write)
     report = convert(raw, out)
     assert (report.num_signers, report.num_signers_reused) == (1, 1)
 
@@ -286,6 +287,6 @@ def test_missing_extra_is_one_line_error(tmp_path, monkeypatch):
 def test_benchmark_reports_both_methods(pq):
     """benchmark measures read_sequence and the pandas-per-file baseline on the same files."""
     pytest.importorskip("pandas", reason="the benchmark baseline needs pandas")
-    result = prepare.benchmark(RAW, limit=3, write=False)
+    result = bench_prepare.benchmark(RAW, limit=3, write=False)
     assert result["num_sequences"] == 3
     assert result["islr"]["sequences_per_s"] > 0 and result["pandas"]["sequences_per_s"] > 0
