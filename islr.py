@@ -29,6 +29,7 @@ import loops
 import models
 import trainer
 from cli import (
+    AUGMENT_PANEL,
     DATA_PANEL,
     DEFAULT_DATA,
     DEFAULT_TEST_SIGNER,
@@ -147,6 +148,10 @@ def train(
     ] = augment.AugmentConfig.affine,
     noise: Annotated[float, chance("Noise on present landmarks.")] = augment.AugmentConfig.noise,
     crop: Annotated[float, chance("Temporal crop.")] = augment.AugmentConfig.crop,
+    crop_min: Annotated[
+        float, option("Shortest span a crop keeps, as a fraction of the frames.", AUGMENT_PANEL,
+                      min=0, max=1)
+    ] = augment.AugmentConfig.crop_min,
     resample: Annotated[
         float, chance("Temporal resampling (speed).")
     ] = augment.AugmentConfig.resample,
