@@ -149,8 +149,8 @@ def train(
     noise: Annotated[float, chance("Noise on present landmarks.")] = augment.AugmentConfig.noise,
     crop: Annotated[float, chance("Temporal crop.")] = augment.AugmentConfig.crop,
     crop_min: Annotated[
-        float, option("Shortest span a crop keeps, as a fraction of the frames.", AUGMENT_PANEL,
-                      min=0, max=1)
+        float,
+        option("Shortest span a crop keeps (fraction of frames).", AUGMENT_PANEL, min=0, max=1),
     ] = augment.AugmentConfig.crop_min,
     resample: Annotated[
         float, chance("Temporal resampling (speed).")
