@@ -179,6 +179,9 @@ def train(
     late_dropout: Annotated[
         int, option("Dropout off until this epoch (0 = always on).", TRAIN_PANEL, min=0)
     ] = loops.TrainConfig.late_dropout,
+    select_after: Annotated[
+        float, option("Pick the epoch past this fraction of training.", TRAIN_PANEL, min=0, max=1)
+    ] = loops.TrainConfig.select_after,
     amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = loops.TrainConfig.amp,
     device: Device = "auto",
     resume: Annotated[
@@ -201,7 +204,7 @@ def train(
         else:
             data_config, model_config, train_config, augment_config = resolve_configs(ctx)
             out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
-            if (out / "model.safetensors").exists():
+            if (out / "model.safetensors").exists() or (out / "last.safetensors").exists():
                 raise ValueError(f"{out} already holds a trained model: choose another --out")
         ensure_default_data(data_dir)
         started = time.perf_counter()

@@ -38,6 +38,9 @@ class TrainConfig:
     clip_norm: float = 0.0  # clip the gradient norm to this (0 = off); guards against spikes
     ema: float = 0.0  # decay of an exponential moving average of weights (0 = off), e.g. 0.999
     late_dropout: int = 0  # every dropout stays off until this epoch (Kaggle 1st place); 0 = on
+    # The kept epoch is chosen on validation among the epochs past this fraction of training
+    # (0 = all): a small validation set otherwise picks early high-rate epochs by luck.
+    select_after: float = 0.0
     amp: bool = True  # bfloat16 autocast on CUDA; the CPU always runs float32
 
     def __post_init__(self) -> None:
@@ -45,6 +48,13 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: choose adam or adamw")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}: choose constant or cosine")
+        if not 0 <= self.select_after < 1:
+            raise ValueError(f"select_after={self.select_after} must be in [0, 1): the last "
+                             "epoch must be a candidate")  # fmt: skip
+
+    def selectable(self, epoch: int) -> bool:
+        """Whether `epoch` (1-based) may be kept as the best validation epoch."""
+        return epoch > int(self.select_after * self.epochs)
 
 
 def train_epoch(

@@ -2,7 +2,8 @@
 
 `train_run` drives `loops.fit` and owns everything on disk in the run directory:
 
-    model.safetensors    the best validation epoch (ties: lower validation loss)
+    model.safetensors    the best validation epoch (ties: lower validation loss) among
+                         those past `select_after` of training (TrainConfig)
     last.safetensors     the last completed epoch
     resume.safetensors   weights, optimizer, scheduler, EMA and RNG state of that epoch
     history.json         per-epoch metrics
@@ -181,9 +182,10 @@ def train_run(
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
         )
-        is_best = best is None or (val["accuracy"], -val["loss"]) > (
-            best["val"]["accuracy"], -best["val"]["loss"]
-        )  # fmt: skip
+        is_best = train_config.selectable(record["epoch"]) and (
+            best is None
+            or (val["accuracy"], -val["loss"]) > (best["val"]["accuracy"], -best["val"]["loss"])
+        )
         if is_best:
             best = {"epoch": record["epoch"], "val": val}
         if not writer:

@@ -63,8 +63,13 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     )
     _one_line_error(run("train", "--data", data_dir, "--val-signer", "16069"), "the test signer")
     _one_line_error(run("train", "--data", data_dir, "--out", out), "already holds a trained model")
+    half = tmp_path / "half"  # interrupted before any epoch could be kept: only last.safetensors
+    half.mkdir()
+    (half / "last.safetensors").write_bytes((out / "last.safetensors").read_bytes())
+    _one_line_error(run("train", "--data", data_dir, "--out", half), "already holds")
     _one_line_error(run("train", "--data", data_dir, "--landmarks", "feet"), "unknown landmarks")
     _one_line_error(run("train", "--data", data_dir, "--crop-min", "0"), "crop_min above 0")
+    _one_line_error(run("train", "--data", data_dir, "--select-after", "1"), "select_after")
     (tmp_path / "x.safetensors").write_text("not a checkpoint")
     _one_line_error(run("evaluate", tmp_path / "x.safetensors"), "not a safetensors file")
     (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
@@ -75,14 +80,18 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     assert ckpt.read_bytes() == before
 
 
-def test_augmentation_flags_reach_the_checkpoint(tmp_path, tiny_data):
-    """Probabilities and the crop's shortest span given as flags are what training used."""
+def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
+    """Augmentation probabilities, the crop's shortest span and the epoch rule given as flags
+    are what training used."""
     out = tmp_path / "run"
-    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "1", "--crop", "1",
-                 "--crop-min", "0.25", "--resample", "0.5")  # fmt: skip
+    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "2", "--crop", "1",
+                 "--crop-min", "0.25", "--resample", "0.5", "--select-after", "0.5")  # fmt: skip
     assert result.exit_code == 0, result.output
-    saved = checkpoint.load(out / "model.safetensors").metadata["augment_config"]
+    loaded = checkpoint.load(out / "model.safetensors")
+    saved = loaded.metadata["augment_config"]
     assert (saved["crop"], saved["crop_min"], saved["resample"]) == (1.0, 0.25, 0.5)
+    assert loaded.metadata["train_config"]["select_after"] == 0.5
+    assert loaded.metadata["epoch"] == 2  # epoch 1 was not a candidate
 
 
 @pytest.mark.parametrize("preset", list(loops.PRESETS))

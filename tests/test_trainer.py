@@ -24,13 +24,13 @@ from data import DataConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(prepared, out, *, epochs, resume=False, stop_at=None):
+def _run(prepared, out, *, epochs, resume=False, stop_at=None, select_after=0.0):
     def on_epoch(record, is_best):
         if record["epoch"] == stop_at:
             raise KeyboardInterrupt  # as Ctrl-C would, before this epoch's files are written
 
     config = loops.TrainConfig(epochs=epochs, batch_size=8, ema=0.9, schedule="cosine",
-                               warmup_epochs=1, late_dropout=2)  # fmt: skip
+                               warmup_epochs=1, late_dropout=2, select_after=select_after)  # fmt: skip
     return trainer.train_run(
         prepared, out, data_config=DataConfig(), model_config=models.ModelConfig(),
         train_config=config, augment_config=augment.AugmentConfig(), vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
@@ -74,10 +74,26 @@ def _wait_for(path: Path, process, timeout=120.0):
         time.sleep(0.05)
 
 
+def test_the_kept_epoch_is_the_best_of_the_selectable_ones(tiny_data, tmp_path):
+    """With select_after 0.5 of 4 epochs, model.safetensors is the best of epochs 3-4 by
+    (validation accuracy, -loss), even where an earlier epoch scored higher."""
+    dataset = data.load_dataset(tiny_data)
+    prepared = data.prepare_split(dataset, ["202", "303"], ["101"], ["16069"], config=DataConfig())
+    result = _run(prepared, tmp_path / "run", epochs=4, select_after=0.5)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    late = max(history[2:], key=lambda r: (r["val"]["accuracy"], -r["val"]["loss"]))
+    assert result["best"]["epoch"] == late["epoch"]
+    assert (
+        checkpoint.load(tmp_path / "run" / "model.safetensors").metadata["epoch"] == late["epoch"]
+    )
+
+
 def test_killed_training_leaves_loadable_checkpoints(tiny_data, tmp_path):
     """SIGTERM stops cleanly with a resume hint; SIGKILL mid-run leaves every file loadable."""
     out = tmp_path / "run"
-    process = _start(["--data", tiny_data, "--out", out, "--epochs", "200", "--batch-size", "4"])
+    process = _start(["--data", tiny_data, "--out", out, "--epochs", "200", "--batch-size", "4",
+                      "--select-after", "0"])  # fmt: skip
     _wait_for(out / "resume.safetensors", process)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
