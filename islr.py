@@ -219,7 +219,8 @@ def train(
         prepared = data.prepare_split(dataset, **split, config=data_config)
         console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}"
                       + (f", resuming {resume}" if resume else ""))  # fmt: skip
-        console.print(f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])}, "
+        console.print(f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
+                      f"(picks the epoch from {train_config.first_candidate}-{train_config.epochs}), "
                       f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
         console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
         for name, config in (("data", data_config), ("model", model_config),

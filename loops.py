@@ -52,9 +52,10 @@ class TrainConfig:
             raise ValueError(f"select_after={self.select_after} must be in [0, 1): the last "
                              "epoch must be a candidate")  # fmt: skip
 
-    def selectable(self, epoch: int) -> bool:
-        """Whether `epoch` (1-based) may be kept as the best validation epoch."""
-        return epoch > int(self.select_after * self.epochs)
+    @property
+    def first_candidate(self) -> int:
+        """The first epoch (1-based) that may be kept as the best validation epoch."""
+        return int(self.select_after * self.epochs) + 1
 
 
 def train_epoch(

@@ -182,7 +182,7 @@ def train_run(
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
         )
-        is_best = train_config.selectable(record["epoch"]) and (
+        is_best = record["epoch"] >= train_config.first_candidate and (
             best is None
             or (val["accuracy"], -val["loss"]) > (best["val"]["accuracy"], -best["val"]["loss"])
         )

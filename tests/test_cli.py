@@ -92,6 +92,7 @@ def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
     assert (saved["crop"], saved["crop_min"], saved["resample"]) == (1.0, 0.25, 0.5)
     assert loaded.metadata["train_config"]["select_after"] == 0.5
     assert loaded.metadata["epoch"] == 2  # epoch 1 was not a candidate
+    assert "(picks the epoch from 2-2)" in result.output
 
 
 @pytest.mark.parametrize("preset", list(loops.PRESETS))

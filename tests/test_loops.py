@@ -91,10 +91,10 @@ def test_recipe_options_train(tiny_data):
 
 def test_select_after_leaves_the_last_epochs_to_choose_from():
     """select_after 0.5 of 10 epochs: epochs 6-10 may be kept; 1 would leave none, refused."""
-    config = loops.TrainConfig(epochs=10, select_after=0.5)
-    assert [e for e in range(1, 11) if config.selectable(e)] == [6, 7, 8, 9, 10]
-    assert all(loops.TrainConfig(epochs=3).selectable(e) for e in (1, 2, 3))
-    assert loops.TrainConfig(epochs=1, select_after=0.9).selectable(1)
+    assert loops.TrainConfig(epochs=10, select_after=0.5).first_candidate == 6
+    assert loops.TrainConfig(epochs=3).first_candidate == 1
+    assert loops.TrainConfig(epochs=1, select_after=0.9).first_candidate == 1
+    assert loops.TrainConfig(epochs=50, select_after=0.99).first_candidate == 50
     with pytest.raises(ValueError, match="select_after"):
         loops.TrainConfig(select_after=1.0)
 
