@@ -1,7 +1,7 @@
 """The command line's shared pieces: the Typer app, the console, options, errors, configs.
 
-islr.py (train, cv, evaluate) and tools.py (predict, prepare, synth, bench, export) define
-the commands on `app`; `python islr.py` runs it.
+islr.py (train, evaluate), crossval.py (cv) and tools.py (predict, prepare, synth, bench, export)
+define the commands on `app`; `python islr.py` runs it.
 """
 
 import time

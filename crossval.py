@@ -1,0 +1,136 @@
+"""Signer-independent cross-validation: `python islr.py cv`, registered on the app of cli.py.
+
+Each fold trains on some signers, picks its epoch on others and tests on signers it never
+saw (data.signer_folds), or one fixed test signer is run with several seeds; the command
+prints mean ± std test accuracy and writes every run plus a summary (cv.json) under --out.
+
+    python islr.py cv --data DIR --folds 3 --seeds 2 --preset hybrid
+    python islr.py cv --data DIR --exclude 16069 --folds 8 --val-signers 1   # never sees 16069
+"""
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+import data
+import trainer
+from cli import (
+    DEFAULT_DATA,
+    RUNS,
+    DataDir,
+    Device,
+    app,
+    console,
+    ensure_default_data,
+    option,
+    parse_signers,
+    pick_device,
+    resolve_configs,
+    tracked,
+    train_flags,
+    user_errors,
+)  # fmt: skip
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def cv(
+    ctx: typer.Context,
+    data_dir: DataDir = DEFAULT_DATA,
+    folds: Annotated[int, option("Disjoint groups of test signers.", min=2)] = 5,
+    seeds: Annotated[int, option("Seeds per fold (0, 1, ...).", min=1)] = 1,
+    val_signers: Annotated[
+        int,
+        option(
+            "Validation signers per fold: they pick the epoch and never train (one signer's "
+            "accuracy saturates or stalls, and then the choice is noise).",
+            min=1,
+        ),
+    ] = 2,
+    test_signer: Annotated[
+        str | None, option("Instead of folds: one fixed test signer, seeds runs.")
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        option(
+            "Signers left out of every fold, comma-separated: compare recipes without ever "
+            "seeing the signer you will report on."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, option("Directory for the runs (default: a new folder under runs/).")
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Signer-independent cross-validation: mean ± std test accuracy over folds and seeds.
+
+    Any `train` flag (--preset, --model, --epochs, ...) after these options sets the recipe.
+    Within each fold a validation signer picks the epoch; the fold's test signers never
+    choose anything.
+    """
+    with user_errors():
+        recipe = train_flags(ctx)
+        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
+        device_ = pick_device(device)
+        ensure_default_data(data_dir)
+        dataset = data.load_dataset(data_dir)
+        signers = sorted(set(dataset.signers))
+        excluded = parse_signers(exclude)
+        for signer in excluded:
+            if signer not in signers:
+                raise data.DataError(f"excluded signer {signer} is not in the data")
+            signers.remove(signer)
+        if test_signer is None:
+            splits = data.signer_folds(signers, folds, val_signers)
+        else:
+            train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
+            splits = [(train_signers, val, [test])]
+        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
+        console.print(
+            f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} folds x {seeds} seeds, out {out}"
+        )
+        for name, config in (("data", data_config), ("model", model_config),
+                             ("train", train_config), ("augment", augment_config)):  # fmt: skip
+            console.print(f"  {name}: {asdict(config)}")
+        runs = []
+        for fold, (train_signers, val, test) in enumerate(splits):
+            prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
+            for seed in range(seeds):
+                result = trainer.train_run(
+                    prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
+                    model_config=model_config, train_config=replace(train_config, seed=seed),
+                    augment_config=augment_config,
+                    vocabulary=dataset.vocabulary, device=device_,
+                    metadata=dict(split={"train": train_signers, "val": val, "test": test},
+                                  data=str(data_dir), command=shlex.join(sys.argv)),
+                    track=tracked,
+                )  # fmt: skip
+                test_metrics = result["test"]["model"]
+                runs.append({"fold": fold, "seed": seed, "test_signers": test, "val_signers": val,
+                             "best_epoch": result["best"]["epoch"], **test_metrics})  # fmt: skip
+                console.print(
+                    f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
+                    f"epoch {result['best']['epoch']}, test acc {test_metrics['accuracy']:.2%}, "
+                    f"last-epoch {result['test']['last']['accuracy']:.2%}"
+                )
+    accuracies = torch.tensor([r["accuracy"] for r in runs])
+    per_class = torch.tensor([r["per_class_accuracy"] for r in runs]).mean(0)
+    std = accuracies.std().item() if len(runs) > 1 else 0.0
+    console.print(f"[bold]test accuracy {accuracies.mean():.2%} ± {std:.2%}[/] over {len(runs)} runs "
+                  f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters")  # fmt: skip
+    signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
+    console.print(
+        "per-class: "
+        + ", ".join(f"{s} {a:.1%}" for s, a in zip(signs, per_class.tolist(), strict=True))
+    )
+    summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "excluded": excluded,
+               "signs": signs, "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
+               "train": asdict(train_config), "data": asdict(data_config),
+               "augment": asdict(augment_config)}  # fmt: skip
+    (out / "cv.json").write_text(json.dumps(summary, indent=1))
