@@ -45,6 +45,7 @@ import data
 import landmarks
 from data import Batch, DataConfig
 from landmarks import mirror_permutation, part_of
+from preprocessing import COORDINATES, mirror
 
 # Probabilities and fractions: the fields that must lie in [0, 1].
 _AT_MOST_ONE = {"flip", "affine", "noise", "crop", "crop_min", "resample", "drop_part",
@@ -114,7 +115,7 @@ class _Transform:
 
     def __init__(self, config: DataConfig, *, probability: float):
         self.probability = probability
-        self.C = len(data.COORDINATES[config.coordinates])
+        self.C = len(COORDINATES[config.coordinates])
         self.parts = part_of(data.LANDMARK_PRESETS[config.landmarks])  # (J,)
 
     def choose(self, batch: Batch, generator: torch.Generator) -> Tensor:
@@ -140,8 +141,8 @@ class HorizontalFlip(_Transform):
         mirror_permutation(self.landmarks)  # refuse a selection without mirror pairs now
 
     def flip(self, features: Tensor) -> Tensor:
-        """(N, T, J*C) -> the mirrored features, same shape (data.mirror on the flat axis)."""
-        return data.mirror(features.unflatten(-1, (-1, self.C)), self.landmarks).flatten(-2)
+        """(N, T, J*C) -> the mirrored features, same shape (`mirror` on the flat axis)."""
+        return mirror(features.unflatten(-1, (-1, self.C)), self.landmarks).flatten(-2)
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         chosen = self.choose(batch, generator)[:, None, None]  # (N, 1, 1)

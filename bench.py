@@ -5,7 +5,7 @@
     (b) the same epoch with every batch merged and augmented in advance, so only forward,
         backward and optimizer step are timed: the model-only ceiling. (a)/(b) is the
         share of the ceiling the input pipeline leaves;
-    (c) single-sequence latency, `data.preprocess` of one raw (T, 543, 3) sequence plus the
+    (c) single-sequence latency, `preprocessing.preprocess` of one raw (T, 543, 3) sequence plus the
         forward pass at batch size 1, median and p95, on 1 thread and on all threads; and
         batched inference sequences/s (`loops.evaluate`);
     (d) seconds from start to the first training step: load, preprocess, build the model.
@@ -30,6 +30,7 @@ import augment
 import data
 import loops
 import models
+import preprocessing
 from augment import AugmentConfig
 from data import DataConfig, Prepared
 
@@ -164,7 +165,7 @@ def latency(
         for i, landmarks in enumerate(sequences[:5] + sequences):  # the first 5: warm-up
             start = time.perf_counter()
             lengths = torch.tensor([len(landmarks)])
-            x = data.preprocess(landmarks, lengths, data_config).to(device)  # (T, J*C)
+            x = preprocessing.preprocess(landmarks, lengths, data_config).to(device)  # (T, J*C)
             valid = torch.ones(1, len(x), dtype=torch.bool, device=device)  # (1, T)
             model(x[None], valid).softmax(-1).cpu()  # (1, K) on the host, as a caller needs it
             synchronize(device)

@@ -3,7 +3,7 @@
 The exported graph takes one raw MediaPipe sequence, `landmarks` float32 [T, 543, 3] for
 any T (x, y, z in the Kaggle landmark order, NaN where nothing was detected), and returns
 `logits` [K] (softmax them for probabilities). The checkpoint's preprocessing (landmark
-selection, NaN -> 0, parts-based normalisation: `data.preprocess`) is inside the graph, so
+selection, NaN -> 0, parts-based normalisation: `preprocessing.preprocess`) is inside the graph, so
 a deployment needs no islr code, only torch (TorchScript) or onnxruntime (ONNX). The sign
 names in class-index order travel inside the file: `vocabulary.json` among TorchScript's
 extra files, `vocabulary` in the ONNX metadata_props (both a JSON list).
@@ -48,6 +48,7 @@ import data
 import landmarks
 import loops
 import models
+import preprocessing
 from data import DataConfig
 
 FORMATS = ("torchscript", "onnx")
@@ -77,7 +78,7 @@ class AnyLengthPositions(nn.Module):
 
 
 class Deployable(nn.Module):
-    """Raw landmarks of one sequence -> logits: `data.preprocess` and the model in one module.
+    """Raw landmarks of one sequence -> logits: `preprocessing.preprocess` and the model in one module.
 
     forward(landmarks (T, 543, 3) float32 with NaN) -> (K,). With one sequence, lengths is
     [T] and every frame is valid. The model is copied, never changed in place.
@@ -97,7 +98,7 @@ class Deployable(nn.Module):
         # lengths = [T] computed from the tensor, not read as a Python int, so a traced
         # graph keeps T as a variable instead of baking in the example's length.
         lengths = torch.ones_like(landmarks[:, 0, 0], dtype=torch.long).sum().reshape(1)  # (1,)
-        x = data.preprocess(landmarks, lengths, self.data_config)  # (T, J*C)
+        x = preprocessing.preprocess(landmarks, lengths, self.data_config)  # (T, J*C)
         valid = torch.ones_like(x[None, :, 0], dtype=torch.bool)  # (1, T) all real frames
         return self.model(x[None], valid)[0]  # (K,)
 
@@ -178,7 +179,7 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
 
 
 def save_torchscript(deployable: nn.Module, path: Path, example: Tensor, metadata: dict) -> None:
-    # Tracing (not scripting): data.preprocess and the models are plain tensor code, and
+    # Tracing (not scripting): preprocessing.preprocess and the models are plain tensor code, and
     # the trace warnings about Python ints are about constants (the landmark lists), not T.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -10,6 +10,7 @@ import augment
 import data
 import landmarks
 from data import DataConfig
+from preprocessing import preprocess
 
 
 def _mirror_raw(frames: torch.Tensor) -> torch.Tensor:
@@ -30,8 +31,8 @@ def test_flip_equals_mirroring_the_video():
     config = DataConfig()
     lengths = torch.tensor([10])
     flip = augment.HorizontalFlip(config, probability=1.0)
-    features = data.preprocess(raw, lengths, config)[None]  # (1, T, D)
-    expected = data.preprocess(_mirror_raw(raw), lengths, config)[None]
+    features = preprocess(raw, lengths, config)[None]  # (1, T, D)
+    expected = preprocess(_mirror_raw(raw), lengths, config)[None]
     assert torch.allclose(flip.flip(features), expected, atol=1e-5)
     # the left hand (slots 76-96) went missing in frame 3, so the right hand slots are 0 there
     assert flip.flip(features)[0, 3].view(130, 2)[109:130].abs().sum() == 0
@@ -45,8 +46,8 @@ def test_flip_with_head_points_equals_mirroring_the_video():
     config = DataConfig(landmarks="fullbody-head")
     lengths = torch.tensor([6])
     flip = augment.HorizontalFlip(config, probability=1.0)
-    features = data.preprocess(raw, lengths, config)[None]
-    expected = data.preprocess(_mirror_raw(raw), lengths, config)[None]
+    features = preprocess(raw, lengths, config)[None]
+    expected = preprocess(_mirror_raw(raw), lengths, config)[None]
     assert torch.allclose(flip.flip(features), expected, atol=1e-5)
 
 
@@ -66,10 +67,10 @@ def test_mirror_left_mirrors_left_handed_clips_only(normalize):
     left[2, landmarks.RIGHT_HAND :] = 0.5  # the right hand seen once: the left still dominates
     frames, lengths = torch.cat([left, right]), torch.tensor([7, 5])
     plain = DataConfig(normalize=normalize)
-    mirrored = data.preprocess(frames, lengths, DataConfig(normalize=normalize, mirror_left=True))
-    expected = data.preprocess(torch.cat([_mirror_raw(left), right]), lengths, plain)
+    mirrored = preprocess(frames, lengths, DataConfig(normalize=normalize, mirror_left=True))
+    expected = preprocess(torch.cat([_mirror_raw(left), right]), lengths, plain)
     assert torch.allclose(mirrored, expected, atol=1e-5)
-    assert not torch.allclose(mirrored[:7], data.preprocess(left, lengths[:1], plain), atol=1e-2)
+    assert not torch.allclose(mirrored[:7], preprocess(left, lengths[:1], plain), atol=1e-2)
 
 
 def test_mirror_left_needs_mirror_pairs():
@@ -215,8 +216,8 @@ def test_affine_rotation_equals_rotating_the_video():
     raw = torch.from_numpy(rng.uniform(0.3, 0.7, size=(12, 543, 3)).astype(np.float32))
     raw[4, landmarks.RIGHT_HAND :] = float("nan")
     config, lengths = DataConfig(), torch.tensor([12])
-    features = data.preprocess(raw, lengths, config)[None]  # (1, T, D)
-    expected = data.preprocess(_rotate_raw(raw, 25.0), lengths, config)[None]
+    features = preprocess(raw, lengths, config)[None]  # (1, T, D)
+    expected = preprocess(_rotate_raw(raw, 25.0), lengths, config)[None]
     affine = augment.Affine(config, probability=1.0, rotation=0, shear=0, scale=0, shift=0)
     angle = torch.tensor(math.radians(25.0))
     matrix = torch.tensor([[angle.cos(), -angle.sin()], [angle.sin(), angle.cos()]])[None]

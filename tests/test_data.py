@@ -10,6 +10,7 @@ from conftest import require_real_data, write_gislr
 
 import data
 from data import DataConfig, DataError
+from preprocessing import preprocess
 
 
 def test_reads_real_data():
@@ -128,11 +129,9 @@ def _frames(rng, T=8):
 def test_fullbody_preset_shape():
     """fullbody + xy gives 130 landmarks * 2 = 260 features; all + xyz gives 1629."""
     x = _frames(np.random.default_rng(0))
-    assert data.preprocess(x, torch.tensor([8]), DataConfig()).shape == (8, 260)
+    assert preprocess(x, torch.tensor([8]), DataConfig()).shape == (8, 260)
     config = DataConfig(landmarks="all", coordinates="xyz")
-    assert (
-        data.preprocess(x, torch.tensor([8]), config).shape == (8, 1629) == (8, config.num_features)
-    )
+    assert preprocess(x, torch.tensor([8]), config).shape == (8, 1629) == (8, config.num_features)
 
 
 def test_normalisation_removes_position_and_size():
@@ -141,13 +140,11 @@ def test_normalisation_removes_position_and_size():
     moved = x.clone()
     moved[..., :2] = moved[..., :2] * 1.7 + torch.tensor([0.3, -0.2])
     moved[..., 2] = moved[..., 2] * 1.7
-    a = data.preprocess(x, torch.tensor([8]), DataConfig())
-    b = data.preprocess(moved, torch.tensor([8]), DataConfig())
+    a = preprocess(x, torch.tensor([8]), DataConfig())
+    b = preprocess(moved, torch.tensor([8]), DataConfig())
     assert torch.allclose(a, b, atol=1e-4)
-    raw = data.preprocess(moved, torch.tensor([8]), DataConfig(normalize=False))
-    assert not torch.allclose(
-        raw, data.preprocess(x, torch.tensor([8]), DataConfig(normalize=False))
-    )
+    raw = preprocess(moved, torch.tensor([8]), DataConfig(normalize=False))
+    assert not torch.allclose(raw, preprocess(x, torch.tensor([8]), DataConfig(normalize=False)))
 
 
 def test_hands_are_normalised_mirror_alike():
@@ -158,8 +155,8 @@ def test_hands_are_normalised_mirror_alike():
     mirrored[:, 468:489], mirrored[:, 522:543] = x[:, 522:543].clone(), x[:, 468:489].clone()
     mirrored[:, 468:489, 0] = 1 - x[:, 522:543, 0]
     mirrored[:, 522:543, 0] = 1 - x[:, 468:489, 0]
-    a = data.preprocess(x, torch.tensor([8]), DataConfig()).view(8, 130, 2)
-    b = data.preprocess(mirrored, torch.tensor([8]), DataConfig()).view(8, 130, 2)
+    a = preprocess(x, torch.tensor([8]), DataConfig()).view(8, 130, 2)
+    b = preprocess(mirrored, torch.tensor([8]), DataConfig()).view(8, 130, 2)
     left, right = slice(76, 97), slice(109, 130)
     flip = torch.tensor([-1.0, 1.0])
     assert torch.allclose(a[:, left], b[:, right] * flip, atol=1e-5)
@@ -171,8 +168,8 @@ def test_missing_points_are_zero_and_sequences_independent():
     rng = np.random.default_rng(3)
     x, y = _frames(rng, 8), _frames(rng, 5)
     x[2, 468:489] = float("nan")  # left hand out of view in frame 2
-    both = data.preprocess(torch.cat([x, y]), torch.tensor([8, 5]), DataConfig(align="unique"))
-    alone = data.preprocess(x, torch.tensor([8]), DataConfig(align="unique"))
+    both = preprocess(torch.cat([x, y]), torch.tensor([8, 5]), DataConfig(align="unique"))
+    alone = preprocess(x, torch.tensor([8]), DataConfig(align="unique"))
     assert torch.equal(both[:8], alone)
     assert both[2].view(130, 2)[76:97].abs().sum() == 0
     assert both[3].view(130, 2)[76:97].abs().sum() > 0

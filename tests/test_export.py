@@ -13,6 +13,7 @@ import data
 import export
 import landmarks
 import models
+import preprocessing
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning")
 
@@ -51,10 +52,10 @@ def sequences_with_nans() -> list[torch.Tensor]:
 
 
 def eager_logits(path: Path, sequence: torch.Tensor) -> torch.Tensor:
-    """The PyTorch path: data.preprocess of one sequence, then the model's forward."""
+    """The PyTorch path: preprocessing.preprocess of one sequence, then the model's forward."""
     loaded = checkpoint.load(path)
     with torch.inference_mode():
-        x = data.preprocess(sequence, torch.tensor([len(sequence)]), loaded.data_config)
+        x = preprocessing.preprocess(sequence, torch.tensor([len(sequence)]), loaded.data_config)
         return loaded.model(x[None], torch.ones(1, len(x), dtype=torch.bool))[0]
 
 

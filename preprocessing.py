@@ -1,0 +1,124 @@
+"""Preprocessing: landmark selection, NaN handling, parts-based normalisation, mirroring.
+
+Runs once per dataset, over every frame of every sequence at once: the sequences are laid
+end to end and `segments` says which sequence each frame belongs to, so per-sequence
+statistics are scatter sums and there is no per-sequence Python.
+
+    frames (F, 543, 3) raw, NaN where MediaPipe saw nothing
+      -> preprocess(frames, lengths, DataConfig())   (F, J*C): J = 130 points, C = 2 (x, y)
+
+`data.prepare` calls it; `export.py` traces it into the deployed graph.
+"""
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+import landmarks
+from landmarks import LEFT_HAND, PARTS, REFERENCE_POINTS, RIGHT_HAND
+
+if TYPE_CHECKING:  # data.py imports this module; the config is only an annotation here
+    from data import DataConfig
+
+COORDINATES = {"xy": (0, 1), "xyz": (0, 1, 2)}
+UNIT_RANGE = (1e-3, 5.0)  # the series clips the per-sequence unit length to this range
+
+
+def _segment_mean(values: Tensor, weights: Tensor, segments: Tensor, num: int) -> Tensor:
+    """Weighted mean of per-frame values over each sequence: (F, P) -> (S, P)."""
+    total = values.new_zeros(num, values.shape[1]).index_add_(0, segments, values * weights)
+    count = weights.new_zeros(num, weights.shape[1]).index_add_(0, segments, weights)
+    return total / count.clamp(min=1)
+
+
+def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
+    """Model input for every frame of one or more sequences laid end to end.
+
+    frames: (F, 543, 3) raw landmarks with NaN, F = sum of lengths; lengths: (S,).
+    Returns (F, J*C): the selected landmarks, parts-normalised if asked, 0 where missing,
+    and mirrored where `mirror_left` is set and the left hand is seen in more frames.
+    """
+    selected = landmarks.PRESETS[config.landmarks]
+    references = [p for part in PARTS for points in REFERENCE_POINTS[part].values() for p in points]
+    # Gather only the landmarks used, once: index_select is far cheaper than fancy indexing
+    # of the whole (F, 543, 3) array, and everything below works on the small copy.
+    needed = set(selected) | (set(references) if config.normalize else set())
+    needed = sorted(needed | ({LEFT_HAND, RIGHT_HAND} if config.mirror_left else set()))
+    position = {landmark: i for i, landmark in enumerate(needed)}
+
+    def local(points) -> Tensor:
+        return torch.tensor([position[p] for p in points])
+
+    channels = frames.permute(2, 0, 1)  # (3, F, 543): free for data stored channel first
+    channels = channels.index_select(0, torch.tensor(COORDINATES[config.coordinates]))
+    raw = channels.index_select(2, torch.tensor(needed)).permute(1, 2, 0).contiguous()  # (F, Jn, C)
+    present = ~raw[:, :, 0].isnan()  # (F, Jn) a landmark was detected
+    x = raw.nan_to_num(0.0)  # (F, Jn, C)
+    chosen = local(selected)
+    segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (F,)
+    if config.normalize:
+        y, keep = _normalize(x, present, segments, len(lengths), local, selected, config)
+    else:
+        y, keep = x.index_select(1, chosen), present.index_select(1, chosen)
+    if config.mirror_left:
+        wrists = present.index_select(1, local((LEFT_HAND, RIGHT_HAND))).float()  # (F, 2)
+        seen = wrists.new_zeros(len(lengths), 2).index_add_(0, segments, wrists)  # (S, 2)
+        flip = (seen[:, 0] > seen[:, 1])[segments]  # (F,) the frames of left-handed clips
+        y = torch.where(
+            flip[:, None, None], mirror(y, selected, None if config.normalize else keep), y
+        )
+    return y.flatten(1)
+
+
+def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tensor, Tensor]:
+    """Parts-based normalisation of (F, Jn, C) -> ((F, J, C) features, (F, J) present).
+
+    Each part (face, hands, pose) is centred on its reference origin and divided by its
+    reference length; a point whose part has no reference in a frame counts as missing.
+    """
+    origins, units, part_present = [], [], []
+    for part in PARTS:
+        points = REFERENCE_POINTS[part]
+        found = present.index_select(1, local(points["origin"] + points["unit_to"])).all(1)  # (F,)
+        origin = x.index_select(1, local(points["origin"])).mean(1)  # (F, C)
+        tip = x.index_select(1, local(points["unit_to"]))[..., :2].mean(1)  # (F, 2)
+        base = x.index_select(1, local(points["unit_from"]))[..., :2].mean(1)  # (F, 2)
+        units.append(torch.linalg.vector_norm(tip - base, dim=-1))  # (F,) in the image plane
+        origins.append(origin)
+        part_present.append(found)
+    origin = torch.stack(origins, 1)  # (F, P, C)
+    unit = torch.stack(units, 1)  # (F, P)
+    found = torch.stack(part_present, 1).float()  # (F, P)
+
+    if config.align == "unique":
+        C = origin.shape[-1]
+        mean = _segment_mean(origin.flatten(1), found.repeat_interleave(C, 1), segments, num)
+        origin = mean.view(num, -1, C)[segments]
+    if config.scale == "unique":
+        unit = _segment_mean(unit, found, segments, num)[segments]
+    unit = unit.clamp(*UNIT_RANGE)
+
+    part = landmarks.part_of(selected)  # (J,) the part of each selected landmark
+    chosen = local(selected)
+    y = (x.index_select(1, chosen) - origin[:, part]) / unit[:, part, None]  # (F, J, C)
+    keep = present.index_select(1, chosen) & found[:, part].bool()  # missing point or part -> 0
+    return y * keep[..., None], keep
+
+
+_REFLECT_X = torch.tensor([-1.0, 1.0, 1.0])
+
+
+def mirror(y: Tensor, selected: tuple[int, ...], keep: Tensor | None = None) -> Tensor:
+    """The mirror image of (..., J, C) features of the landmarks `selected`.
+
+    Left/right points swap places and x is reflected. Parts-normalised features (keep=None)
+    are centred on mirror-symmetric origins, so x -> -x; raw image coordinates (0..1) reflect
+    as x -> 1 - x where keep (..., J) says a point is present. Missing points stay exactly 0.
+    """
+    permutation = landmarks.mirror_permutation(selected)
+    mirrored = y.index_select(-2, permutation)
+    if keep is None:
+        return mirrored * _REFLECT_X[: y.shape[-1]]
+    mirrored[..., 0] = (1 - mirrored[..., 0]) * keep.index_select(-1, permutation)
+    return mirrored
