@@ -140,9 +140,10 @@ def test_two_processes_train_like_one(tmp_path):
     assert one.returncode == 0, output
     a = checkpoint.load(tmp_path / "one" / "model.safetensors").metadata["metrics"]
     b = checkpoint.load(tmp_path / "two" / "model.safetensors").metadata["metrics"]
-    assert two.stdout.count("epoch  12") == 1  # only rank 0 prints
-    assert a["test"]["accuracy"] > 0.45 and b["test"]["accuracy"] > 0.45  # chance is 1/3
-    assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= 0.25
+    assert two.stdout.count("epoch  12") == 1, two.stdout  # only rank 0 prints
+    accuracies = (a["test"]["accuracy"], b["test"]["accuracy"])
+    assert min(accuracies) > 0.45, accuracies  # chance is 1/3
+    assert abs(accuracies[0] - accuracies[1]) <= 0.25, accuracies
 
 
 def test_hostile_hdf5_declared_size_is_refused(tmp_path):
