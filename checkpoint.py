@@ -13,9 +13,11 @@ import os
 import struct
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 import models
@@ -83,31 +85,48 @@ def write_text(path: Path, text: str) -> None:
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata with JSON values decoded) of a safetensors file, header checked first."""
-    header = read_header(path)
-    try:
-        metadata = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
-        return load_file(path), metadata
-    except Exception as error:  # safetensors raises its own error type for corrupt data
-        raise CheckpointError(f"{path} could not be read ({error})") from None
+    path = Path(path)
+    with _open(path) as file:
+        header, size = _read_header(file, path)
+        try:
+            metadata = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
+        except (json.JSONDecodeError, TypeError) as error:
+            raise CheckpointError(f"{path} could not be read ({error})") from None
+        return _read_tensors(file, size, path), metadata
 
 
 def read_header(path: Path) -> dict:
     """The JSON header of a safetensors file, checked for size before it is read."""
     path = Path(path)
+    with _open(path) as file:
+        return _read_header(file, path)[0]
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open a checkpoint for reading, or a one-line error when there is none.
+
+    Header and tensors are then read through this one handle, so a file that training
+    replaces (os.replace) meanwhile is read whole, old or new: never the header of one and
+    the tensors of the other.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    size = path.stat().st_size
-    with path.open("rb") as file:
-        prefix = file.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path} is not a safetensors file (too short)")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > min(MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{path} is not a safetensors file (bad header length)")
-        try:
-            header = json.loads(file.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(f"{path} is not a safetensors file (unreadable header)") from None
+    return path.open("rb")
+
+
+def _read_header(file: BinaryIO, path: Path) -> tuple[dict, int]:
+    """(header, bytes the header says the file holds) from the start of an open file."""
+    size = os.fstat(file.fileno()).st_size
+    prefix = file.read(8)
+    if len(prefix) < 8:
+        raise CheckpointError(f"{path} is not a safetensors file (too short)")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > min(MAX_HEADER_BYTES, size - 8):
+        raise CheckpointError(f"{path} is not a safetensors file (bad header length)")
+    try:
+        header = json.loads(file.read(length))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is not a safetensors file (unreadable header)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors file (header is not a table)")
     try:
@@ -117,7 +136,16 @@ def read_header(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a safetensors file (malformed header)") from None
     if 8 + length + end > size:
         raise CheckpointError(f"{path} is truncated: the header promises more data than it holds")
-    return header
+    return header, 8 + length + end
+
+
+def _read_tensors(file: BinaryIO, size: int, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of an open file whose header `_read_header` has checked."""
+    file.seek(0)
+    try:
+        return load_bytes(file.read(size))
+    except Exception as error:  # safetensors raises its own error type for corrupt data
+        raise CheckpointError(f"{path} could not be read ({error})") from None
 
 
 def _config(cls, text: str, path: Path):
@@ -131,7 +159,23 @@ def _config(cls, text: str, path: Path):
 def load(path: Path | str) -> Checkpoint:
     """Rebuild the model, its preprocessing and vocabulary from a checkpoint file alone."""
     path = Path(path)
-    header = read_header(path)
+    with _open(path) as file:
+        header, size = _read_header(file, path)
+        data_config, model_config, vocabulary, extra = _describe(header, path)
+        state = _read_tensors(file, size, path)
+    model = models.build(model_config, data_config.num_features, len(vocabulary))
+    model.load_state_dict(state)
+    model.eval()
+    return Checkpoint(model, data_config, model_config, vocabulary, extra)
+
+
+def _describe(header: dict, path: Path) -> tuple[DataConfig, models.ModelConfig, dict, dict]:
+    """(data config, model config, vocabulary, other metadata) of a checkpoint's header.
+
+    The model is built on the meta device first and its shapes compared with the stored
+    tensors, so a config that does not match them, or asks for too much, is refused before
+    any tensor is read or any memory spent.
+    """
     metadata = header.get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         found = metadata.get("format", "none")
@@ -144,8 +188,6 @@ def load(path: Path | str) -> Checkpoint:
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has broken metadata ({error})") from None
 
-    # Build on the meta device first: no memory is spent on a config that asks for too much
-    # or that does not match the stored tensors.
     build = (model_config, data_config.num_features, len(vocabulary))
     try:
         with torch.device("meta"):
@@ -160,12 +202,5 @@ def load(path: Path | str) -> Checkpoint:
         )
     if sum(torch.Size(s).numel() for s in shapes.values()) > MAX_PARAMETERS:
         raise CheckpointError(f"{path} asks for a model larger than {MAX_PARAMETERS:,} parameters")
-
-    model = models.build(*build)
-    try:
-        model.load_state_dict(load_file(path))
-    except Exception as error:  # safetensors raises its own error type for corrupt data
-        raise CheckpointError(f"{path} could not be read ({error})") from None
-    model.eval()
     extra.pop("data_config"), extra.pop("model_config"), extra.pop("vocabulary")
-    return Checkpoint(model, data_config, model_config, vocabulary, extra)
+    return data_config, model_config, vocabulary, extra

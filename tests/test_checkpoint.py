@@ -1,11 +1,14 @@
 """Checkpoints: round trip, atomic writes, refusal of broken or foreign files."""
 
 import json
+import os
+import shutil
 import struct
+import threading
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import checkpoint
 import models
@@ -52,6 +55,38 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
     checkpoint.load(path)
 
 
+def test_a_checkpoint_replaced_while_it_loads_is_read_whole(tmp_path):
+    """`evaluate last.safetensors` while training rewrites it: old file or new, never a mix."""
+    path = tmp_path / "last.safetensors"
+    versions = {}
+    for epoch in (1, 123456):  # metadata of different lengths: the two files differ in size
+        torch.manual_seed(epoch)
+        model = models.build(models.ModelConfig(), 260, 3)
+        checkpoint.save(tmp_path / f"{epoch}.safetensors", model, data_config=DataConfig(),
+                        model_config=models.ModelConfig(), vocabulary={"a": 0, "b": 1, "c": 2},
+                        epoch=epoch)  # fmt: skip
+        versions[epoch] = sum(p.sum().item() for p in model.parameters())
+    shutil.copyfile(tmp_path / "1.safetensors", path)
+    stop = threading.Event()
+
+    def train_rewrites_it():  # as checkpoint.write does: a whole new file renamed over it
+        while not stop.is_set():
+            for epoch in versions:
+                shutil.copyfile(tmp_path / f"{epoch}.safetensors", tmp_path / "next")
+                os.replace(tmp_path / "next", path)
+
+    writer = threading.Thread(target=train_rewrites_it)
+    writer.start()
+    try:
+        for _ in range(200):
+            loaded = checkpoint.load(path)
+            total = sum(p.sum().item() for p in loaded.model.parameters())
+            assert total == pytest.approx(versions[loaded.metadata["epoch"]], rel=1e-6)
+    finally:
+        stop.set()
+        writer.join()
+
+
 def test_refuses_files_that_are_not_checkpoints(tmp_path):
     """Non-safetensors, truncated, absurd headers and unknown formats give CheckpointError."""
     good = tmp_path / "m.safetensors"
@@ -76,7 +111,7 @@ def test_refuses_config_that_does_not_match_weights(tmp_path):
     path = tmp_path / "m.safetensors"
     _save(path)
     header = checkpoint.read_header(path)
-    weights = checkpoint.load_file(path)
+    weights = load_file(path)
     for width in (128, 10**7):
         metadata = dict(header["__metadata__"])
         metadata["model_config"] = json.dumps(
