@@ -109,6 +109,9 @@ def _open(path: Path) -> BinaryIO:
     replaces (os.replace) meanwhile is read whole, old or new: never the header of one and
     the tensors of the other.
     """
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory: pass a checkpoint in it, such as "
+                              f"{path / 'model.safetensors'}")  # fmt: skip
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path.open("rb")

@@ -74,6 +74,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("evaluate", tmp_path / "x.safetensors"), "not a safetensors file")
     (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
     _one_line_error(run("evaluate", tmp_path / "cut.safetensors"), "truncated")
+    _one_line_error(run("evaluate", out), "is a directory: pass a checkpoint in it")
     other = write_gislr(tmp_path / "other", signs=("x", "y", "z"))
     _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
