@@ -124,6 +124,9 @@ def signer_files(root: Path) -> dict[str, Path]:
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist")
     files = {path.stem: path for path in sorted(root.glob("*.hdf5"))}
+    if not files and (root / "train.csv").is_file():
+        raise DataError(f"{root} looks like the Kaggle parquet layout: convert it first with "
+                        f"python islr.py prepare {root} OUT_DIR")  # fmt: skip
     if not files:
         raise DataError(f"{root} holds no <participant_id>.hdf5 files")
     return files

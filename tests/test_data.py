@@ -78,6 +78,13 @@ def _bad_sequence(root, feature=None, token=None):
     [
         (lambda root: [p.unlink() for p in root.glob("*.hdf5")], "holds no <participant_id>.hdf5"),
         (
+            lambda root: (
+                [p.unlink() for p in root.glob("*.hdf5")]
+                + [(root / "train.csv").write_text("path,participant_id,sequence_id,sign\n")]
+            ),
+            "looks like the Kaggle parquet layout: convert it first with python islr.py prepare",
+        ),
+        (
             lambda root: (root / "sign_to_prediction_index_map.json").unlink(),
             "has no sign_to_prediction",
         ),
