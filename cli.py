@@ -42,9 +42,18 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
 
 
 def pick_device(name: str) -> torch.device:
+    """The device to run on: "auto" takes CUDA when present; one that cannot run is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}: choose auto, cpu or cuda (cuda:N)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: no such CUDA GPU here; use auto or cpu")
+    return device
 
 
 def tracked(batches: Iterable, total: int, description: str) -> Iterator:

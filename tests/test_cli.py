@@ -70,6 +70,8 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("train", "--data", data_dir, "--landmarks", "feet"), "unknown landmarks")
     _one_line_error(run("train", "--data", data_dir, "--crop-min", "0"), "crop_min above 0")
     _one_line_error(run("train", "--data", data_dir, "--select-after", "1"), "select_after")
+    _one_line_error(run("train", "--data", data_dir, "--device", "cuda:7"), "no such CUDA GPU")
+    _one_line_error(run("evaluate", ckpt, "--device", "tpu"), "unknown device 'tpu'")
     (tmp_path / "x.safetensors").write_text("not a checkpoint")
     _one_line_error(run("evaluate", tmp_path / "x.safetensors"), "not a safetensors file")
     (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
