@@ -51,7 +51,7 @@ import models
 import preprocessing
 from data import DataConfig
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}  # format -> the file suffix it goes with
 TOLERANCE = 1e-4  # float32 graphs may reorder sums (~1e-6); a real mismatch is far larger
 TRACE_FRAMES = 23  # the example length traced; the parity check uses other lengths
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # torch's ONNX exporter needs onnxscript
@@ -103,6 +103,11 @@ class Deployable(nn.Module):
         return self.model(x[None], valid)[0]  # (K,)
 
 
+def format_for(out: Path | str) -> str:
+    """The format a file name asks for: onnx for .onnx, torchscript for anything else."""
+    return "onnx" if Path(out).suffix == FORMATS["onnx"] else "torchscript"
+
+
 def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
     """Write the checkpoint as a deployable `format` file at `out`; returns what was checked.
 
@@ -113,6 +118,9 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}: choose torchscript or onnx")
     out = Path(out)
+    if out.suffix in FORMATS.values() and out.suffix != FORMATS[format]:
+        raise ValueError(f"{out} is named {out.suffix} but the format is {format}: name it "
+                         f"{out.with_suffix(FORMATS[format]).name} or choose the other format")  # fmt: skip
     if not out.parent.is_dir():
         raise ValueError(f"output directory {out.parent} does not exist: create it first")
     if format == "onnx":

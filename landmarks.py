@@ -78,9 +78,21 @@ POSE_PAIRS = tuple(
 HAND_PAIRS = tuple((LEFT_HAND + i, RIGHT_HAND + i) for i in range(21))
 
 
-@cache  # called for every preprocessed sequence at inference: work it out once per selection
 def mirror_permutation(points: tuple[int, ...]) -> Tensor:
     """For each selected point, the position of its mirror image in the same selection."""
+    return torch.tensor(_mirror_positions(points))
+
+
+def part_of(points: tuple[int, ...]) -> Tensor:
+    """(J,) the index in PARTS of each selected point."""
+    return torch.tensor(_part_indices(points))
+
+
+# The two above run for every preprocessed sequence at inference, so the work is cached per
+# selection; but as plain ints, and each call makes a new tensor: a cached tensor first made
+# while torch.export traces would be a fake one, and every later call would get it.
+@cache
+def _mirror_positions(points: tuple[int, ...]) -> tuple[int, ...]:
     partner = {}
     for a, b in FACE_PAIRS + POSE_PAIRS + HAND_PAIRS:
         partner[a], partner[b] = b, a
@@ -92,11 +104,9 @@ def mirror_permutation(points: tuple[int, ...]) -> Tensor:
     missing = [p for p in points if partner.get(p, p) not in position]
     if missing:
         raise ValueError(f"landmark {missing[0]} is selected but its mirror image is not")
-    return torch.tensor([position[partner.get(p, p)] for p in points])
+    return tuple(position[partner.get(p, p)] for p in points)
 
 
 @cache
-def part_of(points: tuple[int, ...]) -> Tensor:
-    """(J,) the index in PARTS of each selected point."""
-    starts = torch.tensor([start for start, _ in PART_RANGES[1:]])
-    return torch.bucketize(torch.tensor(points), starts, right=True)
+def _part_indices(points: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(next(i for i, (_, end) in enumerate(PART_RANGES) if p < end) for p in points)

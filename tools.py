@@ -230,14 +230,15 @@ def export(
         Path, typer.Argument(help="The file to write (.pt for TorchScript, .onnx for ONNX).")
     ],
     format: Annotated[
-        str, option("torchscript or onnx (needs pip install '.\\[onnx]').")
-    ] = "torchscript",
+        str | None,
+        option("torchscript or onnx (needs pip install '.\\[onnx]'); default: from OUT's suffix."),
+    ] = None,
 ) -> None:
     """A self-contained model file taking raw landmarks [T, 543, 3], checked against PyTorch."""
     import export as exporter
 
     with user_errors():
-        result = exporter.export(ckpt, out, format)
+        result = exporter.export(ckpt, out, format or exporter.format_for(out))
     console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
                   f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
                   f"{result['parity_source']}")  # fmt: skip

@@ -117,6 +117,13 @@ def test_bad_format_and_paths(tmp_path):
         export.export(path, tmp_path / "missing" / "model.pt", "torchscript")
     with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
         export.export(tmp_path / "nope.safetensors", tmp_path / "model.pt", "torchscript")
+    with pytest.raises(ValueError, match="is named .onnx but the format is torchscript"):
+        export.export(path, tmp_path / "model.onnx", "torchscript")
+    with pytest.raises(ValueError, match="name it model.onnx"):
+        export.export(path, tmp_path / "model.pt", "onnx")
+    assert [export.format_for(name) for name in ("m.onnx", "m.pt", "m.bin")] == [
+        "onnx", "torchscript", "torchscript"
+    ]  # fmt: skip
     assert not (tmp_path / "model.pt").exists()
 
 
@@ -158,3 +165,47 @@ def test_missing_onnx_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "ONNX_PACKAGES", ("onnx", "no_such_package_islr"))
     with pytest.raises(ValueError, match=r"needs no_such_package_islr: pip install '\.\[onnx\]'"):
         export.export(path, tmp_path / "model.onnx", "onnx")
+
+
+def test_export_from_the_command_line(tmp_path):
+    """`islr.py export CKPT OUT` writes and checks the file; the format follows OUT's suffix."""
+    from conftest import run
+
+    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"))
+    result = run("export", path, tmp_path / "model.pt")
+    assert result.exit_code == 0, result.output
+    assert "torchscript" in result.output and "max |logit difference|" in result.output
+    assert torch.jit.load(tmp_path / "model.pt")(sequences_with_nans()[0]).shape == (len(SIGNS),)
+    mismatch = run("export", path, tmp_path / "model.onnx", "--format", "torchscript")
+    assert mismatch.exit_code == 1 and mismatch.output.startswith("error:"), mismatch.output
+    assert "is named .onnx" in mismatch.output and len(mismatch.output.strip().splitlines()) == 1
+    assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.skipif(not HAVE_ONNX, reason="onnx, onnxruntime and onnxscript not installed")
+def test_onnx_export_in_a_fresh_process(tmp_path):
+    """A user's `islr.py export CKPT model.onnx`: nothing computed before the export to lean on.
+
+    (A tensor cached by landmarks.py during torch.export's tracing was a fake one, and the
+    parity check after it crashed; in-process tests hid it when an earlier test filled the
+    cache with real tensors.)
+    """
+    import subprocess
+    import sys
+
+    path = make_checkpoint(
+        tmp_path, models.ModelConfig(width=32), data.DataConfig(mirror_left=True)
+    )
+    result = subprocess.run(
+        [sys.executable, "islr.py", "export", path, tmp_path / "model.onnx"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "onnx" in result.stdout and (tmp_path / "model.onnx").is_file()
+
+
+def test_cached_landmark_tables_are_new_tensors_each_call():
+    points = data.LANDMARK_PRESETS["fullbody"]
+    assert landmarks.part_of(points) is not landmarks.part_of(points)
+    assert landmarks.mirror_permutation(points) is not landmarks.mirror_permutation(points)
+    assert landmarks.part_of(points).tolist() == [0] * 76 + [1] * 21 + [2] * 12 + [3] * 21
