@@ -114,6 +114,8 @@ def synth(
     import synth as synthetic
 
     with user_errors():
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file: choose a new directory")
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()

@@ -161,3 +161,24 @@ def test_refuses_a_directory_of_other_data(tmp_path):
     (tmp_path / "12345.hdf5").write_bytes(b"real data")
     with pytest.raises(FileExistsError, match="choose an empty directory"):
         synth.generate(tmp_path, seed=0, num_signers=1, sequences_per_signer=5)
+
+
+def test_synth_from_the_command_line(tmp_path, monkeypatch):
+    """`islr.py synth DIR` writes a loadable set; a file or a non-empty directory is refused."""
+    from functools import partial
+
+    from conftest import run
+
+    small = partial(synth.generate, num_signers=2, sequences_per_signer=5)
+    monkeypatch.setattr(synth, "generate", small)
+    result = run("synth", tmp_path / "set", "--seed", "3")
+    assert result.exit_code == 0 and "10 synthetic sequences written" in result.output
+    assert len(data.load_dataset(tmp_path / "set")) == 10
+    (tmp_path / "note.txt").write_text("not a directory")
+    for taken, message in (
+        (tmp_path / "set", "is not empty"),
+        (tmp_path / "note.txt", "is a file"),
+    ):
+        result = run("synth", taken)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert result.output.startswith("error:") and "Traceback" not in result.output
