@@ -41,6 +41,22 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def output_directory(path: Path, flag: str) -> Path:
+    """A directory a command will write into; a file in its place is a one-line error."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file: name a directory")
+    return path
+
+
+def output_file(path: Path, flag: str) -> Path:
+    """A file a command will write at the end: checked first, so no work is lost on it."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory: name a file")
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: directory {path.parent} does not exist")
+    return path
+
+
 def pick_device(name: str) -> torch.device:
     """The device to run on: "auto" takes CUDA when present; one that cannot run is an error."""
     if name == "auto":

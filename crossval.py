@@ -30,6 +30,7 @@ from cli import (
     console,
     ensure_default_data,
     option,
+    output_directory,
     parse_signers,
     pick_device,
     resolve_configs,
@@ -78,6 +79,9 @@ def cv(
         recipe = train_flags(ctx)
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         device_ = pick_device(device)
+        out = output_directory(
+            out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}", "--out"
+        )
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
@@ -91,7 +95,6 @@ def cv(
         else:
             train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
             splits = [(train_signers, val, [test])]
-        out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
         console.print(
             f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} folds x {seeds} seeds, out {out}"
         )

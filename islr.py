@@ -43,6 +43,8 @@ from cli import (
     console,
     ensure_default_data,
     option,
+    output_directory,
+    output_file,
     parse_signer,
     parse_signers,
     pick_device,
@@ -202,7 +204,9 @@ def train(
             )
         else:
             data_config, model_config, train_config, augment_config = resolve_configs(ctx)
-            out = out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
+            out = output_directory(
+                out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}", "--out"
+            )
             if (out / "model.safetensors").exists() or (out / "last.safetensors").exists():
                 raise ValueError(f"{out} already holds a trained model: choose another --out")
         ensure_default_data(data_dir)
@@ -297,6 +301,8 @@ def evaluate(
 ) -> None:
     """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
     with user_errors():
+        if json_path:
+            output_file(json_path, "--json")
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = signer or loaded.metadata.get("split", {}).get("test")

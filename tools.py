@@ -25,6 +25,7 @@ from cli import (
     console,
     ensure_default_data,
     option,
+    output_directory,
     pick_device,
     resolve_configs,
     train_flags,
@@ -114,9 +115,7 @@ def synth(
     import synth as synthetic
 
     with user_errors():
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"{out} is a file: choose a new directory")
-        if out.exists() and any(out.iterdir()):
+        if output_directory(out, "OUT").exists() and any(out.iterdir()):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
         count = synthetic.generate(out, seed=seed)
@@ -156,6 +155,7 @@ def prepare(
         user_errors(converter.PrepareError),
         Progress(*columns, console=console, transient=True) as progress,
     ):
+        output_directory(out, "OUT")
         task = progress.add_task("convert", total=None, rate="-")
         started = time.perf_counter()
 

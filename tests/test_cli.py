@@ -77,6 +77,12 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
     _one_line_error(run("evaluate", tmp_path / "cut.safetensors"), "truncated")
     _one_line_error(run("evaluate", out), "is a directory: pass a checkpoint in it")
+    (tmp_path / "a-file").write_text("")
+    _one_line_error(run("train", "--data", data_dir, "--out", tmp_path / "a-file"), "is a file")
+    _one_line_error(run("cv", "--data", data_dir, "--out", tmp_path / "a-file"), "is a file")
+    _one_line_error(run("evaluate", ckpt, "--json", tmp_path), "is a directory: name a file")
+    missing = tmp_path / "no-dir" / "m.json"
+    _one_line_error(run("evaluate", ckpt, "--json", missing), "no-dir does not exist")
     other = write_gislr(tmp_path / "other", signs=("x", "y", "z"))
     _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")

@@ -290,3 +290,29 @@ def test_benchmark_reports_both_methods(pq):
     result = bench_prepare.benchmark(RAW, limit=3, write=False)
     assert result["num_sequences"] == 3
     assert result["islr"]["sequences_per_s"] > 0 and result["pandas"]["sequences_per_s"] > 0
+
+
+@needs_data
+def test_prepare_from_the_command_line(pq, tmp_path):
+    """`islr.py prepare RAW OUT --signs ...` writes a dataset train can read; mistakes are one line."""
+    from conftest import run
+
+    import data
+
+    raw = make_raw(tmp_path / "raw", few_rows(per_signer=1))
+    result = run("prepare", raw, tmp_path / "out", "--signs", "thankyou,hello")
+    assert result.exit_code == 0, result.output
+    dataset = data.load_dataset(tmp_path / "out")
+    signers = len(set(dataset.signers))
+    assert dataset.vocabulary == {"thankyou": 0, "hello": 1} and len(dataset) == 2 * signers
+    assert f"{len(dataset)} sequences of {signers} signers written" in result.output
+    (tmp_path / "a-file").write_text("")
+    for args, message in (
+        ((raw, tmp_path / "a-file"), "OUT"),
+        ((tmp_path / "nope", tmp_path / "out2"), "does not exist"),
+        ((raw, tmp_path / "out3", "--signs", "hello,nosuch"), "names nosuch"),
+    ):
+        result = run("prepare", *args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), lines
+        assert message in lines[0], lines

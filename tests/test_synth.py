@@ -177,7 +177,7 @@ def test_synth_from_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "note.txt").write_text("not a directory")
     for taken, message in (
         (tmp_path / "set", "is not empty"),
-        (tmp_path / "note.txt", "is a file"),
+        (tmp_path / "note.txt", "is a file: name a directory"),
     ):
         result = run("synth", taken)
         assert result.exit_code == 1 and message in result.output, result.output
