@@ -26,6 +26,7 @@ from cli import (
     ensure_default_data,
     option,
     output_directory,
+    output_file,
     pick_device,
     resolve_configs,
     train_flags,
@@ -83,6 +84,8 @@ def predict(
 ) -> None:
     """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
     with user_errors():
+        if json_path:
+            output_file(json_path, "--json")
         loaded = checkpoint.load(ckpt)
         recordings = [recording for path in inputs for recording in read_recordings(path)]
         names, features = zip(*recordings, strict=True)
@@ -198,6 +201,8 @@ def bench(
     import bench as benchmark
 
     with user_errors():
+        if json_path:
+            output_file(json_path, "--json")
         recipe = train_flags(ctx)
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         ensure_default_data(data_dir)

@@ -81,3 +81,7 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
     figures = json.loads(report.read_text())
     assert FIGURES <= figures.keys()
     assert all(math.isfinite(figures[name]) and figures[name] > 0 for name in FIGURES)
+    missing = tmp_path / "no-dir" / "bench.json"  # refused before the minutes of measuring
+    result = run("bench", "--data", tiny_data, "--json", missing)
+    assert result.exit_code == 1 and result.output.startswith("error:"), result.output
+    assert "no-dir does not exist" in result.output

@@ -63,3 +63,5 @@ def test_predict_bad_inputs(trained, tmp_path):
     _one_line_error(run("predict", ckpt, tmp_path / "x.txt"), "unknown input type")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     _one_line_error(run("predict", ckpt, tmp_path / "obj.npy"), "not a readable .npy")
+    np.save(tmp_path / "ok.npy", np.zeros((5, 543, 3), np.float32))
+    _one_line_error(run("predict", ckpt, tmp_path / "ok.npy", "--json", tmp_path), "is a directory")
