@@ -291,7 +291,10 @@ def evaluate(
         ),
     ] = None,
     signer: Annotated[
-        list[str] | None, typer.Option(help="Signer(s) to evaluate on (default: its test signer).")
+        list[str] | None,
+        typer.Option(
+            help="Signer(s) to evaluate on, repeated or comma-separated (default: its test signer)."
+        ),
     ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
@@ -305,7 +308,8 @@ def evaluate(
             output_file(json_path, "--json")
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
-        signers = signer or loaded.metadata.get("split", {}).get("test")
+        signers = [s for value in signer or [] for s in parse_signers(value)]
+        signers = signers or loaded.metadata.get("split", {}).get("test")
         if not signers:
             raise ValueError(f"{ckpt} was trained without a test signer: name one with --signer")
         ensure_default_data(data_dir)

@@ -39,6 +39,8 @@ def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
     assert metrics["samples"] == 12 and metrics["signers"] == ["16069"]
     other = run("evaluate", out / "model.safetensors", "--signer", "101", "--signer", "202")
     assert other.exit_code == 0 and "24 sequences" in other.output
+    listed = run("evaluate", out / "model.safetensors", "--signer", "101,202")  # as --val-signer
+    assert listed.exit_code == 0 and "signer(s) 101, 202: 24 sequences" in listed.output
 
 
 def _one_line_error(result, message):
