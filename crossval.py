@@ -19,6 +19,7 @@ from typing import Annotated
 import torch
 import typer
 
+import checkpoint
 import data
 import trainer
 from cli import (
@@ -136,4 +137,4 @@ def cv(
                "signs": signs, "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
                "train": asdict(train_config), "data": asdict(data_config),
                "augment": asdict(augment_config)}  # fmt: skip
-    (out / "cv.json").write_text(json.dumps(summary, indent=1))
+    checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))

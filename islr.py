@@ -357,7 +357,7 @@ def evaluate(
             "signs": signs,
             **result,
         }
-        json_path.write_text(json.dumps(report, indent=1))
+        checkpoint.write_text(json_path, json.dumps(report, indent=1))
 
 
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,

@@ -104,7 +104,7 @@ def predict(
         table.add_row(result["input"], str(length), *cells)
     console.print(table)
     if json_path:
-        json_path.write_text(json.dumps(results, indent=1))
+        checkpoint.write_text(json_path, json.dumps(results, indent=1))
 
 
 @app.command()
@@ -227,7 +227,7 @@ def bench(
         table.add_row(*row)
     console.print(table)
     if json_path:
-        json_path.write_text(json.dumps(result, indent=1))
+        checkpoint.write_text(json_path, json.dumps(result, indent=1))
 
 
 @app.command()
