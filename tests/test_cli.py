@@ -1,6 +1,7 @@
 """The command line end to end: train, evaluate, and one-line errors for user mistakes."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import run, write_gislr
@@ -41,6 +42,22 @@ def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
     assert other.exit_code == 0 and "24 sequences" in other.output
     listed = run("evaluate", out / "model.safetensors", "--signer", "101,202")  # as --val-signer
     assert listed.exit_code == 0 and "signer(s) 101, 202: 24 sequences" in listed.output
+
+
+def test_interrupted_json_report_leaves_the_old_one(trained, tmp_path, monkeypatch):
+    """evaluate --json killed while writing: the previous report stays whole."""
+    _, out, _ = trained
+    report = tmp_path / "m.json"
+    report.write_text('{"old": true}')
+
+    def dies_halfway(self, text, *args, **kwargs):
+        open(self, "w").write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", dies_halfway)
+    result = run("evaluate", out / "model.safetensors", "--json", report)
+    assert result.exit_code == 130  # as for Ctrl-C
+    assert json.loads(report.read_text()) == {"old": True}
 
 
 def _one_line_error(result, message):
