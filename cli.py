@@ -48,8 +48,13 @@ def output_directory(path: Path, flag: str) -> Path:
     return path
 
 
-def output_file(path: Path, flag: str) -> Path:
-    """A file a command will write at the end: checked first, so no work is lost on it."""
+def output_file(path: Path | None, flag: str) -> Path | None:
+    """A file a command will write at the end, checked first so that no work is lost on it.
+
+    None (no file asked for) passes through.
+    """
+    if path is None:
+        return None
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a directory: name a file")
     if not path.parent.is_dir():

@@ -10,8 +10,8 @@ The path from disk to model input:
     preprocessing.preprocess(...)  select landmarks, NaN -> 0, parts-based norm (sum T, J*C)
     Prepared.batches(...)          padded merge by index arithmetic             (N, T, J*C)
 
-Preprocessing runs once over all frames of all sequences at once (segments mark where a
-sequence starts), so there is no per-sample Python on the training path.
+Preprocessing runs once per dataset, vectorised over all frames (preprocessing.py), so
+there is no per-sample Python on the training path.
 
     python -c "import data; print(data.load_dataset('datasets/synthetic-top10'))"
 """

@@ -78,7 +78,7 @@ class AnyLengthPositions(nn.Module):
 
 
 class Deployable(nn.Module):
-    """Raw landmarks of one sequence -> logits: `preprocessing.preprocess` and the model in one module.
+    """Raw landmarks of one sequence -> logits: the checkpoint's preprocessing and model in one.
 
     forward(landmarks (T, 543, 3) float32 with NaN) -> (K,). With one sequence, lengths is
     [T] and every frame is valid. The model is copied, never changed in place.
@@ -118,9 +118,10 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}: choose torchscript or onnx")
     out = Path(out)
-    if out.suffix in FORMATS.values() and out.suffix != FORMATS[format]:
+    suffix = FORMATS[format]
+    if out.suffix in FORMATS.values() and out.suffix != suffix:
         raise ValueError(f"{out} is named {out.suffix} but the format is {format}: name it "
-                         f"{out.with_suffix(FORMATS[format]).name} or choose the other format")  # fmt: skip
+                         f"{out.with_suffix(suffix).name} or choose the other format")  # fmt: skip
     if not out.parent.is_dir():
         raise ValueError(f"output directory {out.parent} does not exist: create it first")
     if format == "onnx":

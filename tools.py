@@ -84,8 +84,7 @@ def predict(
 ) -> None:
     """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
     with user_errors():
-        if json_path:
-            output_file(json_path, "--json")
+        output_file(json_path, "--json")
         loaded = checkpoint.load(ckpt)
         recordings = [recording for path in inputs for recording in read_recordings(path)]
         names, features = zip(*recordings, strict=True)
@@ -118,7 +117,8 @@ def synth(
     import synth as synthetic
 
     with user_errors():
-        if output_directory(out, "OUT").exists() and any(out.iterdir()):
+        output_directory(out, "OUT")
+        if out.exists() and any(out.iterdir()):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
         count = synthetic.generate(out, seed=seed)
@@ -201,8 +201,7 @@ def bench(
     import bench as benchmark
 
     with user_errors():
-        if json_path:
-            output_file(json_path, "--json")
+        output_file(json_path, "--json")
         recipe = train_flags(ctx)
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         ensure_default_data(data_dir)
