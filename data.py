@@ -318,7 +318,9 @@ class Prepared:
         else:
             batches = list(self.lengths.argsort(stable=True).split(batch_size))
         if world > 1:
-            batches += batches[: -len(batches) % world]  # pad to a multiple of the world size
+            # Pad to a multiple of the world size, wrapping round (even past the end of a list
+            # shorter than the world).
+            batches += (batches * world)[: -len(batches) % world]
             batches = batches[rank::world]
         for indices in batches:
             yield self.merge(indices)

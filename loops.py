@@ -255,10 +255,7 @@ def fit(
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     while state.epoch < config.epochs:
         epoch = state.epoch + 1
-        batches = train.batches(config.batch_size, shuffle=True, generator=state.generator,
-                                rank=rank, world=world)  # fmt: skip
-        if augment is not None:
-            batches = (augment(batch, state.generator) for batch in batches)
+        batches = epoch_batches(train, config.batch_size, state.generator, augment, rank, world)
         batches = track(batches, train.num_batches(config.batch_size, world), f"epoch {epoch}")
         train_metrics = train_epoch(
             state, batches, config, dropout=epoch >= config.late_dropout, device=device
@@ -269,6 +266,31 @@ def fit(
             device=device,
         )  # fmt: skip
         yield {"epoch": epoch, "train": train_metrics, "val": val_metrics}
+
+
+def epoch_batches(
+    train: Prepared,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Callable[[Batch, torch.Generator], Batch] | None,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[Batch]:
+    """One epoch of shuffled, augmented training batches: this process's share of them.
+
+    Every process must draw the same batch order, epoch after epoch, so the shared generator
+    has to advance alike in all of them. Each augments different batches, though, so with
+    several processes the augmentation draws come from a generator of their own, seeded from
+    the shared one (a resumed run restores it). One process draws both from the one generator.
+    """
+    batches = train.batches(batch_size, shuffle=True, generator=generator, rank=rank, world=world)
+    if augment is None:
+        return batches
+    draws = generator
+    if world > 1:
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        draws = torch.Generator().manual_seed(seed + rank)
+    return (augment(batch, draws) for batch in batches)
 
 
 NO_AUGMENT, FLIP = augment.PRESETS["none"], augment.PRESETS["flip"]

@@ -125,3 +125,38 @@ def test_ema_decay_ramps_up_to_its_setting():
         expected = value if expected is None else decay * expected + (1 - decay) * value
         assert ema.module.weight.item() == pytest.approx(expected)
     assert expected != pytest.approx(sum(values) / len(values))  # not a plain mean
+
+
+def test_processes_agree_on_batch_order_every_epoch(tiny_data):
+    """With several processes and augmentation, each epoch's batches still cover every sequence
+    once across the processes, and each process augments its own batches differently."""
+    import augment
+
+    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    augmenter = augment.build(augment.PRESETS["flip"], data.DataConfig())
+    world, shared = 2, torch.Generator().manual_seed(0)
+    generators = [torch.Generator().manual_seed(0) for _ in range(world)]
+    for _ in range(3):
+        seen, flipped = [], []
+        for rank, generator in enumerate(generators):
+            batches = list(loops.epoch_batches(prepared, 5, generator, augmenter, rank, world))
+            seen += [i for batch in batches for i in batch.indices.tolist()]
+            flipped.append([not torch.equal(b.features[row], prepared.merge(b.indices).features[row])
+                            for b in batches for row in range(len(b.indices))])  # fmt: skip
+        assert sorted(seen) == list(range(len(prepared)))  # 48 sequences: 10 batches, one of 3
+        assert flipped[0] != flipped[1]  # the ranks' draws are not copies of each other
+        assert all(torch.equal(g.get_state(), generators[0].get_state()) for g in generators)
+    # One process keeps the single stream: order and augmentation from one generator.
+    alone = [b.indices for b in loops.epoch_batches(prepared, 8, shared, augmenter)]
+    again = torch.Generator().manual_seed(0)
+    assert [b.indices.tolist() for b in prepared.batches(8, shuffle=True, generator=again)] == [
+        a.tolist() for a in alone
+    ]
+
+
+def test_more_processes_than_batches_all_get_one(tiny_data):
+    """Every process gets the same number of batches, even when there are fewer batches."""
+    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    for world in (4, 8):
+        counts = [len(list(prepared.batches(32, rank=r, world=world))) for r in range(world)]
+        assert counts == [prepared.num_batches(32, world)] * world == [1] * world
