@@ -153,7 +153,8 @@ def read_sequence(path: Path) -> np.ndarray:
         message = f"{path} has columns of unexpected types ({error})"
         raise BadSequenceError(UNREADABLE_FILE, message) from None
     if not ok.all():
-        message = f"{path} frame {np.argmin(ok)} is not in the order {', '.join(_PART_OF)}"
+        message = (f"{path} frame {np.argmin(ok)} is out of order (frames must rise, each in "
+                   f"the order {', '.join(_PART_OF)})")  # fmt: skip
         raise BadSequenceError(BAD_ROW_ORDER, message)
     return xyz.reshape(3, T, NUM_LANDMARKS)  # (3, T, 543)
 
@@ -170,10 +171,12 @@ def _rows_in_order(table, T: int) -> np.ndarray:
     # Integer columns with nulls come out as float with NaN, which fails the compares.
     index = table.column("landmark_index").to_numpy().reshape(T, NUM_LANDMARKS)
     frame = table.column("frame").to_numpy().reshape(T, NUM_LANDMARKS)
+    rising = np.diff(frame[:, 0], prepend=-np.inf) > 0  # (T,) frame numbers only go up
     return (
         (types == _PART_CODE).all(axis=1)
         & (index == _LANDMARK_INDEX).all(axis=1)
         & (frame == frame[:, :1]).all(axis=1)
+        & rising
     )
 
 
@@ -194,7 +197,7 @@ def read_train_csv(
         raise PrepareError(f"{map_path} is not a JSON object of sign -> index") from None
     report = PrepareReport(vocabulary={})
     rows = []
-    with open(csv_path, newline="") as file:
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as file:
         reader = csv.reader(file)
         header = next(reader, [])
         if not set(CSV_COLUMNS) <= set(header):
@@ -310,6 +313,14 @@ def _made_for(path: Path) -> tuple[str, str] | None:
         return None
 
 
+def _read_json(path: Path) -> object:
+    """The JSON in a file, or None where it does not hold JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+
+
 def convert(
     raw_dir: Path,
     out_dir: Path,
@@ -346,6 +357,15 @@ def convert(
         else:
             by_signer[row.participant_id][row.sequence_id] = row
 
+    if not by_signer:
+        raise PrepareError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
+    # Signer files from elsewhere (a downloaded GISLR set, say) would be overwritten, or kept
+    # with labels that the new map no longer means: refuse before anything is written.
+    foreign = [path.name for path in sorted(out_dir.glob("*.hdf5")) if _made_for(path) is None]
+    if foreign:
+        raise PrepareError(f"{out_dir} holds {foreign[0]}, which prepare did not write: "
+                           "convert into a new or empty directory")  # fmt: skip
+
     if on_total is not None:
         on_total(sum(len(signer_rows) for signer_rows in by_signer.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +373,7 @@ def convert(
         path.unlink()
     vocabulary_json = json.dumps(vocabulary)
     map_path = out_dir / "sign_to_prediction_index_map.json"
-    if map_path.exists() and json.loads(map_path.read_text()) != vocabulary:
+    if map_path.exists() and _read_json(map_path) != vocabulary:
         map_path.unlink()  # until every signer file matches the new vocabulary, no map claims it
     jobs = []
     for pid, signer_rows in by_signer.items():

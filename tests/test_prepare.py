@@ -316,3 +316,43 @@ def test_prepare_from_the_command_line(pq, tmp_path):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), lines
         assert message in lines[0], lines
+
+
+@needs_data
+def test_folder_with_other_signer_files_is_refused_untouched(pq, tmp_path):
+    """Converting into a folder that holds GISLR files prepare did not write changes nothing:
+    they would be overwritten, or kept with labels the new map no longer means."""
+    out = shutil.copytree(GISLR, tmp_path / "out")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    raw = make_raw(tmp_path / "raw", few_rows(1))
+    with pytest.raises(PrepareError, match="holds 16069.hdf5, which prepare did not write"):
+        convert(raw, out, signs=["thankyou", "hello"])
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+@needs_data
+def test_frames_out_of_order_are_refused(pq, tmp_path):
+    """A parquet file whose frames do not rise is a bad row order, not silently reordered."""
+    real = pq.read_table(RAW / raw_rows()[0]["path"])
+    blocks = np.arange(real.num_rows).reshape(-1, prepare.NUM_LANDMARKS)
+    pq.write_table(
+        real.take(blocks[[1, 0, *range(2, len(blocks))]].ravel()), tmp_path / "x.parquet"
+    )
+    with pytest.raises(prepare.BadSequenceError, match="frame 1 is out of order") as caught:
+        read_sequence(tmp_path / "x.parquet")
+    assert caught.value.kind == prepare.BAD_ROW_ORDER
+
+
+@needs_data
+def test_nothing_to_convert_and_a_broken_map_in_out(pq, tmp_path):
+    """A train.csv without rows of the chosen signs is an error; a broken map in OUT is redone."""
+    raw = make_raw(tmp_path / "raw", [])
+    with pytest.raises(PrepareError, match="lists no sequence of the chosen signs"):
+        convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    raw = make_raw(tmp_path / "raw2", few_rows(1))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sign_to_prediction_index_map.json").write_text("{broken")
+    convert(raw, tmp_path / "out", signs=["hello"])
+    mapping = json.loads((tmp_path / "out" / "sign_to_prediction_index_map.json").read_text())
+    assert mapping == {"hello": 0}
