@@ -36,9 +36,12 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
     """Turn a mistake the user can fix (a path, a file, a flag) into one line and exit 1."""
     try:
         yield
-    except (data.DataError, checkpoint.CheckpointError, ValueError, *more) as error:
-        console.print(f"[red]error:[/] {error}")
+    except (data.DataError, checkpoint.CheckpointError, ValueError, OSError, *more) as error:
+        console.print(f"[red]error:[/] {error}")  # OSError: a path that cannot be written, ...
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
 
 
 def output_directory(path: Path, flag: str) -> Path:
@@ -92,8 +95,11 @@ def tracked(batches: Iterable, total: int, description: str) -> Iterator:
 
 
 def ensure_default_data(path: Path) -> None:
-    """The embedded default: generate the synthetic set the first time it is needed."""
-    if path != DEFAULT_DATA or path.exists():
+    """The embedded default: generate the synthetic set the first time it is needed.
+
+    Also when a first generation was interrupted: the set is complete once its map is there.
+    """
+    if path != DEFAULT_DATA or (path / data.VOCABULARY_FILE).exists():
         return
     import synth
 

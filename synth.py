@@ -20,8 +20,9 @@ right-handed signer, mirrored for left-handed ones, then placed in the image per
 """
 
 import json
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,6 +280,7 @@ def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -
 # ---------------------------------------------------------------------------------------------
 # Files
 
+MAP = "sign_to_prediction_index_map.json"  # data.VOCABULARY_FILE; this module stays torch-free
 COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)  # real: 9, 3x slower
 
 
@@ -317,14 +319,16 @@ def generate(
     """Write the dataset; return the number of sequences written."""
     if num_signers < 1 or sequences_per_signer < 1:
         raise ValueError("num_signers and sequences_per_signer must be at least 1")
-    out_dir, readme = Path(out_dir), Path(out_dir) / "README.txt"
-    ours = readme.is_file() and readme.read_text().startswith(MARKER)
-    if any(out_dir.glob("*.hdf5")) and not ours:
+    out_dir = Path(out_dir)
+    if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
         raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MAP).unlink(missing_ok=True)  # written last, once the set is whole again
     participants = [*PARTICIPANTS, *(str(90001 + i) for i in range(num_signers - 21))][:num_signers]
     for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
         stale.unlink()  # from an earlier synthetic set with more signers
+    for stale in out_dir.glob(".*.partial"):
+        stale.unlink()  # from a worker stopped while writing
 
     rng = np.random.default_rng(seed)
     # About one signer in five is left-handed, never 16069: the default test then measures
@@ -333,25 +337,44 @@ def generate(
     num_left = min(num_signers - 1, max(1, num_signers // 5))
     left[1 + rng.permutation(num_signers - 1)[:num_left]] = True
     ids = 1_000_000 + rng.choice(4_290_000_000, (num_signers, sequences_per_signer), replace=False)
+    lefties = ", ".join(np.array(participants)[left]) or "none"
+    made = dict(command=f"python islr.py synth {out_dir} --seed {seed}", left=lefties,
+                count=num_signers * sequences_per_signer,
+                call=f"{seed=}, {num_signers=}, {sequences_per_signer=}")  # fmt: skip
+    # The README first: it marks the directory as ours, so an interrupted run can be redone.
+    # The map last: until it is there, the directory is not a dataset (see `unfinished`).
+    _write_text(out_dir / "README.txt", README.format(**made))
+    _write_text(out_dir / "LICENSE.txt", LICENSE.format(**made))
     jobs = [(out_dir / f"{p}.hdf5", seed, i, left[i], ids[i]) for i, p in enumerate(participants)]
     workers = min(os.cpu_count() or 1, num_signers)
     if workers > 1:  # compression takes most of the time: a process per core
-        with ProcessPoolExecutor(workers) as pool:
-            count = sum(pool.map(_signer_file, *zip(*jobs, strict=True)))
+        # Leaving the block terminates the workers, also on Ctrl-C, which is the parent's to
+        # handle (a stopped worker's temporary file is removed by the next run).
+        with multiprocessing.Pool(workers, _ignore_interrupt) as pool:
+            count = sum(pool.starmap(_signer_file, jobs))
     else:
         count = sum(_signer_file(*job) for job in jobs)
-
-    lefties = ", ".join(np.array(participants)[left]) or "none"
-    made = dict(command=f"python islr.py synth {out_dir} --seed {seed}", count=count, left=lefties,
-                call=f"{seed=}, {num_signers=}, {sequences_per_signer=}")  # fmt: skip
-    texts = {
-        "README.txt": README.format(**made),
-        "LICENSE.txt": LICENSE.format(**made),
-        "sign_to_prediction_index_map.json": json.dumps(VOCABULARY, indent=4) + "\n",
-    }
-    for name, text in texts.items():
-        _atomic(out_dir / name, lambda partial, text=text: partial.write_text(text))
+    _write_text(out_dir / MAP, json.dumps(VOCABULARY, indent=4) + "\n")
     return count
+
+
+def unfinished(out_dir: Path) -> bool:
+    """A synthetic set whose generation was interrupted: ours, but without its map yet."""
+    return _ours(Path(out_dir)) and not (Path(out_dir) / MAP).exists()
+
+
+def _ours(out_dir: Path) -> bool:
+    """The directory holds a synthetic set (whole or not), which generate may write over."""
+    readme = out_dir / "README.txt"
+    return readme.is_file() and readme.read_text().startswith(MARKER)
+
+
+def _ignore_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda partial: partial.write_text(text))
 
 
 README = """Synthetic GISLR top-10 stand-in -- NOT the real GISLR data.

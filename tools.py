@@ -118,7 +118,7 @@ def synth(
 
     with user_errors():
         output_directory(out, "OUT")
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(out.iterdir()) and not synthetic.unfinished(out):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
         count = synthetic.generate(out, seed=seed)

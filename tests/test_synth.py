@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -148,12 +149,48 @@ def test_left_handed_signer_in_the_files_signs_on_the_image_right(small):
     assert f"(their movements mirrored): {lefty}." in (small / "README.txt").read_text()
 
 
-def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch):
-    """A failure while writing leaves neither a signer file nor a temporary one behind."""
+def test_interrupted_run_leaves_no_half_file(tmp_path, monkeypatch):
+    """A failure while writing leaves neither a signer file nor a temporary one behind; the
+    README marks the unfinished directory as synth's own, so it can be generated again."""
     monkeypatch.setattr(synth, "COMPRESSION", dict(compression="no-such-filter"))
     with pytest.raises(ValueError):
         synth.generate(tmp_path, seed=0, num_signers=1, sequences_per_signer=5)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["LICENSE.txt", "README.txt"]
+    assert synth.unfinished(tmp_path)
+
+
+def test_interrupted_default_set_is_generated_again(tmp_path, monkeypatch):
+    """Ctrl-C while the default set is first generated: the next run generates it again, and
+    `synth` accepts the unfinished directory (before, both refused it until it was deleted)."""
+    from functools import partial
+
+    from conftest import run
+
+    import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one process: the patch below applies
+    monkeypatch.setattr(synth, "generate", partial(synth.generate, sequences_per_signer=4))
+    write_signer, written = synth._signer_file, []
+
+    def interrupted_after_two(*args):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(write_signer(*args))
+        return written[-1]
+
+    monkeypatch.setattr(synth, "_signer_file", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        cli.ensure_default_data(cli.DEFAULT_DATA)
+    assert len(list(cli.DEFAULT_DATA.glob("*.hdf5"))) == 2 and synth.unfinished(cli.DEFAULT_DATA)
+    monkeypatch.setattr(synth, "_signer_file", write_signer)
+    cli.ensure_default_data(cli.DEFAULT_DATA)
+    assert len(data.load_dataset(cli.DEFAULT_DATA)) == 21 * 4
+    assert not synth.unfinished(cli.DEFAULT_DATA)
+
+    (cli.DEFAULT_DATA / data.VOCABULARY_FILE).unlink()  # unfinished again
+    result = run("synth", cli.DEFAULT_DATA)
+    assert result.exit_code == 0 and "84 synthetic sequences written" in result.output
 
 
 def test_refuses_a_directory_of_other_data(tmp_path):
@@ -178,7 +215,29 @@ def test_synth_from_the_command_line(tmp_path, monkeypatch):
     for taken, message in (
         (tmp_path / "set", "is not empty"),
         (tmp_path / "note.txt", "is a file: name a directory"),
+        (tmp_path / "note.txt" / "set", "Not a directory"),  # an OSError, caught at the edge
     ):
         result = run("synth", taken)
         assert result.exit_code == 1 and message in result.output, result.output
         assert result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_ctrl_c_stops_synth_at_once(tmp_path):
+    """SIGINT to `islr.py synth` ends it within seconds: one line, exit 130, no traceback, and a
+    directory the next run may finish."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen([sys.executable, "islr.py", "synth", tmp_path / "set"], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "set").glob("*.hdf5")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 130 and output.strip().endswith("interrupted"), output
+    assert "Traceback" not in output and synth.unfinished(tmp_path / "set")
