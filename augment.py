@@ -240,7 +240,8 @@ class DropJoints(_Transform):
 
 
 class DropTimeSpan(_Transform):
-    """Make every landmark missing in a span of up to `max_fraction` of the frames."""
+    """Make every landmark missing in a span of up to `max_fraction` of the frames, rounded up:
+    at least one frame, so a clip of one frame can lose all of it."""
 
     def __init__(self, config: DataConfig, *, probability: float, max_fraction: float):
         super().__init__(config, probability=probability)

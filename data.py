@@ -112,9 +112,14 @@ def read_vocabulary(root: Path) -> dict[str, int]:
         vocabulary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not valid JSON ({error})") from None
-    indices = sorted(vocabulary.values()) if isinstance(vocabulary, dict) else None
-    if not vocabulary or indices != list(range(len(indices))):
-        raise DataError(f"{path} must map each sign to a distinct index 0..K-1")
+    if not isinstance(vocabulary, dict) or not vocabulary:
+        raise DataError(f"{path} must be a JSON object mapping each sign to an index")
+    indices = vocabulary.values()
+    # bool is an int in Python, and 1.0 == 1: only plain integers are indices
+    if any(type(index) is not int for index in indices) or sorted(indices) != [
+        *range(len(indices))
+    ]:
+        raise DataError(f"{path} must map each sign to a distinct integer index 0..K-1")
     return vocabulary
 
 
@@ -156,6 +161,8 @@ def read_signer(
                     raise DataError(f"{where}: feature has {shape[1]} frames (T must be 1..)")
                 if token.shape != (1,):
                     raise DataError(f"{where}: token has shape {token.shape}, expected [1]")
+                if token.dtype.kind not in "iu":
+                    raise DataError(f"{where}: token has type {token.dtype}, expected an integer")
                 label = int(token[0])
                 if num_classes is not None and not 0 <= label < num_classes:
                     raise DataError(f"{where}: token {label} is outside the vocabulary")

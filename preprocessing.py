@@ -53,8 +53,8 @@ def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
     channels = frames.permute(2, 0, 1)  # (3, F, 543): free for data stored channel first
     channels = channels.index_select(0, torch.tensor(COORDINATES[config.coordinates]))
     raw = channels.index_select(2, torch.tensor(needed)).permute(1, 2, 0).contiguous()  # (F, Jn, C)
-    present = ~raw[:, :, 0].isnan()  # (F, Jn) a landmark was detected
-    x = raw.nan_to_num(0.0)  # (F, Jn, C)
+    present = raw.isfinite().all(-1)  # (F, Jn) a landmark was detected (NaN: it was not)
+    x = torch.where(present[..., None], raw, 0.0)  # (F, Jn, C) missing -> 0
     chosen = local(selected)
     segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (F,)
     if config.normalize:
@@ -80,7 +80,8 @@ def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tens
     origins, units, part_present = [], [], []
     for part in PARTS:
         points = REFERENCE_POINTS[part]
-        found = present.index_select(1, local(points["origin"] + points["unit_to"])).all(1)  # (F,)
+        references = points["origin"] + points["unit_from"] + points["unit_to"]
+        found = present.index_select(1, local(references)).all(1)  # (F,)
         origin = x.index_select(1, local(points["origin"])).mean(1)  # (F, C)
         tip = x.index_select(1, local(points["unit_to"]))[..., :2].mean(1)  # (F, 2)
         base = x.index_select(1, local(points["unit_from"]))[..., :2].mean(1)  # (F, 2)

@@ -110,6 +110,10 @@ def _bad_sequence(root, feature=None, token=None):
             lambda root: _bad_sequence(root, token=np.array([7])),
             "token 7 is outside the vocabulary",
         ),
+        (
+            lambda root: _bad_sequence(root, token=np.array([1.7])),
+            "token has type float64, expected an integer",
+        ),
     ],
 )
 def test_bad_data_is_one_clear_error(tiny_data, damage, message):
@@ -182,6 +186,29 @@ def test_missing_points_are_zero_and_sequences_independent():
     assert both[3].view(130, 2)[76:97].abs().sum() > 0
 
 
+def test_infinite_values_count_as_missing():
+    """An inf coordinate is a missing landmark like NaN, not a value that overflows training."""
+    x = _frames(np.random.default_rng(4))
+    x[0, 500, 0], x[1, 470, 1] = float("inf"), float("-inf")  # left shoulder, a left-hand point
+    nan = x.clone()
+    nan[0, 500], nan[1, 470] = float("nan"), float("nan")
+    for config in (
+        DataConfig(),
+        DataConfig(align="unique", scale="unique"),
+        DataConfig(normalize=False),
+    ):
+        y = preprocess(x, torch.tensor([8]), config)
+        assert y.isfinite().all() and torch.equal(y, preprocess(nan, torch.tensor([8]), config))
+
+
+def test_a_part_missing_any_reference_point_counts_as_missing():
+    """Without face point 33 (an end of its unit length) the face of that frame is missing."""
+    x = _frames(np.random.default_rng(5))
+    x[0, 33] = float("nan")
+    face = preprocess(x, torch.tensor([8]), DataConfig()).view(8, 130, 2)[:, :76]
+    assert face[0].abs().sum() == 0 and (face[1:].abs().sum((1, 2)) > 0).all()
+
+
 def test_merge_pads_with_zeros_and_builds_valid_from_lengths(tiny_data):
     """The padded merge pads with 0, marks real frames valid by length, even all-missing frames."""
     dataset = data.load_dataset(tiny_data)
@@ -211,6 +238,14 @@ def test_batches_cover_every_sequence_once(tiny_data):
 def test_vocabulary_must_be_indices_0_to_k(tmp_path):
     """A dictionary whose indices are not 0..K-1 is refused."""
     root = write_gislr(tmp_path / "d")
-    (root / "sign_to_prediction_index_map.json").write_text(json.dumps({"a": 0, "b": 5}))
-    with pytest.raises(DataError, match="distinct index"):
-        data.load_dataset(root)
+    path = root / "sign_to_prediction_index_map.json"
+    for bad, message in (
+        ({"a": 0, "b": 5}, "distinct integer index"),
+        ({"a": 0, "b": "1"}, "distinct integer index"),
+        ({"a": 0.0, "b": True}, "distinct integer index"),
+        (["a", "b"], "JSON object"),
+        ({}, "JSON object"),
+    ):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=message):
+            data.load_dataset(root)
