@@ -81,9 +81,11 @@ class AugmentConfig:
             high = 1.0 if field.name in _AT_MOST_ONE else math.inf
             if not 0 <= value <= high:
                 raise ValueError(f"augmentation {field.name}={value} must be in [0, {high}]")
-        if self.shear >= 1 or self.resample_range >= 1 or self.crop_min == 0:
-            raise ValueError("augmentation shear and resample_range must be below 1 (a factor "
-                             "of 0 collapses points) and crop_min above 0")  # fmt: skip
+        for name in ("shear", "resample_range"):  # a factor of 0 would collapse points
+            if getattr(self, name) >= 1:
+                raise ValueError(f"augmentation {name}={getattr(self, name)} must be below 1")
+        if self.crop_min == 0:
+            raise ValueError("augmentation crop_min=0 must be above 0: a crop keeps a frame")
 
 
 # "all" turns every augmentation on at the magnitudes above; the probabilities are ours (the
@@ -138,7 +140,12 @@ class HorizontalFlip(_Transform):
         _require_normalized(config, "horizontal flip")
         super().__init__(config, probability=probability)
         self.landmarks = data.LANDMARK_PRESETS[config.landmarks]
-        mirror_permutation(self.landmarks)  # refuse a selection without mirror pairs now
+        try:  # refuse a selection without mirror pairs now
+            mirror_permutation(self.landmarks)
+        except ValueError as error:
+            raise ValueError(
+                f"--flip: {error} in --landmarks {config.landmarks}; add --flip 0"
+            ) from None
 
     def flip(self, features: Tensor) -> Tensor:
         """(N, T, J*C) -> the mirrored features, same shape (`mirror` on the flat axis)."""

@@ -20,6 +20,7 @@ import augment
 import checkpoint
 import data
 import loops
+import models
 
 DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
 DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
@@ -99,7 +100,7 @@ def ensure_default_data(path: Path) -> None:
 
     Also when a first generation was interrupted: the set is complete once its map is there.
     """
-    if path != DEFAULT_DATA or (path / data.VOCABULARY_FILE).exists():
+    if path.resolve() != DEFAULT_DATA.resolve() or (path / data.VOCABULARY_FILE).exists():
         return
     import synth
 
@@ -144,20 +145,29 @@ def resolve_configs(ctx: typer.Context) -> tuple:
     if preset is None:
         names = ", ".join(loops.PRESETS)
         raise ValueError(f"unknown preset {ctx.params['preset']!r}: choose one of {names}")
-    given = {
-        CONFIG_OPTIONS.get(name, name): value for name, value in ctx.params.items()
-        if ctx.get_parameter_source(name).name == "COMMANDLINE"
-    }  # fmt: skip
+    given = {CONFIG_OPTIONS.get(name, name): ctx.params[name] for name in given_options(ctx)}
     configs = []
     bases = (preset.get("data", data.DataConfig()), preset["model"], preset["train"],
              preset["augment"])  # fmt: skip
     for base in bases:
         names = {f.name for f in fields(base)}
         configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
-    augment.build(configs[3], configs[0])  # refuse a bad combination now, not after loading
-    if ctx.params.get("threads"):  # every command that takes the train flags honours it
-        torch.set_num_threads(ctx.params["threads"])
+    # Refuse a bad combination now, not after loading the data.
+    augment.build(configs[3], configs[0])
+    models.build(configs[1], configs[0].num_features, num_classes=2)
+    set_threads(ctx)
     return tuple(configs)
+
+
+def given_options(ctx: typer.Context) -> list[str]:
+    """The options given on the command line, by parameter name."""
+    return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+
+
+def set_threads(ctx: typer.Context) -> None:
+    """Every command that takes the train flags honours --threads (0: PyTorch's default)."""
+    if ctx.params.get("threads"):
+        torch.set_num_threads(ctx.params["threads"])
 
 
 def train_flags(ctx: typer.Context) -> typer.Context:

@@ -112,7 +112,7 @@ def cv(
                     augment_config=augment_config,
                     vocabulary=dataset.vocabulary, device=device_,
                     metadata=dict(split={"train": train_signers, "val": val, "test": test},
-                                  data=str(data_dir), command=shlex.join(sys.argv)),
+                                  data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                     track=tracked,
                 )  # fmt: skip
                 test_metrics = result["test"]["model"]

@@ -63,7 +63,8 @@ class DataConfig:
             try:
                 landmarks.mirror_permutation(LANDMARK_PRESETS[self.landmarks])
             except ValueError as error:
-                raise DataError(f"--mirror-left: {error}; add --no-mirror-left") from None
+                raise DataError(f"--mirror-left: {error} in --landmarks {self.landmarks}; "
+                                "add --no-mirror-left (and --flip 0)") from None  # fmt: skip
 
     @property
     def num_features(self) -> int:

@@ -42,6 +42,7 @@ from cli import (
     chance,
     console,
     ensure_default_data,
+    given_options,
     option,
     output_directory,
     output_file,
@@ -49,6 +50,7 @@ from cli import (
     parse_signers,
     pick_device,
     resolve_configs,
+    set_threads,
     tracked,
     user_errors,
 )  # fmt: skip
@@ -151,7 +153,7 @@ def train(
     crop: Annotated[float, chance("Temporal crop.")] = augment.AugmentConfig.crop,
     crop_min: Annotated[
         float,
-        option("Shortest span a crop keeps (fraction of frames).", AUGMENT_PANEL, min=0, max=1),
+        option("Shortest span a crop keeps, a fraction of the frames: 0 < F <= 1.", AUGMENT_PANEL),
     ] = augment.AugmentConfig.crop_min,
     resample: Annotated[
         float, chance("Temporal resampling (speed).")
@@ -181,7 +183,7 @@ def train(
         int, option("Dropout off until this epoch (0 = always on).", TRAIN_PANEL, min=0)
     ] = loops.TrainConfig.late_dropout,
     select_after: Annotated[
-        float, option("Pick the epoch past this fraction of training.", TRAIN_PANEL, min=0, max=1)
+        float, option("Pick the epoch past this fraction of training: 0 <= F < 1.", TRAIN_PANEL)
     ] = loops.TrainConfig.select_after,
     amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = loops.TrainConfig.amp,
     device: Device = "auto",
@@ -198,6 +200,12 @@ def train(
         device_ = trainer.init_distributed(pick_device(device))
         console.quiet = trainer.rank() != 0  # one process speaks for all
         if resume:
+            # A resumed run is the same run: its own data, split and configs, into its own folder.
+            ignored = [name for name in given_options(ctx) if name not in RESUME_OPTIONS]
+            if ignored:
+                flags = " ".join("--" + name.replace("_", "-") for name in ignored)
+                raise ValueError(f"--resume continues {resume} with its own settings: drop {flags}")
+            set_threads(ctx)
             out = resume
             data_config, model_config, train_config, augment_config, split, data_dir = resumed_run(
                 resume
@@ -236,12 +244,15 @@ def train(
             result = trainer.train_run(
                 prepared, out, data_config=data_config, model_config=model_config,
                 train_config=train_config, augment_config=augment_config,
-                vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir), command=shlex.join(sys.argv)),
+                vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                 resume=resume is not None, on_epoch=print_epoch, track=tracked,
             )  # fmt: skip
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: the last completed epoch is saved in {out}; "
-                          f"continue with: python islr.py train --resume {out}")  # fmt: skip
+            if (out / "resume.safetensors").exists():
+                console.print(f"[yellow]interrupted[/]: the last completed epoch is saved in {out}; "
+                              f"continue with: python islr.py train --resume {out}")  # fmt: skip
+            else:
+                console.print("[yellow]interrupted[/] before the first epoch ended: nothing saved")
             raise typer.Exit(130) from None
     best = result["best"]
     console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
@@ -250,6 +261,9 @@ def train(
         console.print(f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
                       f"accuracy {metrics['accuracy']:.2%}, top-5 {metrics['top5_accuracy']:.2%}")  # fmt: skip
     console.print(f"checkpoint: {out / 'model.safetensors'}")
+
+
+RESUME_OPTIONS = ("resume", "threads", "device")  # the options --resume goes with
 
 
 def interrupt(signum: int, frame: object) -> None:

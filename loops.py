@@ -55,7 +55,8 @@ class TrainConfig:
     @property
     def first_candidate(self) -> int:
         """The first epoch (1-based) that may be kept as the best validation epoch."""
-        return int(self.select_after * self.epochs) + 1
+        # Rounded first: 0.29 * 100 is 28.999999999999996 in floating point.
+        return math.floor(round(self.select_after * self.epochs, 9)) + 1
 
 
 def train_epoch(

@@ -403,6 +403,8 @@ def build(config: ModelConfig, num_features: int, num_classes: int) -> nn.Module
         return RecurrentISLR(config, num_features=num_features, num_classes=num_classes)
     if config.width % config.heads:
         raise ValueError(f"width {config.width} must be a multiple of heads {config.heads}")
+    if config.width % 2:
+        raise ValueError(f"width {config.width} must be even: positions pair a sine and a cosine")
     return EncoderISLR(config, num_features=num_features, num_classes=num_classes)
 
 

@@ -87,7 +87,19 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     (half / "last.safetensors").write_bytes((out / "last.safetensors").read_bytes())
     _one_line_error(run("train", "--data", data_dir, "--out", half), "already holds")
     _one_line_error(run("train", "--data", data_dir, "--landmarks", "feet"), "unknown landmarks")
-    _one_line_error(run("train", "--data", data_dir, "--crop-min", "0"), "crop_min above 0")
+    _one_line_error(run("train", "--data", data_dir, "--crop-min", "0"), "crop_min=0 must be above")
+    _one_line_error(run("train", "--data", data_dir, "--model", "foo"), "unknown model 'foo'")
+    _one_line_error(run("train", "--data", data_dir, "--width", "63", "--heads", "3"), "even")
+    _one_line_error(
+        run("train", "--data", data_dir, "--landmarks", "all"), "--no-mirror-left (and --flip 0)"
+    )
+    _one_line_error(
+        run("train", "--data", data_dir, "--landmarks", "all", "--no-mirror-left"), "--flip 0"
+    )
+    _one_line_error(
+        run("train", "--resume", out, "--epochs", "9", "--preset", "simple"),
+        f"--resume continues {out} with its own settings: drop --epochs --preset",
+    )
     _one_line_error(run("train", "--data", data_dir, "--select-after", "1"), "select_after")
     _one_line_error(run("train", "--data", data_dir, "--device", "cuda:7"), "no such CUDA GPU")
     _one_line_error(run("evaluate", ckpt, "--device", "tpu"), "unknown device 'tpu'")
@@ -188,3 +200,40 @@ def test_default_data_that_cannot_be_written_is_a_one_line_error(tmp_path, monke
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     last = result.output.strip().splitlines()[-1]  # after the "Generating ..." line
     assert last.startswith("error: cannot write the default data"), result.output
+
+
+def test_resume_honours_threads_and_reads_data_from_anywhere(trained, tmp_path, monkeypatch):
+    """--resume applies --threads (it used to be dropped); the checkpoint records an absolute
+    data path, so evaluate and resume work from another working directory."""
+    import shutil
+
+    import torch
+
+    _, out, _ = trained
+    copy = shutil.copytree(out, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)  # away from where the data path was given
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        result = run("train", "--resume", "run", "--threads", "1")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert Path(checkpoint.load(copy / "model.safetensors").metadata["data"]).is_absolute()
+    result = run("evaluate", copy / "model.safetensors")
+    assert result.exit_code == 0 and "12 sequences" in result.output, result.output
+
+
+def test_interrupted_before_the_first_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
+    """Ctrl-C before any epoch is saved does not advise a --resume that cannot work."""
+    import trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_run", interrupted)
+    root = write_gislr(tmp_path / "d")
+    result = run("train", "--data", root, "--out", tmp_path / "run")
+    assert result.exit_code == 130 and "--resume" not in result.output, result.output
+    assert result.output.strip().endswith("before the first epoch ended: nothing saved")

@@ -94,6 +94,12 @@ def test_select_after_leaves_the_last_epochs_to_choose_from():
     assert loops.TrainConfig(epochs=10, select_after=0.5).first_candidate == 6
     assert loops.TrainConfig(epochs=3).first_candidate == 1
     assert loops.TrainConfig(epochs=1, select_after=0.9).first_candidate == 1
+    assert loops.TrainConfig(epochs=50, select_after=0.5).first_candidate == 26  # the default
+    for fraction in (0.29, 0.57, 0.58):  # 0.29 * 100 = 28.999999999999996 in floating point
+        assert (
+            loops.TrainConfig(epochs=100, select_after=fraction).first_candidate
+            == round(fraction * 100) + 1
+        )
     assert loops.TrainConfig(epochs=50, select_after=0.99).first_candidate == 50
     with pytest.raises(ValueError, match="select_after"):
         loops.TrainConfig(select_after=1.0)
