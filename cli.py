@@ -119,8 +119,9 @@ def parse_signer(value: str | None) -> str | None:
 
 
 def parse_signers(value: str | None) -> list[str]:
-    """A comma-separated list of signer ids ("2044,4718"); none given is an empty list."""
-    return value.split(",") if value else []
+    """A comma-separated list of signer ids ("2044,4718" or "2044, 4718"), each once; none
+    given is an empty list."""
+    return list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip())) if value else []
 
 
 def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:

@@ -30,6 +30,7 @@ from cli import (
     app,
     console,
     ensure_default_data,
+    given_options,
     option,
     output_directory,
     parse_signers,
@@ -39,6 +40,16 @@ from cli import (
     train_flags,
     user_errors,
 )  # fmt: skip
+
+# The train flags cv decides itself, and what to give instead.
+CV_SETS = {
+    "seed": "use --seeds N (seeds 0..N-1)",
+    "val_signer": "use --val-signers N (how many per fold)",
+    "test_signer": "give cv's --test-signer before the train flags",
+    "out": "give cv's --out before the train flags",
+    "data": "give cv's --data before the train flags",
+    "resume": "a cross-validation starts afresh",
+}
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -78,11 +89,21 @@ def cv(
     """
     with user_errors():
         recipe = train_flags(ctx)
+        taken = [name for name in given_options(recipe) if name in CV_SETS]
+        if taken:
+            raise ValueError(f"cv sets --{taken[0].replace('_', '-')} itself: "
+                             f"{CV_SETS[taken[0]]}")  # fmt: skip
+        if test_signer is not None and "folds" in given_options(ctx):
+            raise ValueError(
+                "give --folds or --test-signer, not both: a fixed test signer is one fold"
+            )
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         device_ = pick_device(device)
         out = output_directory(
             out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}", "--out"
         )
+        if (out / "cv.json").exists() or any(out.glob("fold*/*.safetensors")):
+            raise ValueError(f"{out} already holds cross-validation runs: choose another --out")
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))

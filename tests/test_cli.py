@@ -190,6 +190,19 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
             ]
         )
     _one_line_error(run("cv", "--data", root, "--exclude", "999"), "excluded signer 999")
+    # Train flags that cv sets itself were silently ignored; now they are refused.
+    _one_line_error(run("cv", "--data", root, "--seed", "7"), "cv sets --seed itself")
+    _one_line_error(run("cv", "--data", root, "--val-signer", "101"), "use --val-signers N")
+    _one_line_error(run("cv", "--data", root, "--test-signer", "606", "--folds", "3"), "not both")
+    _one_line_error(run("cv", "--data", root, "--out", out), "already holds cross-validation")
+
+
+def test_signer_lists_take_spaces_and_repeats():
+    """ "2044, 4718" and "2044,2044" mean what they say (spaces made an unknown signer)."""
+    from cli import parse_signers
+
+    assert parse_signers("2044, 4718 ,") == ["2044", "4718"]
+    assert parse_signers("2044,2044") == ["2044"] and parse_signers(None) == []
 
 
 def test_default_data_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
