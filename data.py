@@ -107,6 +107,8 @@ class Dataset:
 
 def read_vocabulary(root: Path) -> dict[str, int]:
     path = root / VOCABULARY_FILE
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist")
     if not path.is_file():
         raise DataError(f"{root} has no {VOCABULARY_FILE}: is it a GISLR dataset directory?")
     try:

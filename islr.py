@@ -362,12 +362,18 @@ def evaluate(
             ),
         )
     console.print(matrix)
+    split = loaded.metadata.get("split", {})
+    seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]
+    if seen:
+        console.print(f"[yellow]note:[/] signer(s) {', '.join(seen)} trained or validated this "
+                      "model: these figures are not held-out accuracy")  # fmt: skip
     if json_path:
         report = {
             "checkpoint": str(ckpt),
             "data": str(data_dir),
             "signers": signers,
             "signs": signs,
+            "seen_in_training": seen,
             **result,
         }
         checkpoint.write_text(json_path, json.dumps(report, indent=1))

@@ -244,6 +244,7 @@ def export(
     import export as exporter
 
     with user_errors():
+        output_file(out, "OUT")
         result = exporter.export(ckpt, out, format or exporter.format_for(out))
     console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
                   f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "

@@ -38,8 +38,10 @@ def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
     test = checkpoint.load(out / "model.safetensors").metadata["metrics"]["test"]
     assert metrics["accuracy"] == pytest.approx(test["accuracy"])
     assert metrics["samples"] == 12 and metrics["signers"] == ["16069"]
+    assert metrics["seen_in_training"] == [] and "not held-out" not in result.output
     other = run("evaluate", out / "model.safetensors", "--signer", "101", "--signer", "202")
     assert other.exit_code == 0 and "24 sequences" in other.output
+    assert "signer(s) 101, 202 trained or validated this model" in other.output
     listed = run("evaluate", out / "model.safetensors", "--signer", "101,202")  # as --val-signer
     assert listed.exit_code == 0 and "signer(s) 101, 202: 24 sequences" in listed.output
 
@@ -116,6 +118,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("evaluate", ckpt, "--json", missing), "no-dir does not exist")
     other = write_gislr(tmp_path / "other", signs=("x", "y", "z"))
     _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
+    _one_line_error(run("evaluate", ckpt, "--data", tmp_path / "nowhere"), "does not exist")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
     assert ckpt.read_bytes() == before
 

@@ -180,6 +180,9 @@ def test_export_from_the_command_line(tmp_path):
     assert mismatch.exit_code == 1 and mismatch.output.startswith("error:"), mismatch.output
     assert "is named .onnx" in mismatch.output and len(mismatch.output.strip().splitlines()) == 1
     assert not (tmp_path / "model.onnx").exists()
+    directory = run("export", path, tmp_path, "--format", "torchscript")  # checked before the work
+    assert directory.exit_code == 1 and directory.output.startswith("error:"), directory.output
+    assert "is a directory: name a file" in directory.output
 
 
 @pytest.mark.skipif(not HAVE_ONNX, reason="onnx, onnxruntime and onnxscript not installed")
