@@ -26,7 +26,8 @@ DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use,
 DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
 RUNS = Path("runs")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
 console = Console(highlight=False, soft_wrap=True)  # a long line stays one line in logs
 
 DATA_PANEL, MODEL_PANEL, TRAIN_PANEL, AUGMENT_PANEL = "Data", "Model", "Training", "Augmentation"
@@ -174,4 +175,10 @@ def set_threads(ctx: typer.Context) -> None:
 def train_flags(ctx: typer.Context) -> typer.Context:
     """Parse the extra arguments of `cv` or `bench` exactly as `train` parses its flags."""
     command = typer.main.get_command(app).get_command(ctx, "train")
-    return command.make_context("train", list(ctx.args), parent=ctx)
+    try:
+        return command.make_context("train", list(ctx.args), parent=ctx)
+    except Exception as error:  # a usage error; shown as is, it names a command "cv train"
+        if not hasattr(error, "format_message"):  # (typer keeps its click exceptions private)
+            raise
+        raise ValueError(f"{error.format_message()}; the recipe flags are those of "
+                         "`python islr.py train --help`") from None  # fmt: skip

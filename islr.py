@@ -55,8 +55,16 @@ from cli import (
     user_errors,
 )  # fmt: skip
 
+# The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
+# the --preset chosen, so these only inform; see cli.resolve_configs.)
+DEFAULT_PRESET = "transformer"
+PRESET_DATA = loops.PRESETS[DEFAULT_PRESET].get("data", data.DataConfig())
+PRESET_MODEL = loops.PRESETS[DEFAULT_PRESET]["model"]
+PRESET_TRAIN = loops.PRESETS[DEFAULT_PRESET]["train"]
+PRESET_AUGMENT = loops.PRESETS[DEFAULT_PRESET]["augment"]
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+
+@app.command()
 def train(
     ctx: typer.Context,
     data_dir: DataDir = DEFAULT_DATA,
@@ -65,7 +73,7 @@ def train(
     ] = None,
     preset: Annotated[
         str, option(f"Model + recipe preset: {', '.join(loops.PRESETS)}. Flags given override it.")
-    ] = "transformer",
+    ] = DEFAULT_PRESET,
     test_signer: Annotated[
         str, option("Held-out test signer, or 'none'.", DATA_PANEL)
     ] = DEFAULT_TEST_SIGNER,
@@ -78,52 +86,46 @@ def train(
     ] = None,
     landmarks: Annotated[
         str, option("fullbody (130 points), fullbody-head (+ pose 0-10) or all (543).", DATA_PANEL)
-    ] = data.DataConfig.landmarks,
-    coordinates: Annotated[str, option("xy or xyz.", DATA_PANEL)] = data.DataConfig.coordinates,
+    ] = PRESET_DATA.landmarks,
+    coordinates: Annotated[str, option("xy or xyz.", DATA_PANEL)] = PRESET_DATA.coordinates,
     normalize: Annotated[
         bool, option("Parts-based normalisation.", DATA_PANEL)
-    ] = data.DataConfig.normalize,
+    ] = PRESET_DATA.normalize,
     align: Annotated[
         str, option("Normalisation origin: framewise or unique.", DATA_PANEL)
-    ] = data.DataConfig.align,
+    ] = PRESET_DATA.align,
     scale: Annotated[
         str, option("Normalisation unit: framewise or unique.", DATA_PANEL)
-    ] = data.DataConfig.scale,
+    ] = PRESET_DATA.scale,
     mirror_left: Annotated[
         bool, option("Mirror clips signed with the left hand (all look right-handed).", DATA_PANEL)
-    ] = data.DataConfig.mirror_left,
-    model: Annotated[
-        str, option(f"{', '.join(models.MODELS)}.", MODEL_PANEL)
-    ] = models.ModelConfig.name,
-    width: Annotated[int, option("Model width D.", MODEL_PANEL, min=1)] = models.ModelConfig.width,
-    depth: Annotated[int, option("Encoder layers.", MODEL_PANEL, min=1)] = models.ModelConfig.depth,
-    heads: Annotated[
-        int, option("Attention heads.", MODEL_PANEL, min=1)
-    ] = models.ModelConfig.heads,
+    ] = PRESET_DATA.mirror_left,
+    model: Annotated[str, option(f"{', '.join(models.MODELS)}.", MODEL_PANEL)] = PRESET_MODEL.name,
+    width: Annotated[int, option("Model width D.", MODEL_PANEL, min=1)] = PRESET_MODEL.width,
+    depth: Annotated[int, option("Encoder layers.", MODEL_PANEL, min=1)] = PRESET_MODEL.depth,
+    heads: Annotated[int, option("Attention heads.", MODEL_PANEL, min=1)] = PRESET_MODEL.heads,
     feedforward: Annotated[
         int, option("MLP hidden width.", MODEL_PANEL, min=1)
-    ] = models.ModelConfig.feedforward,
-    dropout: Annotated[
-        float, option("Dropout.", MODEL_PANEL, min=0, max=1)
-    ] = models.ModelConfig.dropout,
+    ] = PRESET_MODEL.feedforward,
+    dropout: Annotated[float, option("Dropout.", MODEL_PANEL, min=0, max=1)] = PRESET_MODEL.dropout,
     pre_norm: Annotated[
         bool, option("Pre-LN (else Post-LN).", MODEL_PANEL)
-    ] = models.ModelConfig.pre_norm,
+    ] = PRESET_MODEL.pre_norm,
     attention_dropout: Annotated[
         float, option("Dropout on attention weights (slow on CPU).", MODEL_PANEL, min=0, max=1)
-    ] = models.ModelConfig.attention_dropout,
+    ] = PRESET_MODEL.attention_dropout,
     bidirectional: Annotated[
         bool, option("RNNs read both directions.", MODEL_PANEL)
-    ] = models.ModelConfig.bidirectional,
+    ] = PRESET_MODEL.bidirectional,
     kernel_size: Annotated[
         int, option("Depthwise convolution kernel (conformer, hybrid).", MODEL_PANEL, min=1)
-    ] = models.ModelConfig.kernel_size,
+    ] = PRESET_MODEL.kernel_size,
     conv_blocks: Annotated[
         int, option("Conv blocks before each Transformer block (hybrid).", MODEL_PANEL, min=0)
-    ] = models.ModelConfig.conv_blocks,
+    ] = PRESET_MODEL.conv_blocks,
     velocity: Annotated[
         bool, option("Append frame-to-frame differences to the input.", MODEL_PANEL)
-    ] = models.ModelConfig.velocity,
+    ] = PRESET_MODEL.velocity,
     threads: Annotated[
         int,
         option(
@@ -132,60 +134,52 @@ def train(
             min=0,
         ),
     ] = 0,
-    epochs: Annotated[int, option("Epochs.", TRAIN_PANEL, min=1)] = loops.TrainConfig.epochs,
-    batch_size: Annotated[
-        int, option("Batch size.", TRAIN_PANEL, min=1)
-    ] = loops.TrainConfig.batch_size,
+    epochs: Annotated[int, option("Epochs.", TRAIN_PANEL, min=1)] = PRESET_TRAIN.epochs,
+    batch_size: Annotated[int, option("Batch size.", TRAIN_PANEL, min=1)] = PRESET_TRAIN.batch_size,
     learning_rate: Annotated[
         float, option("Peak learning rate.", TRAIN_PANEL, min=0)
-    ] = loops.TrainConfig.learning_rate,
+    ] = PRESET_TRAIN.learning_rate,
     label_smoothing: Annotated[
         float, option("Label smoothing.", TRAIN_PANEL, min=0, max=1)
-    ] = loops.TrainConfig.label_smoothing,
+    ] = PRESET_TRAIN.label_smoothing,
     seed: Annotated[
         int, option("Seed of weights, dropout, order, augmentation.", TRAIN_PANEL)
-    ] = loops.TrainConfig.seed,
-    flip: Annotated[float, chance("Horizontal flip.")] = augment.AugmentConfig.flip,
+    ] = PRESET_TRAIN.seed,
+    flip: Annotated[float, chance("Horizontal flip.")] = PRESET_AUGMENT.flip,
     affine: Annotated[
         float, chance("Rotation, shear, per-part scale/shift.")
-    ] = augment.AugmentConfig.affine,
-    noise: Annotated[float, chance("Noise on present landmarks.")] = augment.AugmentConfig.noise,
-    crop: Annotated[float, chance("Temporal crop.")] = augment.AugmentConfig.crop,
+    ] = PRESET_AUGMENT.affine,
+    noise: Annotated[float, chance("Noise on present landmarks.")] = PRESET_AUGMENT.noise,
+    crop: Annotated[float, chance("Temporal crop.")] = PRESET_AUGMENT.crop,
     crop_min: Annotated[
         float,
         option("Shortest span a crop keeps, a fraction of the frames: 0 < F <= 1.", AUGMENT_PANEL),
-    ] = augment.AugmentConfig.crop_min,
-    resample: Annotated[
-        float, chance("Temporal resampling (speed).")
-    ] = augment.AugmentConfig.resample,
-    drop_part: Annotated[float, chance("Drop a whole part.")] = augment.AugmentConfig.drop_part,
-    drop_joints: Annotated[
-        float, chance("Drop random joints.")
-    ] = augment.AugmentConfig.drop_joints,
-    drop_time: Annotated[float, chance("Drop a time span.")] = augment.AugmentConfig.drop_time,
-    optimizer: Annotated[str, option("adam or adamw.", TRAIN_PANEL)] = loops.TrainConfig.optimizer,
+    ] = PRESET_AUGMENT.crop_min,
+    resample: Annotated[float, chance("Temporal resampling (speed).")] = PRESET_AUGMENT.resample,
+    drop_part: Annotated[float, chance("Drop a whole part.")] = PRESET_AUGMENT.drop_part,
+    drop_joints: Annotated[float, chance("Drop random joints.")] = PRESET_AUGMENT.drop_joints,
+    drop_time: Annotated[float, chance("Drop a time span.")] = PRESET_AUGMENT.drop_time,
+    optimizer: Annotated[str, option("adam or adamw.", TRAIN_PANEL)] = PRESET_TRAIN.optimizer,
     weight_decay: Annotated[
         float, option("AdamW weight decay.", TRAIN_PANEL, min=0)
-    ] = loops.TrainConfig.weight_decay,
+    ] = PRESET_TRAIN.weight_decay,
     warmup_epochs: Annotated[
         float, option("Linear warm-up epochs.", TRAIN_PANEL, min=0)
-    ] = loops.TrainConfig.warmup_epochs,
-    schedule: Annotated[
-        str, option("constant or cosine.", TRAIN_PANEL)
-    ] = loops.TrainConfig.schedule,
+    ] = PRESET_TRAIN.warmup_epochs,
+    schedule: Annotated[str, option("constant or cosine.", TRAIN_PANEL)] = PRESET_TRAIN.schedule,
     clip_norm: Annotated[
         float, option("Gradient-norm clip (0 = off).", TRAIN_PANEL, min=0)
-    ] = loops.TrainConfig.clip_norm,
+    ] = PRESET_TRAIN.clip_norm,
     ema: Annotated[
         float, option("EMA decay of weights (0 = off).", TRAIN_PANEL, min=0, max=1)
-    ] = loops.TrainConfig.ema,
+    ] = PRESET_TRAIN.ema,
     late_dropout: Annotated[
         int, option("Dropout off until this epoch (0 = always on).", TRAIN_PANEL, min=0)
-    ] = loops.TrainConfig.late_dropout,
+    ] = PRESET_TRAIN.late_dropout,
     select_after: Annotated[
         float, option("Pick the epoch past this fraction of training: 0 <= F < 1.", TRAIN_PANEL)
-    ] = loops.TrainConfig.select_after,
-    amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = loops.TrainConfig.amp,
+    ] = PRESET_TRAIN.select_after,
+    amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = PRESET_TRAIN.amp,
     device: Device = "auto",
     resume: Annotated[
         Path | None, option("Continue an interrupted run directory (its own configs).")
@@ -193,8 +187,8 @@ def train(
 ) -> None:
     """Train a model; keep the checkpoint of the best validation epoch and of the last one.
 
-    The defaults shown are the base configs; --preset picks another bundle of model and
-    recipe, and any flag given on the command line overrides the preset.
+    --preset picks a model with its recipe; the defaults shown are those of the default
+    preset, transformer. Any flag given on the command line overrides the preset.
     """  # fmt: skip
     with user_errors():
         device_ = trainer.init_distributed(pick_device(device))

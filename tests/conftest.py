@@ -67,9 +67,9 @@ def tiny_data(tmp_path: Path) -> Path:
     return write_gislr(tmp_path / "tiny")
 
 
-def run(*args):
+def run(*args, env: dict[str, str] | None = None):
     """Invoke the command line in-process, as a user would type it."""
-    return CliRunner().invoke(islr.app, [str(a) for a in args])
+    return CliRunner().invoke(islr.app, [str(a) for a in args], env=env)
 
 
 @pytest.fixture(scope="session")

@@ -253,3 +253,23 @@ def test_interrupted_before_the_first_epoch_says_nothing_was_saved(tmp_path, mon
     result = run("train", "--data", root, "--out", tmp_path / "run")
     assert result.exit_code == 130 and "--resume" not in result.output, result.output
     assert result.output.strip().endswith("before the first epoch ended: nothing saved")
+
+
+def test_train_help_shows_the_default_presets_values():
+    """The defaults `train --help` shows are the ones a plain `train` uses (they were the base
+    configs': adam, 3e-4, no EMA, which no default run used)."""
+    result = run("train", "--help", env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    lines = {line.split()[1]: line for line in result.output.splitlines() if "│ --" in line}
+    for flag, shown in (("--optimizer", "adamw"), ("--learning-rate", "0.001"),
+                        ("--ema", "0.999"), ("--select-after", "0.5"),
+                        ("--attention-dropout", "0.0"), ("--mirror-left", "mirror-left")):  # fmt: skip
+        assert f"[default: {shown}]" in lines[flag], lines[flag]
+
+
+def test_every_command_takes_dash_h_and_cv_names_bad_flags_in_one_line():
+    """-h is help for every command (cv -h and bench -h printed train's, as "cv train")."""
+    for command in ("cv", "bench", "evaluate"):
+        result = run(command, "-h")
+        assert result.exit_code == 0 and f"Usage: islr.py {command} [OPTIONS]" in result.output
+    _one_line_error(run("cv", "--bogus", "3"), "No such option: --bogus")
