@@ -11,6 +11,7 @@ They take any iterable of `data.Batch`, never print, and return a dict of metric
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -70,10 +71,6 @@ def train_epoch(
     """One pass of updates; returns mean loss, accuracy, samples and samples/s."""
     model = state.model
     model.train()
-    if not dropout:
-        for module in model.modules():
-            if isinstance(module, DROPOUT_MODULES):
-                module.eval()
     device = torch.device(device)
     autocast = torch.autocast(
         device.type, torch.bfloat16, enabled=config.amp and device.type == "cuda"
@@ -82,7 +79,7 @@ def train_epoch(
     start_time = time.perf_counter()
     for batch in batches:
         batch = batch.to(device)
-        with autocast:
+        with autocast, nullcontext() if dropout else dropout_off(model):
             logits = model(batch.features, batch.valid)  # (N, K)
             loss = F.cross_entropy(
                 logits.float(), batch.labels, label_smoothing=config.label_smoothing
@@ -232,7 +229,29 @@ def ema_with_warmup(decay: float) -> Callable[[list[Tensor], list[Tensor], Tenso
 
 
 # Modules whose dropout follows their train/eval flag; late dropout keeps them in eval mode.
-DROPOUT_MODULES = (nn.Dropout, nn.RNNBase, models.SelfAttention)
+DROPOUT_MODULES = (nn.Dropout, models.SelfAttention)
+
+
+@contextmanager
+def dropout_off(model: nn.Module) -> Iterator[None]:
+    """Every dropout of a model in training mode off, for late dropout.
+
+    RNNs stay in training mode with their dropout at 0: cuDNN cannot backpropagate an RNN
+    in eval mode.
+    """
+    rnns, others = {}, []
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase):
+            rnns[module], module.dropout = module.dropout, 0.0
+        elif isinstance(module, DROPOUT_MODULES) and module.training:
+            others.append(module.eval())
+    try:
+        yield
+    finally:
+        for module, rate in rnns.items():
+            module.dropout = rate
+        for module in others:
+            module.train()
 
 
 def fit(

@@ -72,14 +72,34 @@ def reduce_metrics(metrics: dict) -> dict:
 # Resumable state: tensors in safetensors, the rest as JSON in its header; no pickle.
 
 
-def save_resume(path: Path, state: loops.TrainState, extra: dict) -> None:
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random state of every process (each draws its own dropout masks), gathered onto
+    all of them: rank 0 writes them, and each takes its own back on resume."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if not dist.is_initialized():
+        return {f"rng.{name}": value for name, value in states.items()}
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, states)
+    return {f"rng.{name}{_rank_suffix(r)}": value
+            for r, states in enumerate(gathered) for name, value in states.items()}  # fmt: skip
+
+
+def _rank_suffix(rank: int) -> str:
+    return f".{rank}" if rank else ""  # rank 0's keys are those of a single process
+
+
+def save_resume(path: Path, state: loops.TrainState, extra: dict, rng: dict) -> None:
+    """Write the state an uninterrupted run would carry into the next epoch (`rng`: from
+    `rng_states`)."""
     tensors = {f"model.{k}": v for k, v in unwrap(state.model).state_dict().items()}
     if state.ema is not None:
         tensors |= {f"ema.{k}": v for k, v in state.ema.state_dict().items()}
     optimizer = state.optimizer.state_dict()
     for index, values in optimizer["state"].items():
         tensors |= {f"optimizer.{index}.{name}": v for name, v in values.items()}
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors |= rng
     tensors["rng.batches"] = state.generator.get_state()
     metadata = {
         "format": RESUME_FORMAT,
@@ -115,7 +135,13 @@ def restore(state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata:
     groups = metadata["optimizer_groups"]
     state.optimizer.load_state_dict({"state": per_parameter, "param_groups": groups})
     state.scheduler.load_state_dict(metadata["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
+
+    def own(name: str) -> torch.Tensor | None:  # rank 0's if the run had fewer processes
+        return tensors.get(f"rng.{name}{_rank_suffix(rank())}", tensors.get(f"rng.{name}"))
+
+    torch.set_rng_state(own("torch"))
+    if own("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(own("cuda"))
     state.generator.set_state(tensors["rng.batches"])
     state.epoch = metadata["epoch"]
 
@@ -188,6 +214,7 @@ def train_run(
         )
         if is_best:
             best = {"epoch": record["epoch"], "val": val}
+        rng = rng_states(torch.device(device))  # every process takes part
         if not writer:
             continue
         on_epoch(record, is_best)
@@ -197,7 +224,7 @@ def train_run(
             checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
         checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
         save_resume(out / "resume.safetensors", state, {**saved, "history": history, "best": best,
-                    "data_config": asdict(data_config), "model_config": asdict(model_config)})  # fmt: skip
+                    "data_config": asdict(data_config), "model_config": asdict(model_config)}, rng)  # fmt: skip
         checkpoint.write_text(out / "history.json", json.dumps(history, indent=1))
 
     tests = {}

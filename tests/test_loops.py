@@ -106,17 +106,24 @@ def test_select_after_leaves_the_last_epochs_to_choose_from():
 
 
 def test_late_dropout_turns_dropout_off():
-    """Before the late-dropout epoch, dropout modules are in eval mode: training is deterministic."""
-    torch.manual_seed(0)
-    model = models.build(models.ModelConfig(dropout=0.5), 260, 3)
+    """Before the late-dropout epoch every dropout is off, so training is deterministic; RNNs
+    stay in training mode (cuDNN cannot backpropagate them in eval mode) with dropout 0."""
     batch = data.Batch(torch.randn(4, 9, 260), torch.ones(4, 9, dtype=torch.bool),
                        torch.full((4,), 9), torch.tensor([0, 1, 2, 0]), torch.arange(4))  # fmt: skip
-    config = loops.TrainConfig(learning_rate=0.0, late_dropout=5)
-    state = loops.start(model, config, 1)
-    a = loops.train_epoch(state, [batch], config, dropout=False)
-    b = loops.train_epoch(state, [batch], config, dropout=False)
-    c = loops.train_epoch(state, [batch], config, dropout=True)
-    assert a["loss"] == b["loss"] != c["loss"]
+    for name in ("transformer", "lstm"):
+        torch.manual_seed(0)
+        model = models.build(models.ModelConfig(name=name, dropout=0.5), 260, 3)
+        config = loops.TrainConfig(learning_rate=0.0, late_dropout=5)
+        state = loops.start(model, config, 1)
+        a = loops.train_epoch(state, [batch], config, dropout=False)
+        b = loops.train_epoch(state, [batch], config, dropout=False)
+        c = loops.train_epoch(state, [batch], config, dropout=True)
+        assert a["loss"] == b["loss"] != c["loss"], name
+        assert all(m.training for m in model.modules())  # back as it was
+        with loops.dropout_off(model):
+            rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+            assert all(m.training and m.dropout == 0 for m in rnns)
+        assert all(m.dropout == 0.5 for m in rnns) and len(rnns) == (name == "lstm")
 
 
 def test_ema_decay_ramps_up_to_its_setting():

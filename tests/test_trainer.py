@@ -159,3 +159,48 @@ def test_hostile_hdf5_declared_size_is_refused(tmp_path):
         group["token"] = np.array([0])
     with pytest.raises(data.DataError, match="1000000000 frames"):
         data.load_dataset(root)
+
+
+def test_two_processes_resume_like_an_uninterrupted_run(tmp_path):
+    """torchrun: a run stopped in epoch 2 and resumed has the history of an uninterrupted one
+    (each process gets its own dropout RNG back; all took rank 0's before)."""
+    from conftest import write_gislr
+
+    root = write_gislr(tmp_path / "d", per_signer=24)
+    # article10: dropout in every layer, so each process's dropout RNG matters
+    args = ["--data", root, "--epochs", "4", "--batch-size", "8", "--threads", "1",
+            "--preset", "article10"]  # fmt: skip
+    stop_in_2 = tmp_path / "stop_in_2.py"
+    stop_in_2.write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport islr\nshown = islr.print_epoch\n"
+        "def stop(record, is_best):\n    shown(record, is_best)\n"
+        "    if record['epoch'] == 2:\n        raise KeyboardInterrupt\n"
+        "islr.print_epoch = stop\nislr.app()\n"
+    )
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(script, *more):
+        return subprocess.run([*torchrun, script, "train", *map(str, more)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    whole = launch("islr.py", *args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    cut = launch(stop_in_2, *args, "--out", tmp_path / "cut")
+    assert cut.returncode != 0, cut.stdout
+    assert checkpoint.load(tmp_path / "cut" / "last.safetensors").metadata["epoch"] == 1
+    resumed = launch("islr.py", "--resume", tmp_path / "cut", "--threads", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    def losses(run):
+        history = json.loads((tmp_path / run / "history.json").read_text())
+        return [(r["train"]["loss"], r["val"]["loss"]) for r in history]
+
+    assert losses("cut") == losses("whole")
