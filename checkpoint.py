@@ -84,7 +84,8 @@ def write_text(path: Path, text: str) -> None:
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata with JSON values decoded) of a safetensors file, header checked first."""
+    """(tensors, metadata) of a safetensors file whose metadata values are all JSON, as in a
+    resume state; header checked first. Model checkpoints are read with `load`."""
     path = Path(path)
     with _open(path) as file:
         header, size = _read_header(file, path)
@@ -181,7 +182,7 @@ def _describe(header: dict, path: Path) -> tuple[DataConfig, models.ModelConfig,
     """
     metadata = header.get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
-        found = metadata.get("format", "none")
+        found = metadata.get("format", "none").strip('"')  # a resume state's is JSON-quoted
         raise CheckpointError(f"{path} has format {found!r}; this islr reads {FORMAT!r}")
     try:
         data_config = _config(DataConfig, metadata["data_config"], path)

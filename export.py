@@ -1,12 +1,13 @@
 """Export: a checkpoint as one self-contained model file for deployment (TorchScript or ONNX).
 
 The exported graph takes one raw MediaPipe sequence, `landmarks` float32 [T, 543, 3] for
-any T (x, y, z in the Kaggle landmark order, NaN where nothing was detected), and returns
-`logits` [K] (softmax them for probabilities). The checkpoint's preprocessing (landmark
-selection, NaN -> 0, parts-based normalisation: `preprocessing.preprocess`) is inside the graph, so
-a deployment needs no islr code, only torch (TorchScript) or onnxruntime (ONNX). The sign
-names in class-index order travel inside the file: `vocabulary.json` among TorchScript's
-extra files, `vocabulary` in the ONNX metadata_props (both a JSON list).
+any T >= 1 (x, y, z in the Kaggle landmark order, NaN where nothing was detected; refuse
+T = 0 before calling, as `predict` does), and returns `logits` [K] (softmax them for
+probabilities). The checkpoint's preprocessing (landmark selection, NaN -> 0, parts-based
+normalisation: `preprocessing.preprocess`) is inside the graph, so a deployment needs no
+islr code, only torch (TorchScript) or onnxruntime (ONNX). The sign names in class-index
+order travel inside the file: `vocabulary.json` among TorchScript's extra files,
+`vocabulary` in the ONNX metadata_props (both a JSON list).
 
 The file is written to a temporary name, loaded back and compared with the PyTorch path of
 `islr.py predict` on real sequences (from the checkpoint's data directory, when it exists)

@@ -281,6 +281,8 @@ def fit(
             state, batches, config, dropout=epoch >= config.late_dropout, device=device
         )
         state.epoch = epoch
+        # The validation loss is the training objective, label smoothing included (it breaks
+        # accuracy ties); test metrics and `islr.py evaluate` give the plain cross-entropy.
         val_metrics = evaluate(
             state.eval_model, val.batches(EVAL_BATCH), label_smoothing=config.label_smoothing,
             device=device,
