@@ -346,15 +346,11 @@ def evaluate(
     ):
         per_class.add_row(sign, str(count), f"{accuracy:.1%}" if count else "-")
     console.print(per_class)
-    matrix = Table("true \\ predicted", *signs, title="confusion matrix")
-    for sign, row in zip(signs, result["confusion"], strict=True):
-        matrix.add_row(
-            sign,
-            *(
-                f"[bold]{n}[/]" if i == signs.index(sign) else (str(n) if n else "·")
-                for i, n in enumerate(row)
-            ),
-        )
+    # Columns by number, so that ten signs fit in 80 columns (names were cut short).
+    matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")
+    for t, (sign, row) in enumerate(zip(signs, result["confusion"], strict=True)):
+        cells = (f"[bold]{n}[/]" if p == t else (str(n) if n else "·") for p, n in enumerate(row))
+        matrix.add_row(f"{t} {sign}", *cells)
     console.print(matrix)
     split = loaded.metadata.get("split", {})
     seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]

@@ -274,3 +274,18 @@ def test_every_command_takes_dash_h_and_cv_names_bad_flags_in_one_line():
         assert result.exit_code == 0 and f" {command} [OPTIONS]" in result.output, result.output
         assert "train [OPTIONS]" not in result.output
     _one_line_error(run("cv", "--bogus", "3"), "No such option: --bogus")
+
+
+def test_confusion_matrix_of_ten_signs_fits_80_columns(tmp_path):
+    """Ten sign names, none cut short in an 80-column terminal or log (they were: 'donk…')."""
+    signs = ("airplane", "donkey", "pretend", "thankyou", "grandmother", "listen", "because",
+             "bedroom", "giraffe", "yesterday")  # fmt: skip
+    root = write_gislr(tmp_path / "d", signs=signs, per_signer=10)
+    out = tmp_path / "run"
+    trained = run("train", "--data", root, "--out", out, "--epochs", "1", "--preset", "simple")
+    assert trained.exit_code == 0, trained.output
+    result = run("evaluate", out / "model.safetensors", env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and "…" not in result.output, result.output
+    matrix = result.output.split("confusion matrix")[1]
+    assert all(f" {i} {sign} " in matrix for i, sign in enumerate(signs))
+    assert max(len(line) for line in matrix.splitlines()) <= 80
