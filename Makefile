@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: help setup train evaluate bench synth bench-prepare test test-slow lint format clean
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DATA=dir (default: synthetic set), ARGS='--epochs 10 ...', CKPT=file"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "  variables: DATA=dir (default: synthetic set), ARGS='--epochs 10 ...', CKPT=file,"
+	@echo "             RAW=dir (bench-prepare; default: ../shared/data/asl-signs-raw)"
 
 setup: $(VENV)/.installed ## Create .venv with the pinned dependencies
 
