@@ -105,10 +105,16 @@ class Dataset:
         )
 
 
-def read_vocabulary(root: Path) -> dict[str, int]:
-    path = root / VOCABULARY_FILE
+def require_directory(root: Path) -> None:
+    if root.is_file():
+        raise DataError(f"{root} is a file: name the dataset directory")
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist")
+
+
+def read_vocabulary(root: Path) -> dict[str, int]:
+    path = root / VOCABULARY_FILE
+    require_directory(root)
     if not path.is_file():
         raise DataError(f"{root} has no {VOCABULARY_FILE}: is it a GISLR dataset directory?")
     try:
@@ -129,8 +135,7 @@ def read_vocabulary(root: Path) -> dict[str, int]:
 def signer_files(root: Path) -> dict[str, Path]:
     """The `<participant_id>.hdf5` files of a dataset directory, by participant id."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist")
+    require_directory(root)
     files = {path.stem: path for path in sorted(root.glob("*.hdf5"))}
     if not files and (root / "train.csv").is_file():
         raise DataError(f"{root} looks like the Kaggle parquet layout: convert it first with "

@@ -267,6 +267,8 @@ def interrupt(signum: int, frame: object) -> None:
 def resumed_run(run_dir: Path) -> tuple:
     """(data, model, train configs, split, data dir) recorded in a run's resume state."""
     path = run_dir / "resume.safetensors"
+    if run_dir.is_file():
+        raise ValueError(f"--resume takes the run directory: --resume {run_dir.parent}")
     if not path.is_file():
         raise ValueError(f"{run_dir} has no resume.safetensors: it is not a run that can resume")
     _, saved = trainer.load_resume(path)

@@ -41,6 +41,8 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
     `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise data.DataError(f"input {path} is a directory: name the recording files")
     if not path.is_file():
         raise data.DataError(f"input {path} does not exist")
     if path.suffix == ".hdf5":

@@ -119,6 +119,9 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     other = write_gislr(tmp_path / "other", signs=("x", "y", "z"))
     _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
     _one_line_error(run("evaluate", ckpt, "--data", tmp_path / "nowhere"), "does not exist")
+    _one_line_error(run("train", "--data", ckpt), "is a file: name the dataset directory")
+    _one_line_error(run("train", "--resume", out / "resume.safetensors"), f"--resume {out}")
+    _one_line_error(run("predict", ckpt, tmp_path), "is a directory: name the recording files")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
     assert ckpt.read_bytes() == before
 
