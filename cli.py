@@ -166,6 +166,11 @@ def given_options(ctx: typer.Context) -> list[str]:
     return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
 
 
+def flag(ctx: typer.Context, name: str) -> str:
+    """How an option is spelled on the command line (data_dir: --data)."""
+    return next(param.opts[0] for param in ctx.command.params if param.name == name)
+
+
 def set_threads(ctx: typer.Context) -> None:
     """Every command that takes the train flags honours --threads (0: PyTorch's default)."""
     if ctx.params.get("threads"):

@@ -30,6 +30,7 @@ from cli import (
     app,
     console,
     ensure_default_data,
+    flag,
     given_options,
     option,
     output_directory,
@@ -41,13 +42,11 @@ from cli import (
     user_errors,
 )  # fmt: skip
 
-# The train flags cv decides itself, and what to give instead.
+# The train flags cv decides itself, and what to give instead. (--data, --out, --test-signer
+# and --device are cv's own options, wherever they stand.)
 CV_SETS = {
     "seed": "use --seeds N (seeds 0..N-1)",
     "val_signer": "use --val-signers N (how many per fold)",
-    "test_signer": "give cv's --test-signer before the train flags",
-    "out": "give cv's --out before the train flags",
-    "data": "give cv's --data before the train flags",
     "resume": "a cross-validation starts afresh",
 }
 
@@ -91,8 +90,7 @@ def cv(
         recipe = train_flags(ctx)
         taken = [name for name in given_options(recipe) if name in CV_SETS]
         if taken:
-            raise ValueError(f"cv sets --{taken[0].replace('_', '-')} itself: "
-                             f"{CV_SETS[taken[0]]}")  # fmt: skip
+            raise ValueError(f"cv sets {flag(recipe, taken[0])} itself: {CV_SETS[taken[0]]}")
         if test_signer is not None and "folds" in given_options(ctx):
             raise ValueError(
                 "give --folds or --test-signer, not both: a fixed test signer is one fold"

@@ -42,6 +42,7 @@ from cli import (
     chance,
     console,
     ensure_default_data,
+    flag,
     given_options,
     option,
     output_directory,
@@ -197,7 +198,7 @@ def train(
             # A resumed run is the same run: its own data, split and configs, into its own folder.
             ignored = [name for name in given_options(ctx) if name not in RESUME_OPTIONS]
             if ignored:
-                flags = " ".join("--" + name.replace("_", "-") for name in ignored)
+                flags = " ".join(flag(ctx, name) for name in ignored)
                 raise ValueError(f"--resume continues {resume} with its own settings: drop {flags}")
             set_threads(ctx)
             out = resume

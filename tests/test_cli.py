@@ -99,8 +99,8 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
         run("train", "--data", data_dir, "--landmarks", "all", "--no-mirror-left"), "--flip 0"
     )
     _one_line_error(
-        run("train", "--resume", out, "--epochs", "9", "--preset", "simple"),
-        f"--resume continues {out} with its own settings: drop --epochs --preset",
+        run("train", "--resume", out, "--epochs", "9", "--data", data_dir),
+        f"--resume continues {out} with its own settings: drop --epochs --data",
     )
     _one_line_error(run("train", "--data", data_dir, "--select-after", "1"), "select_after")
     _one_line_error(run("train", "--data", data_dir, "--device", "cuda:7"), "no such CUDA GPU")
