@@ -41,7 +41,6 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-import data
 import landmarks
 from data import Batch, DataConfig
 from landmarks import mirror_permutation, part_of
@@ -118,7 +117,7 @@ class _Transform:
     def __init__(self, config: DataConfig, *, probability: float):
         self.probability = probability
         self.C = len(COORDINATES[config.coordinates])
-        self.parts = part_of(data.LANDMARK_PRESETS[config.landmarks])  # (J,)
+        self.parts = part_of(landmarks.SELECTIONS[config.landmarks])  # (J,)
 
     def choose(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """(N,) bool: which sequences this augmentation changes."""
@@ -139,7 +138,7 @@ class HorizontalFlip(_Transform):
     def __init__(self, config: DataConfig, *, probability: float):
         _require_normalized(config, "horizontal flip")
         super().__init__(config, probability=probability)
-        self.landmarks = data.LANDMARK_PRESETS[config.landmarks]
+        self.landmarks = landmarks.SELECTIONS[config.landmarks]
         try:  # refuse a selection without mirror pairs now
             mirror_permutation(self.landmarks)
         except ValueError as error:
@@ -273,12 +272,12 @@ def retime(batch: Batch, positions: Tensor, lengths: Tensor) -> Batch:
     where it is present in both, and otherwise copied from the nearer frame, so no point is
     pulled towards a missing one and a missing one stays exactly 0.
     """
-    N, T, D = batch.features.shape
-    frames = batch.features.view(N * T, D)
+    N, T, _ = batch.features.shape
+    frames = batch.features.flatten(0, 1)  # (N*T, J*C)
     start = (torch.arange(N) * T)[:, None]  # (N, 1) row of each sequence's frame 0
     last = (batch.lengths - 1)[:, None]  # (N, 1)
     low = positions.floor().long().clamp(min=0).minimum(last)  # (N, T')
-    y = frames.index_select(0, (start + low).flatten()).view(N, -1, D)  # (N, T', J*C)
+    y = frames.index_select(0, (start + low).flatten()).view(N, -1, frames.shape[1])  # (N, T', J*C)
     if positions.is_floating_point():
         b = frames.index_select(0, (start + (low + 1).minimum(last)).flatten()).view(y.shape)
         weight = (positions - low).clamp(0, 1)[..., None]  # (N, T', 1)

@@ -33,7 +33,6 @@ from preprocessing import COORDINATES, preprocess
 
 MAX_FRAMES = 100_000  # a declared length past this is a broken or hostile file, not a sign
 VOCABULARY_FILE = "sign_to_prediction_index_map.json"
-LANDMARK_PRESETS = landmarks.PRESETS
 
 
 class DataError(Exception):
@@ -42,7 +41,9 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class DataConfig:
-    landmarks: str = "fullbody"  # a LANDMARK_PRESETS key: which of the 543 points the model sees
+    landmarks: str = (
+        "fullbody"  # a landmarks.SELECTIONS key: which of the 543 points the model sees
+    )
     coordinates: str = "xy"  # "xy" or "xyz": z from MediaPipe is noisy, the series drops it
     normalize: bool = True  # parts-based normalisation: the series' largest single gain
     align: str = "framewise"  # origin per frame ("framewise") or one per sequence ("unique")
@@ -51,7 +52,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "landmarks": (self.landmarks, LANDMARK_PRESETS),
+            "landmarks": (self.landmarks, landmarks.SELECTIONS),
             "coordinates": (self.coordinates, COORDINATES),
             "align": (self.align, ("framewise", "unique")),
             "scale": (self.scale, ("framewise", "unique")),
@@ -61,14 +62,14 @@ class DataConfig:
                 raise DataError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
         if self.mirror_left:
             try:
-                landmarks.mirror_permutation(LANDMARK_PRESETS[self.landmarks])
+                landmarks.mirror_permutation(landmarks.SELECTIONS[self.landmarks])
             except ValueError as error:
                 raise DataError(f"--mirror-left: {error} in --landmarks {self.landmarks}; "
                                 "add --no-mirror-left (and --flip 0)") from None  # fmt: skip
 
     @property
     def num_features(self) -> int:
-        return len(LANDMARK_PRESETS[self.landmarks]) * len(COORDINATES[self.coordinates])
+        return len(landmarks.SELECTIONS[self.landmarks]) * len(COORDINATES[self.coordinates])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,9 +268,10 @@ def prepare_split(
 
 @dataclass
 class Batch:
-    """A padded batch. N sequences, padded to T = the longest of them, D features per frame."""
+    """A padded batch: N sequences, padded to T = the longest of them, J*C features per frame
+    (J landmarks, C coordinates; see models.py for the shape letters)."""
 
-    features: Tensor  # (N, T, D) float32, exactly 0 at padded frames
+    features: Tensor  # (N, T, J*C) float32, exactly 0 at padded frames
     valid: Tensor  # (N, T) bool, True = a real frame (built from lengths, never from values)
     lengths: Tensor  # (N,) int64 number of real frames
     labels: Tensor  # (N,) int64 class index
@@ -287,7 +289,7 @@ FIELDS = ("features", "valid", "lengths", "labels", "indices")
 class Prepared:
     """Preprocessed sequences kept as one tensor of frames, cut by offsets and lengths."""
 
-    frames: Tensor  # (F, D) every frame of every sequence, end to end
+    frames: Tensor  # (F, J*C) every frame of every sequence, end to end
     offsets: Tensor  # (S,) int64 index of each sequence's first frame
     lengths: Tensor  # (S,) int64
     labels: Tensor  # (S,) int64
@@ -296,13 +298,13 @@ class Prepared:
         return len(self.lengths)
 
     def merge(self, indices: Tensor) -> Batch:
-        """The padded merge: gather the frames of `indices` into (N, T, D) with no Python loop."""
+        """The padded merge: gather the frames of `indices` into (N, T, J*C), no Python loop."""
         lengths = self.lengths[indices]  # (N,)
         T = int(lengths.max())
         steps = torch.arange(T)  # (T,)
         valid = steps[None] < lengths[:, None]  # (N, T)
         rows = self.offsets[indices, None] + torch.minimum(steps[None], lengths[:, None] - 1)
-        features = self.frames[rows] * valid[..., None]  # (N, T, D)
+        features = self.frames[rows] * valid[..., None]  # (N, T, J*C)
         return Batch(features, valid, lengths, self.labels[indices], indices)
 
     def batches(

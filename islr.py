@@ -1,10 +1,12 @@
 """islr: isolated sign language recognition from MediaPipe landmarks. The command line.
 
 This file is wiring only: it reads options (their defaults come from the config
-dataclasses), calls data.py / models.py / loops.py / checkpoint.py, and prints.
+dataclasses of the default preset), calls data.py / models.py / loops.py / trainer.py /
+checkpoint.py, and prints.
 
-    python islr.py train                       # synthetic top-10 set, article-10 Transformer
-    python islr.py train --data path/to/dataset_top10 --model simple
+    python islr.py train                       # synthetic top-10 set, the default preset:
+                                               # article 10's Transformer, modern recipe
+    python islr.py train --data path/to/dataset_top10 --preset simple
     python islr.py evaluate runs/<name>/model.safetensors
     python islr.py cv --data DIR --folds 3     # crossval.py
     python islr.py --help
@@ -63,6 +65,7 @@ PRESET_DATA = loops.PRESETS[DEFAULT_PRESET].get("data", data.DataConfig())
 PRESET_MODEL = loops.PRESETS[DEFAULT_PRESET]["model"]
 PRESET_TRAIN = loops.PRESETS[DEFAULT_PRESET]["train"]
 PRESET_AUGMENT = loops.PRESETS[DEFAULT_PRESET]["augment"]
+RESUME_OPTIONS = ("resume", "threads", "device")  # the options --resume goes with
 
 
 @app.command()
@@ -258,15 +261,12 @@ def train(
     console.print(f"checkpoint: {out / 'model.safetensors'}")
 
 
-RESUME_OPTIONS = ("resume", "threads", "device")  # the options --resume goes with
-
-
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def resumed_run(run_dir: Path) -> tuple:
-    """(data, model, train configs, split, data dir) recorded in a run's resume state."""
+    """(data, model, train, augment configs, split, data dir) recorded in a run's resume state."""
     path = run_dir / "resume.safetensors"
     if run_dir.is_file():
         raise ValueError(f"--resume takes the run directory: --resume {run_dir.parent}")
@@ -311,7 +311,7 @@ def evaluate(
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = loops.EVAL_BATCH,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
     with user_errors():

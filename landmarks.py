@@ -5,7 +5,7 @@ Every frame holds 543 points in Kaggle order: face mesh 0-467, left hand 468-488
 "Left" and "right" are MediaPipe's: the signer's own hands.
 
     import landmarks
-    landmarks.PRESETS["fullbody"]           # the 130 points the series feeds its models
+    landmarks.SELECTIONS["fullbody"]           # the 130 points the series feeds its models
     landmarks.mirror_permutation(points)    # where each point goes in a mirror image
 """
 
@@ -32,7 +32,7 @@ _FULLBODY = (
     + tuple(POSE + i for i in range(11, 23))  # shoulders, elbows, wrists, pose hand points
     + tuple(range(RIGHT_HAND, 543))
 )
-PRESETS: dict[str, tuple[int, ...]] = {
+SELECTIONS: dict[str, tuple[int, ...]] = {
     # 130 points: face (76), left hand (21), pose 11-22 (12), right hand (21).
     "fullbody": _FULLBODY,
     # 141: the same plus pose 0-10 (nose, eyes, ears, mouth corners). Parts-based

@@ -5,7 +5,7 @@ They take any iterable of `data.Batch`, never print, and return a dict of metric
 
     state = start(model, TrainConfig(), steps_per_epoch=prepared.num_batches(32))
     metrics = train_epoch(state, prepared.batches(32, shuffle=True), TrainConfig())
-    metrics = evaluate(model, prepared.batches(64), num_classes=10)
+    metrics = evaluate(state.eval_model, prepared.batches(EVAL_BATCH))
 """
 
 import math
@@ -60,104 +60,7 @@ class TrainConfig:
         return math.floor(round(self.select_after * self.epochs, 9)) + 1
 
 
-def train_epoch(
-    state: "TrainState",
-    batches: Iterable[Batch],
-    config: "TrainConfig",
-    *,
-    dropout: bool = True,
-    device: torch.device | str = "cpu",
-) -> dict:
-    """One pass of updates; returns mean loss, accuracy, samples and samples/s."""
-    model = state.model
-    model.train()
-    device = torch.device(device)
-    autocast = torch.autocast(
-        device.type, torch.bfloat16, enabled=config.amp and device.type == "cuda"
-    )
-    total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-    start_time = time.perf_counter()
-    for batch in batches:
-        batch = batch.to(device)
-        with autocast, nullcontext() if dropout else dropout_off(model):
-            logits = model(batch.features, batch.valid)  # (N, K)
-            loss = F.cross_entropy(
-                logits.float(), batch.labels, label_smoothing=config.label_smoothing
-            )
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_norm > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        state.optimizer.step()
-        state.scheduler.step()
-        if state.ema is not None:
-            state.ema.update_parameters(model)
-        n = len(batch.labels)
-        # Accumulate on the device: a .item() per step would wait for the GPU every batch.
-        total_loss += loss.detach() * n
-        correct += (logits.argmax(-1) == batch.labels).sum()
-        seen += n
-    seconds = time.perf_counter() - start_time
-    return {
-        "loss": total_loss.item() / max(seen, 1),
-        "accuracy": correct.item() / max(seen, 1),
-        "samples": seen,
-        "seconds": seconds,
-        "samples_per_second": seen / max(seconds, 1e-9),
-        "learning_rate": state.scheduler.get_last_lr()[0],
-    }
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits (S, K), labels (S,), indices (S,)) for every sequence, in batch order."""
-    model.eval()
-    logits, labels, indices = [], [], []
-    for batch in batches:
-        logits.append(model(batch.features.to(device), batch.valid.to(device)).float().cpu())
-        labels.append(batch.labels)
-        indices.append(batch.indices)
-    return torch.cat(logits), torch.cat(labels), torch.cat(indices)
-
-
-def metrics_from_logits(
-    logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0
-) -> dict:
-    """Loss, accuracy, top-5 accuracy, per-class accuracy and the confusion matrix."""
-    K = logits.shape[1]
-    predictions = logits.argmax(-1)  # (S,)
-    top = logits.topk(min(5, K), dim=-1).indices  # (S, 5)
-    confusion = torch.zeros(K, K, dtype=torch.long)  # rows: true sign, columns: predicted
-    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
-    per_class = confusion.diag() / confusion.sum(1).clamp(min=1)
-    return {
-        "loss": F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
-        "accuracy": (predictions == labels).float().mean().item(),
-        "top5_accuracy": (top == labels[:, None]).any(-1).float().mean().item(),
-        "per_class_accuracy": per_class.tolist(),
-        "class_counts": confusion.sum(1).tolist(),
-        "confusion": confusion.tolist(),
-        "samples": len(labels),
-    }
-
-
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    *,
-    label_smoothing: float = 0.0,
-    device: torch.device | str = "cpu",
-) -> dict:
-    """Metrics of the model over every sequence of the batches (no gradients, eval mode)."""
-    start = time.perf_counter()
-    logits, labels, _ = predict(model, batches, device)
-    seconds = time.perf_counter() - start
-    result = metrics_from_logits(logits, labels, label_smoothing=label_smoothing)
-    result["seconds"] = seconds
-    result["samples_per_second"] = result["samples"] / max(seconds, 1e-9)
-    return result
+EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are cheap
 
 
 @dataclass
@@ -254,6 +157,106 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
             module.train()
 
 
+def train_epoch(
+    state: TrainState,
+    batches: Iterable[Batch],
+    config: TrainConfig,
+    *,
+    dropout: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """One pass of updates; returns mean loss, accuracy, samples and samples/s."""
+    model = state.model
+    model.train()
+    device = torch.device(device)
+    autocast = torch.autocast(
+        device.type, torch.bfloat16, enabled=config.amp and device.type == "cuda"
+    )
+    total_loss, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    start_time = time.perf_counter()
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast, nullcontext() if dropout else dropout_off(model):
+            logits = model(batch.features, batch.valid)  # (N, K)
+            loss = F.cross_entropy(
+                logits.float(), batch.labels, label_smoothing=config.label_smoothing
+            )
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        state.optimizer.step()
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(model)
+        n = len(batch.labels)
+        # Accumulate on the device: a .item() per step would wait for the GPU every batch.
+        total_loss += loss.detach() * n
+        correct += (logits.argmax(-1) == batch.labels).sum()
+        seen += n
+    seconds = time.perf_counter() - start_time
+    return {
+        "loss": total_loss.item() / max(seen, 1),
+        "accuracy": correct.item() / max(seen, 1),
+        "samples": seen,
+        "seconds": seconds,
+        "samples_per_second": seen / max(seconds, 1e-9),
+        "learning_rate": state.scheduler.get_last_lr()[0],
+    }
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (S, K), labels (S,), indices (S,)) for every sequence, in batch order."""
+    model.eval()
+    logits, labels, indices = [], [], []
+    for batch in batches:
+        logits.append(model(batch.features.to(device), batch.valid.to(device)).float().cpu())
+        labels.append(batch.labels)
+        indices.append(batch.indices)
+    return torch.cat(logits), torch.cat(labels), torch.cat(indices)
+
+
+def metrics_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0
+) -> dict:
+    """Loss, accuracy, top-5 accuracy, per-class accuracy and the confusion matrix."""
+    K = logits.shape[1]
+    predictions = logits.argmax(-1)  # (S,)
+    top = logits.topk(min(5, K), dim=-1).indices  # (S, min(5, K))
+    confusion = torch.zeros(K, K, dtype=torch.long)  # rows: true sign, columns: predicted
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    per_class = confusion.diag() / confusion.sum(1).clamp(min=1)
+    return {
+        "loss": F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
+        "accuracy": (predictions == labels).float().mean().item(),
+        "top5_accuracy": (top == labels[:, None]).any(-1).float().mean().item(),
+        "per_class_accuracy": per_class.tolist(),
+        "class_counts": confusion.sum(1).tolist(),
+        "confusion": confusion.tolist(),
+        "samples": len(labels),
+    }
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    label_smoothing: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Metrics of the model over every sequence of the batches (no gradients, eval mode)."""
+    start = time.perf_counter()
+    logits, labels, _ = predict(model, batches, device)
+    seconds = time.perf_counter() - start
+    result = metrics_from_logits(logits, labels, label_smoothing=label_smoothing)
+    result["seconds"] = seconds
+    result["samples_per_second"] = result["samples"] / max(seconds, 1e-9)
+    return result
+
+
 def fit(
     state: TrainState,
     train: Prepared,
@@ -332,43 +335,41 @@ MIRRORED = DataConfig(mirror_left=True)
 # data config). `train --preset NAME`; flags given on the command line override.
 PRESETS: dict[str, dict] = {
     # The article-10 recipe exactly: no augmentation, label smoothing 0.1, Adam 3e-4, 50 epochs.
-    "article10": dict(model=models.PRESETS["article10"], train=TrainConfig(), augment=NO_AUGMENT),
+    "article10": dict(model=models.CONFIGS["article10"], train=TrainConfig(), augment=NO_AUGMENT),
     # The default: article 10's model with left-handed clips mirrored, horizontal flips and
     # the modern recipe (synthetic cross-validation at 50 epochs: 92.8% -> 96.0%, every run
     # better; real data within the noise; BENCHMARKS.md). No dropout on attention weights: it
     # forces PyTorch's slow attention path on CPU (1.45x faster training without it).
     "transformer": dict(
         data=MIRRORED,
-        model=replace(models.PRESETS["article10"], attention_dropout=0.0),
+        model=replace(models.CONFIGS["article10"], attention_dropout=0.0),
         train=MODERN,
         augment=FLIP,
     ),  # fmt: skip
-    "simple": dict(model=models.PRESETS["simple"], train=TrainConfig(), augment=NO_AUGMENT),
+    "simple": dict(model=models.CONFIGS["simple"], train=TrainConfig(), augment=NO_AUGMENT),
     # The series' later models with article 10's recipe plus flip, as the series compares them.
     "macaron": dict(
-        data=MIRRORED, model=models.PRESETS["macaron"], train=TrainConfig(), augment=FLIP
+        data=MIRRORED, model=models.CONFIGS["macaron"], train=TrainConfig(), augment=FLIP
     ),
     "conformer": dict(
-        data=MIRRORED, model=models.PRESETS["conformer"], train=TrainConfig(), augment=FLIP
+        data=MIRRORED, model=models.CONFIGS["conformer"], train=TrainConfig(), augment=FLIP
     ),
-    "lstm": dict(data=MIRRORED, model=models.PRESETS["lstm"], train=MODERN, augment=FLIP),
-    "gru": dict(data=MIRRORED, model=models.PRESETS["gru"], train=MODERN, augment=FLIP),
+    "lstm": dict(data=MIRRORED, model=models.CONFIGS["lstm"], train=MODERN, augment=FLIP),
+    "gru": dict(data=MIRRORED, model=models.CONFIGS["gru"], train=MODERN, augment=FLIP),
     # Kaggle-1st-place style: conv + Transformer, velocity, the modern recipe, richer augmentation.
     "hybrid": dict(
         data=MIRRORED,
-        model=replace(models.PRESETS["hybrid"], velocity=True),
+        model=replace(models.CONFIGS["hybrid"], velocity=True),
         train=MODERN,
         augment=RICH,
     ),
     "hybrid-large": dict(
         data=MIRRORED,
-        model=replace(models.PRESETS["hybrid-large"], velocity=True),
+        model=replace(models.CONFIGS["hybrid-large"], velocity=True),
         train=replace(MODERN, late_dropout=10),
         augment=RICH,
     ),  # fmt: skip
 }
-
-EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are cheap
 
 
 def summary(metrics: dict) -> dict:

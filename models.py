@@ -1,14 +1,15 @@
 """Models: per-frame features -> temporal encoder -> mean over valid frames -> linear head.
 
 Shape letters, used in every comment on the right of a line:
-    N batch, T frames, J landmarks, C coordinates, D width, E expanded width, K classes.
+    N batch, T frames, J landmarks, C coordinates, D width, E expanded width, H heads,
+    K classes. The input of a model is (N, T, J*C): J*C features per frame.
 
 Every model is `forward(x, valid) -> logits` with x (N, T, J*C) and valid (N, T) bool
 (True = a real frame, always a prefix: valid is built from lengths). Padded frames are
 masked in attention, recurrence, convolution and pooling, so a sequence's logits do not
 depend on what else is in its batch. The loss lives in loops.py.
 
-    python -c "import models; print(models.build(models.PRESETS['hybrid'], 260, 10))"
+    python -c "import models; print(models.build(models.CONFIGS['hybrid'], 260, 10))"
 """
 
 import math
@@ -45,20 +46,20 @@ def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
 
 
 def add_velocity(x: Tensor, valid: Tensor) -> Tensor:
-    """x with its 1- and 2-frame differences appended: (N, T, F) -> (N, T, 3F).
+    """x with its 1- and 2-frame differences appended: (N, T, J*C) -> (N, T, 3*J*C).
 
     Differences look backwards only, so a valid frame never reads a padded one; they are
     zero where the earlier frame does not exist (t < 1, t < 2) and on padded frames.
     """
     parts = [x]
     for step in (1, 2):
-        difference = torch.zeros_like(x)  # (N, T, F)
+        difference = torch.zeros_like(x)  # (N, T, J*C)
         difference[:, step:] = x[:, step:] - x[:, :-step]
         parts.append(difference * valid.unsqueeze(-1))
-    return torch.cat(parts, -1)  # (N, T, 3F)
+    return torch.cat(parts, -1)  # (N, T, 3*J*C)
 
 
-def input_features(num_features: int, velocity: bool) -> int:
+def num_inputs(num_features: int, velocity: bool) -> int:
     return num_features * 3 if velocity else num_features
 
 
@@ -68,7 +69,7 @@ class SimpleISLR(nn.Module):
     def __init__(self, *, num_features: int, width: int, num_classes: int, velocity: bool = False):
         super().__init__()
         self.velocity = velocity
-        self.embed = nn.Linear(input_features(num_features, velocity), width)
+        self.embed = nn.Linear(num_inputs(num_features, velocity), width)
         self.head = nn.Linear(width, num_classes)
 
     def forward_features(self, x: Tensor, valid: Tensor) -> Tensor:
@@ -92,7 +93,7 @@ class RecurrentISLR(nn.Module):
         self.velocity = config.velocity
         recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.name]
         self.rnn = recurrent(
-            input_features(num_features, config.velocity),
+            num_inputs(num_features, config.velocity),
             config.width,
             num_layers=config.depth,
             batch_first=True,
@@ -146,9 +147,9 @@ class SelfAttention(nn.Module):
         N, T, D = x.shape
         q, k, v = self.qkv(x).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         # (N, H, T, D/H) each; the boolean mask means "may attend", True for real frames.
-        mask = valid[:, None, None, :]  # (N, 1, 1, T)
+        attend = valid[:, None, None, :]  # (N, 1, 1, T)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(N, T, D))  # (N, T, D)
 
 
@@ -328,7 +329,7 @@ class EncoderISLR(nn.Module):
         super().__init__()
         D = config.width
         self.velocity = config.velocity
-        self.embed = nn.Linear(input_features(num_features, config.velocity), D)
+        self.embed = nn.Linear(num_inputs(num_features, config.velocity), D)
         self.positions = SinusoidalPositions(width=D)
         self.drop = nn.Dropout(config.dropout)
         attention = dict(
@@ -373,9 +374,9 @@ class EncoderISLR(nn.Module):
 
 MODELS = ("simple", "transformer", "rnn", "lstm", "gru", "macaron", "conformer", "hybrid")
 
-# Named starting points; the lead pairs them with training recipes. Small enough for 2 CPU
-# cores unless the name says otherwise.
-PRESETS = {
+# Named model sizes; loops.PRESETS pairs them with training recipes (`train --preset`). Small
+# enough for 2 CPU cores unless the name says otherwise.
+CONFIGS = {
     "simple": ModelConfig(name="simple"),
     "article10": ModelConfig(),  # the series' Transformer, ~117k parameters
     "lstm": ModelConfig(name="lstm", width=128, depth=2),

@@ -10,6 +10,7 @@ statistics are scatter sums and there is no per-sequence Python.
 `data.prepare` calls it; `export.py` traces it into the deployed graph.
 """
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,13 +23,14 @@ if TYPE_CHECKING:  # data.py imports this module; the config is only an annotati
     from data import DataConfig
 
 COORDINATES = {"xy": (0, 1), "xyz": (0, 1, 2)}
-UNIT_RANGE = (1e-3, 5.0)  # the series clips the per-sequence unit length to this range
+UNIT_RANGE = (1e-3, 5.0)  # the series clips the unit length (per sequence or frame) to this
 
 
-def _segment_mean(values: Tensor, weights: Tensor, segments: Tensor, num: int) -> Tensor:
+def _segment_mean(values: Tensor, weights: Tensor, segments: Tensor, num_sequences: int) -> Tensor:
     """Weighted mean of per-frame values over each sequence: (F, P) -> (S, P)."""
-    total = values.new_zeros(num, values.shape[1]).index_add_(0, segments, values * weights)
-    count = weights.new_zeros(num, weights.shape[1]).index_add_(0, segments, weights)
+    S = num_sequences
+    total = values.new_zeros(S, values.shape[1]).index_add_(0, segments, values * weights)
+    count = weights.new_zeros(S, weights.shape[1]).index_add_(0, segments, weights)
     return total / count.clamp(min=1)
 
 
@@ -39,7 +41,7 @@ def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
     Returns (F, J*C): the selected landmarks, parts-normalised if asked, 0 where missing,
     and mirrored where `mirror_left` is set and the left hand is seen in more frames.
     """
-    selected = landmarks.PRESETS[config.landmarks]
+    selected = landmarks.SELECTIONS[config.landmarks]
     references = [p for part in PARTS for points in REFERENCE_POINTS[part].values() for p in points]
     # Gather only the landmarks used, once: index_select is far cheaper than fancy indexing
     # of the whole (F, 543, 3) array, and everything below works on the small copy.
@@ -47,7 +49,7 @@ def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
     needed = sorted(needed | ({LEFT_HAND, RIGHT_HAND} if config.mirror_left else set()))
     position = {landmark: i for i, landmark in enumerate(needed)}
 
-    def local(points) -> Tensor:
+    def local(points: tuple[int, ...]) -> Tensor:  # positions of `points` in the gathered copy
         return torch.tensor([position[p] for p in points])
 
     channels = frames.permute(2, 0, 1)  # (3, F, 543): free for data stored channel first
@@ -58,21 +60,29 @@ def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
     chosen = local(selected)
     segments = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (F,)
     if config.normalize:
-        y, keep = _normalize(x, present, segments, len(lengths), local, selected, config)
+        y, kept = _normalize(x, present, segments, len(lengths), local, selected, config)
     else:
-        y, keep = x.index_select(1, chosen), present.index_select(1, chosen)
+        y, kept = x.index_select(1, chosen), present.index_select(1, chosen)
     if config.mirror_left:
         wrists = present.index_select(1, local((LEFT_HAND, RIGHT_HAND))).float()  # (F, 2)
         seen = wrists.new_zeros(len(lengths), 2).index_add_(0, segments, wrists)  # (S, 2)
         flip = (seen[:, 0] > seen[:, 1])[segments]  # (F,) the frames of left-handed clips
         y = torch.where(
-            flip[:, None, None], mirror(y, selected, None if config.normalize else keep), y
+            flip[:, None, None], mirror(y, selected, present=None if config.normalize else kept), y
         )
     return y.flatten(1)
 
 
-def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tensor, Tensor]:
-    """Parts-based normalisation of (F, Jn, C) -> ((F, J, C) features, (F, J) present).
+def _normalize(
+    x: Tensor,
+    present: Tensor,
+    segments: Tensor,
+    num_sequences: int,
+    local: Callable[[tuple[int, ...]], Tensor],
+    selected: tuple[int, ...],
+    config: "DataConfig",
+) -> tuple[Tensor, Tensor]:
+    """Parts-based normalisation of (F, Jn, C) -> ((F, J, C) features, (F, J) kept points).
 
     Each part (face, hands, pose) is centred on its reference origin and divided by its
     reference length; a point whose part has no reference in a frame counts as missing.
@@ -83,9 +93,9 @@ def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tens
         references = points["origin"] + points["unit_from"] + points["unit_to"]
         found = present.index_select(1, local(references)).all(1)  # (F,)
         origin = x.index_select(1, local(points["origin"])).mean(1)  # (F, C)
-        tip = x.index_select(1, local(points["unit_to"]))[..., :2].mean(1)  # (F, 2)
-        base = x.index_select(1, local(points["unit_from"]))[..., :2].mean(1)  # (F, 2)
-        units.append(torch.linalg.vector_norm(tip - base, dim=-1))  # (F,) in the image plane
+        unit_to = x.index_select(1, local(points["unit_to"]))[..., :2].mean(1)  # (F, 2)
+        unit_from = x.index_select(1, local(points["unit_from"]))[..., :2].mean(1)  # (F, 2)
+        units.append(torch.linalg.vector_norm(unit_to - unit_from, dim=-1))  # (F,) image plane
         origins.append(origin)
         part_present.append(found)
     origin = torch.stack(origins, 1)  # (F, P, C)
@@ -94,32 +104,35 @@ def _normalize(x, present, segments, num, local, selected, config) -> tuple[Tens
 
     if config.align == "unique":
         C = origin.shape[-1]
-        mean = _segment_mean(origin.flatten(1), found.repeat_interleave(C, 1), segments, num)
-        origin = mean.view(num, -1, C)[segments]
+        mean = _segment_mean(
+            origin.flatten(1), found.repeat_interleave(C, 1), segments, num_sequences
+        )
+        origin = mean.view(num_sequences, -1, C)[segments]
     if config.scale == "unique":
-        unit = _segment_mean(unit, found, segments, num)[segments]
+        unit = _segment_mean(unit, found, segments, num_sequences)[segments]
     unit = unit.clamp(*UNIT_RANGE)
 
     part = landmarks.part_of(selected)  # (J,) the part of each selected landmark
     chosen = local(selected)
     y = (x.index_select(1, chosen) - origin[:, part]) / unit[:, part, None]  # (F, J, C)
-    keep = present.index_select(1, chosen) & found[:, part].bool()  # missing point or part -> 0
-    return y * keep[..., None], keep
+    kept = present.index_select(1, chosen) & found[:, part].bool()  # missing point or part -> 0
+    return y * kept[..., None], kept
 
 
 _REFLECT_X = torch.tensor([-1.0, 1.0, 1.0])
 
 
-def mirror(y: Tensor, selected: tuple[int, ...], keep: Tensor | None = None) -> Tensor:
+def mirror(y: Tensor, selected: tuple[int, ...], *, present: Tensor | None = None) -> Tensor:
     """The mirror image of (..., J, C) features of the landmarks `selected`.
 
-    Left/right points swap places and x is reflected. Parts-normalised features (keep=None)
-    are centred on mirror-symmetric origins, so x -> -x; raw image coordinates (0..1) reflect
-    as x -> 1 - x where keep (..., J) says a point is present. Missing points stay exactly 0.
+    Left/right points swap places and x is reflected. Parts-normalised features (no
+    `present`) are centred on mirror-symmetric origins, so x -> -x. Raw image coordinates
+    (0..1) reflect as x -> 1 - x where `present` (..., J) says a point was detected. Missing
+    points stay exactly 0 either way.
     """
     permutation = landmarks.mirror_permutation(selected)
     mirrored = y.index_select(-2, permutation)
-    if keep is None:
+    if present is None:
         return mirrored * _REFLECT_X[: y.shape[-1]]
-    mirrored[..., 0] = (1 - mirrored[..., 0]) * keep.index_select(-1, permutation)
+    mirrored[..., 0] = (1 - mirrored[..., 0]) * present.index_select(-1, permutation)
     return mirrored

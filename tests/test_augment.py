@@ -137,7 +137,7 @@ def _assert_well_formed(before: data.Batch, after: data.Batch) -> None:
     assert torch.isfinite(after.features).all()
 
 
-PARTS = landmarks.part_of(data.LANDMARK_PRESETS["fullbody"])  # (J,) part of each landmark
+PARTS = landmarks.part_of(landmarks.SELECTIONS["fullbody"])  # (J,) part of each landmark
 ALL_ON = {
     "flip": lambda d: augment.HorizontalFlip(d, probability=1.0),
     "affine": lambda d: augment.Affine(

@@ -208,7 +208,7 @@ def test_onnx_export_in_a_fresh_process(tmp_path):
 
 
 def test_cached_landmark_tables_are_new_tensors_each_call():
-    points = data.LANDMARK_PRESETS["fullbody"]
+    points = landmarks.SELECTIONS["fullbody"]
     assert landmarks.part_of(points) is not landmarks.part_of(points)
     assert landmarks.mirror_permutation(points) is not landmarks.mirror_permutation(points)
     assert landmarks.part_of(points).tolist() == [0] * 76 + [1] * 21 + [2] * 12 + [3] * 21

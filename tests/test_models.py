@@ -111,9 +111,9 @@ def test_unidirectional_rnn_halves_the_features():
 
 def test_presets():
     """Presets are valid configs; article10 is the default and hybrid-large is Kaggle-sized."""
-    assert models.PRESETS["article10"] == ModelConfig()
-    assert all(config.name in models.MODELS for config in models.PRESETS.values())
-    large = models.num_parameters(models.build(models.PRESETS["hybrid-large"], 260, 250))
+    assert models.CONFIGS["article10"] == ModelConfig()
+    assert all(config.name in models.MODELS for config in models.CONFIGS.values())
+    large = models.num_parameters(models.build(models.CONFIGS["hybrid-large"], 260, 250))
     assert 1_000_000 < large < 2_000_000
 
 
