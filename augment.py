@@ -20,9 +20,10 @@ isotropic zoom) would be a silent no-op, so each one is written in the normalise
 
 Every transform draws, per sequence, whether it applies (its probability), keeps missing
 landmarks missing (a landmark is missing iff all its C coordinates are exactly 0) and padded
-frames exactly 0, rebuilds `valid` from the lengths, and never touches labels or indices.
-A sequence not chosen gets identity parameters (angle 0, nothing dropped), so the whole batch
-goes through the same few tensor ops on the flat J*C axis. Presence is tested per coordinate
+frames exactly 0, and never touches labels or indices; the temporal ones (crop, resample)
+rebuild `valid` from the new lengths. Most give a sequence not chosen identity parameters
+(angle 0, nothing dropped), so the whole batch goes through the same few tensor ops on the
+flat J*C axis; noise is drawn for the chosen sequences only. Presence is tested per coordinate
 (x != 0): a present landmark has a coordinate of exactly 0 with probability zero, and masks
 broadcast over a size-C axis are several times slower on CPU.
 Randomness comes only from the `torch.Generator` passed in: the training loop passes its
@@ -36,7 +37,7 @@ ever copied between processes (the series' duplicated-randomness pitfall).
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -128,10 +129,6 @@ class _Transform:
         return mask.repeat_interleave(self.C, -1)[:, None].float()
 
 
-def _with(batch: Batch, features: Tensor) -> Batch:
-    return Batch(features, batch.valid, batch.lengths, batch.labels, batch.indices)
-
-
 class HorizontalFlip(_Transform):
     """Mirror a random subset of the batch: x -> -x and every left/right pair swapped."""
 
@@ -153,7 +150,7 @@ class HorizontalFlip(_Transform):
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         chosen = self.choose(batch, generator)[:, None, None]  # (N, 1, 1)
         features = batch.features
-        return _with(batch, torch.where(chosen, self.flip(features), features))
+        return replace(batch, features=torch.where(chosen, self.flip(features), features))
 
 
 class Affine(_Transform):
@@ -184,7 +181,7 @@ class Affine(_Transform):
         matrix = rotate @ torch.stack([ones, shear[:, 0], shear[:, 1], ones], -1).view(N, 2, 2)
         scale = 1 + _uniform((N, P), self.scale, generator) * chosen[:, None]  # (N, P)
         shift = _uniform((N, P, 2), self.shift, generator) * chosen[:, None, None]  # (N, P, 2)
-        return _with(batch, self.apply(batch.features, matrix, scale, shift))
+        return replace(batch, features=self.apply(batch.features, matrix, scale, shift))
 
     def apply(self, features: Tensor, matrix: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         """features (N, T, J*C) -> the same; matrix (N, 2, 2), scale (N, P), shift (N, P, 2).
@@ -219,7 +216,7 @@ class Noise(_Transform):
         if self.uniform > 0:
             noise += torch.empty(shape).uniform_(-self.uniform, self.uniform, generator=generator)
         noise = torch.zeros_like(x).index_copy_(0, rows, noise)
-        return _with(batch, torch.addcmul(x, noise, _nonzero(x)))  # padding 0 stays 0
+        return replace(batch, features=torch.addcmul(x, noise, _nonzero(x)))  # padding 0 stays 0
 
 
 class DropPart(_Transform):
@@ -229,7 +226,7 @@ class DropPart(_Transform):
         chosen = self.choose(batch, generator)[:, None]  # (N, 1)
         which = torch.randint(len(landmarks.PARTS), (len(chosen), 1), generator=generator)
         keep = (self.parts[None] != which) | ~chosen  # (N, J)
-        return _with(batch, batch.features * self.per_coordinate(keep))
+        return replace(batch, features=batch.features * self.per_coordinate(keep))
 
 
 class DropJoints(_Transform):
@@ -242,7 +239,7 @@ class DropJoints(_Transform):
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         chosen = self.choose(batch, generator)[:, None]  # (N, 1)
         keep = torch.rand(len(chosen), len(self.parts), generator=generator) >= self.fraction
-        return _with(batch, batch.features * self.per_coordinate(keep | ~chosen))
+        return replace(batch, features=batch.features * self.per_coordinate(keep | ~chosen))
 
 
 class DropTimeSpan(_Transform):
@@ -262,7 +259,9 @@ class DropTimeSpan(_Transform):
         start = (torch.rand(N, generator=generator) * (L - span + 1)).long().minimum(L - span)
         steps = torch.arange(T)[None]  # (1, T)
         dropped = (steps >= start[:, None]) & (steps < (start + span)[:, None])  # (N, T)
-        return _with(batch, batch.features * (~dropped).float()[..., None])  # still valid
+        return replace(
+            batch, features=batch.features * (~dropped).float()[..., None]
+        )  # still valid
 
 
 def retime(batch: Batch, positions: Tensor, lengths: Tensor) -> Batch:

@@ -153,6 +153,9 @@ def _read_tensors(file: BinaryIO, size: int, path: Path) -> dict[str, torch.Tens
 
 
 def _config(cls, text: str, path: Path):
+    """A config dataclass from its JSON. Unknown fields are refused; missing ones take their
+    defaults, so checkpoints written before a field was added still load as they trained
+    (every new field's default is the behaviour from before it existed)."""
     values = json.loads(text)
     known = {f.name for f in fields(cls)}
     if not isinstance(values, dict) or set(values) - known:
@@ -188,7 +191,8 @@ def _describe(header: dict, path: Path) -> tuple[DataConfig, models.ModelConfig,
         data_config = _config(DataConfig, metadata["data_config"], path)
         model_config = _config(models.ModelConfig, metadata["model_config"], path)
         vocabulary = json.loads(metadata["vocabulary"])
-        extra = {k: json.loads(v) for k, v in metadata.items() if k not in ("format",)}
+        described = ("format", "data_config", "model_config", "vocabulary")
+        extra = {k: json.loads(v) for k, v in metadata.items() if k not in described}
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has broken metadata ({error})") from None
 
@@ -206,5 +210,4 @@ def _describe(header: dict, path: Path) -> tuple[DataConfig, models.ModelConfig,
         )
     if sum(torch.Size(s).numel() for s in shapes.values()) > MAX_PARAMETERS:
         raise CheckpointError(f"{path} asks for a model larger than {MAX_PARAMETERS:,} parameters")
-    extra.pop("data_config"), extra.pop("model_config"), extra.pop("vocabulary")
     return data_config, model_config, vocabulary, extra

@@ -167,7 +167,9 @@ def read_signer(
                 if len(shape) != 3 or shape[0] != 3 or shape[2] != NUM_LANDMARKS:
                     raise DataError(f"{where}: feature has shape {shape}, expected [3, T, 543]")
                 if not 0 < shape[1] <= MAX_FRAMES:
-                    raise DataError(f"{where}: feature has {shape[1]} frames (T must be 1..)")
+                    raise DataError(
+                        f"{where}: feature has {shape[1]} frames (T must be 1..{MAX_FRAMES})"
+                    )
                 if token.shape != (1,):
                     raise DataError(f"{where}: token has shape {token.shape}, expected [1]")
                 if token.dtype.kind not in "iu":

@@ -17,7 +17,10 @@ from torch import Tensor
 NUM_LANDMARKS = 543
 FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522
 PARTS = ("face", "left_hand", "pose", "right_hand")
-PART_RANGES = ((FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, 543))
+LEFT_WRIST, RIGHT_WRIST = LEFT_HAND, RIGHT_HAND  # hand point 0 is the wrist
+PART_RANGES = (
+    (FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, NUM_LANDMARKS)
+)  # fmt: skip
 
 # The 76 face points of the series' "full body" preset: lips, nose, both eyes.
 FULLBODY_FACE = (
@@ -30,14 +33,15 @@ _FULLBODY = (
     FULLBODY_FACE
     + tuple(range(LEFT_HAND, POSE))
     + tuple(POSE + i for i in range(11, 23))  # shoulders, elbows, wrists, pose hand points
-    + tuple(range(RIGHT_HAND, 543))
+    + tuple(range(RIGHT_HAND, NUM_LANDMARKS))
 )
 SELECTIONS: dict[str, tuple[int, ...]] = {
     # 130 points: face (76), left hand (21), pose 11-22 (12), right hand (21).
     "fullbody": _FULLBODY,
     # 141: the same plus pose 0-10 (nose, eyes, ears, mouth corners). Parts-based
     # normalisation centres the face on itself, so without these the model cannot see where
-    # the head is relative to the shoulders, nor so where a hand is relative to the face.
+    # the head is relative to the shoulders, and so neither where a hand is relative to the
+    # face.
     "fullbody-head": _FULLBODY + tuple(POSE + i for i in range(11)),
     "all": tuple(range(NUM_LANDMARKS)),
 }
@@ -50,13 +54,13 @@ REFERENCE_POINTS = {
     "face": dict(origin=(0, 2), unit_from=(33,), unit_to=(263,)),
     "left_hand": dict(
         origin=tuple(LEFT_HAND + i for i in (0, *_HAND_BASES)),
-        unit_from=(LEFT_HAND,),
+        unit_from=(LEFT_WRIST,),
         unit_to=tuple(LEFT_HAND + i for i in _HAND_BASES),
     ),
     "pose": dict(origin=(POSE + 11, POSE + 12), unit_from=(POSE + 11,), unit_to=(POSE + 12,)),
     "right_hand": dict(
         origin=tuple(RIGHT_HAND + i for i in (0, *_HAND_BASES)),
-        unit_from=(RIGHT_HAND,),
+        unit_from=(RIGHT_WRIST,),
         unit_to=tuple(RIGHT_HAND + i for i in _HAND_BASES),
     ),
 }

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 import landmarks
-from landmarks import LEFT_HAND, PARTS, REFERENCE_POINTS, RIGHT_HAND
+from landmarks import LEFT_WRIST, PARTS, REFERENCE_POINTS, RIGHT_WRIST
 
 if TYPE_CHECKING:  # data.py imports this module; the config is only an annotation here
     from data import DataConfig
@@ -46,7 +46,7 @@ def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
     # Gather only the landmarks used, once: index_select is far cheaper than fancy indexing
     # of the whole (F, 543, 3) array, and everything below works on the small copy.
     needed = set(selected) | (set(references) if config.normalize else set())
-    needed = sorted(needed | ({LEFT_HAND, RIGHT_HAND} if config.mirror_left else set()))
+    needed = sorted(needed | ({LEFT_WRIST, RIGHT_WRIST} if config.mirror_left else set()))
     position = {landmark: i for i, landmark in enumerate(needed)}
 
     def local(points: tuple[int, ...]) -> Tensor:  # positions of `points` in the gathered copy
@@ -64,7 +64,7 @@ def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
     else:
         y, kept = x.index_select(1, chosen), present.index_select(1, chosen)
     if config.mirror_left:
-        wrists = present.index_select(1, local((LEFT_HAND, RIGHT_HAND))).float()  # (F, 2)
+        wrists = present.index_select(1, local((LEFT_WRIST, RIGHT_WRIST))).float()  # (F, 2)
         seen = wrists.new_zeros(len(lengths), 2).index_add_(0, segments, wrists)  # (S, 2)
         flip = (seen[:, 0] > seen[:, 1])[segments]  # (F,) the frames of left-handed clips
         y = torch.where(

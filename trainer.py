@@ -56,7 +56,8 @@ def init_distributed(device: torch.device) -> torch.device:
 
 
 def reduce_metrics(metrics: dict) -> dict:
-    """Sum the sample-weighted training metrics over processes."""
+    """The training metrics of all processes: loss and accuracy averaged, weighted by samples;
+    samples summed."""
     if not dist.is_initialized():
         return metrics
     n = metrics["samples"]
@@ -147,8 +148,7 @@ def restore(state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel (or torch.compile)."""
-    model = getattr(model, "_orig_mod", model)
+    """The plain model inside DistributedDataParallel."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
@@ -189,6 +189,8 @@ def train_run(
         model, train_config, prepared["train"].num_batches(train_config.batch_size, world)
     )
     augmenter = augment.build(augment_config, data_config)
+    # What every checkpoint records: checkpoint.save takes the data and model configs as
+    # dataclasses (they rebuild the model) and everything else ready for JSON.
     saved = dict(data_config=data_config, model_config=model_config, vocabulary=vocabulary,
                  train_config=asdict(train_config), augment_config=asdict(augment_config),
                  **(metadata or {}))  # fmt: skip
