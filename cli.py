@@ -167,8 +167,19 @@ def given_options(ctx: typer.Context) -> list[str]:
 
 
 def flag(ctx: typer.Context, name: str) -> str:
-    """How an option is spelled on the command line (data_dir: --data)."""
-    return next(param.opts[0] for param in ctx.command.params if param.name == name)
+    """How an option was typed: data_dir as --data, a boolean turned off as --no-amp."""
+    param = next(param for param in ctx.command.params if param.name == name)
+    if param.secondary_opts and ctx.params[name] is False:
+        return param.secondary_opts[0]
+    return param.opts[0]
+
+
+def refuse_options(ctx: typer.Context, refused: dict[str, str], command: str) -> None:
+    """One line naming every option given that `command` does not take, and what instead."""
+    given = [name for name in given_options(ctx) if name in refused]
+    if given:
+        reasons = "; ".join(f"{flag(ctx, name)} ({refused[name]})" for name in given)
+        raise ValueError(f"{command} does not take {reasons}")
 
 
 def set_threads(ctx: typer.Context) -> None:

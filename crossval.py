@@ -30,23 +30,23 @@ from cli import (
     app,
     console,
     ensure_default_data,
-    flag,
     given_options,
     option,
     output_directory,
     parse_signers,
     pick_device,
+    refuse_options,
     resolve_configs,
     tracked,
     train_flags,
     user_errors,
 )  # fmt: skip
 
-# The train flags cv decides itself, and what to give instead. (--data, --out, --test-signer
+# Train flags that cv cannot take, and what to give instead. (--data, --out, --test-signer
 # and --device are cv's own options, wherever they stand.)
-CV_SETS = {
-    "seed": "use --seeds N (seeds 0..N-1)",
-    "val_signer": "use --val-signers N (how many per fold)",
+CV_REFUSES = {
+    "seed": "it runs seeds 0..N-1: give --seeds N",
+    "val_signer": "it picks them per fold: give --val-signers N",
     "resume": "a cross-validation starts afresh",
 }
 
@@ -88,9 +88,7 @@ def cv(
     """
     with user_errors():
         recipe = train_flags(ctx)
-        taken = [name for name in given_options(recipe) if name in CV_SETS]
-        if taken:
-            raise ValueError(f"cv sets {flag(recipe, taken[0])} itself: {CV_SETS[taken[0]]}")
+        refuse_options(recipe, CV_REFUSES, "cv")
         if test_signer is not None and "folds" in given_options(ctx):
             raise ValueError(
                 "give --folds or --test-signer, not both: a fixed test signer is one fold"

@@ -215,7 +215,9 @@ def train(
             )
             if (out / "model.safetensors").exists() or (out / "last.safetensors").exists():
                 raise ValueError(f"{out} already holds a trained model: choose another --out")
-        ensure_default_data(data_dir)
+        if trainer.rank() == 0:  # one process generates the synthetic set; the rest wait
+            ensure_default_data(data_dir)
+        trainer.barrier()
         started = time.perf_counter()
         dataset = data.load_dataset(data_dir)
         if not resume:

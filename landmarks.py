@@ -5,8 +5,8 @@ Every frame holds 543 points in Kaggle order: face mesh 0-467, left hand 468-488
 "Left" and "right" are MediaPipe's: the signer's own hands.
 
     import landmarks
-    landmarks.SELECTIONS["fullbody"]           # the 130 points the series feeds its models
-    landmarks.mirror_permutation(points)    # where each point goes in a mirror image
+    landmarks.SELECTIONS["fullbody"]       # the 130 points the series feeds its models
+    landmarks.mirror_permutation(points)   # where each point goes in a mirror image
 """
 
 from functools import cache

@@ -16,6 +16,7 @@ skips finished signers and an interrupted run never leaves a half-written `<pid>
 
 import csv
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -195,9 +196,13 @@ def read_train_csv(
             known = {str(s): int(i) for s, i in json.loads(map_path.read_text()).items()}
     except (ValueError, AttributeError, TypeError):
         raise PrepareError(f"{map_path} is not a JSON object of sign -> index") from None
+    try:  # the whole file is small: decode it at once, so a bad byte is one clear error
+        text = csv_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PrepareError(f"{csv_path} is not UTF-8 text (byte {error.start})") from None
     report = PrepareReport(vocabulary={})
     rows = []
-    with open(csv_path, newline="", encoding="utf-8", errors="replace") as file:
+    with io.StringIO(text, newline="") as file:
         reader = csv.reader(file)
         header = next(reader, [])
         if not set(CSV_COLUMNS) <= set(header):

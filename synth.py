@@ -20,9 +20,9 @@ right-handed signer, mirrored for left-handed ones, then placed in the image per
 """
 
 import json
-import multiprocessing
 import os
 import signal
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,10 +348,15 @@ def generate(
     jobs = [(out_dir / f"{p}.hdf5", seed, i, left[i], ids[i]) for i, p in enumerate(participants)]
     workers = min(os.cpu_count() or 1, num_signers)
     if workers > 1:  # compression takes most of the time: a process per core
-        # Leaving the block terminates the workers, also on Ctrl-C, which is the parent's to
-        # handle (a stopped worker's temporary file is removed by the next run).
-        with multiprocessing.Pool(workers, _ignore_interrupt) as pool:
-            count = sum(pool.starmap(_signer_file, jobs))
+        # Ctrl-C is the parent's to handle: it cancels the signers not started and waits for
+        # the few being written. A worker that dies raises BrokenProcessPool here.
+        with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
+            futures = [pool.submit(_signer_file, *job) for job in jobs]
+            try:
+                count = sum(future.result() for future in futures)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
     else:
         count = sum(_signer_file(*job) for job in jobs)
     _write_text(out_dir / MAP, json.dumps(VOCABULARY, indent=4) + "\n")

@@ -28,6 +28,7 @@ from cli import (
     output_directory,
     output_file,
     pick_device,
+    refuse_options,
     resolve_configs,
     train_flags,
     user_errors,
@@ -180,6 +181,15 @@ def prepare(
         console.print(f"[yellow]skipped {count} ({kind}):[/] " + "; ".join(report.examples[kind]))
 
 
+# Train flags that bench cannot take: it times epochs on all the data and writes no run.
+BENCH_REFUSES = {
+    "test_signer": "it trains on every sequence",
+    "val_signer": "it trains on every sequence",
+    "out": "it writes no run; --json saves the figures",
+    "resume": "it starts afresh",
+}
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
@@ -205,6 +215,7 @@ def bench(
     with user_errors():
         output_file(json_path, "--json")
         recipe = train_flags(ctx)
+        refuse_options(recipe, BENCH_REFUSES, "bench")
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         ensure_default_data(data_dir)
         result = benchmark.run(data_dir, data_config, model_config, train_config, augment_config,

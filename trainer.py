@@ -55,13 +55,20 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
-def reduce_metrics(metrics: dict) -> dict:
+def barrier() -> None:
+    """Wait for every process (a no-op for one)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def reduce_metrics(metrics: dict, device: torch.device) -> dict:
     """The training metrics of all processes: loss and accuracy averaged, weighted by samples;
-    samples summed."""
+    samples summed. (On the training device: nccl reduces CUDA tensors only.)"""
     if not dist.is_initialized():
         return metrics
     n = metrics["samples"]
     totals = torch.tensor([metrics["loss"] * n, metrics["accuracy"] * n, n], dtype=torch.float64)
+    totals = totals.to(device)
     dist.all_reduce(totals)
     loss, correct, seen = totals.tolist()
     seconds = metrics["seconds"]
@@ -76,15 +83,18 @@ def reduce_metrics(metrics: dict) -> dict:
 def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
     """The random state of every process (each draws its own dropout masks), gathered onto
     all of them: rank 0 writes them, and each takes its own back on resume."""
-    states = {"torch": torch.get_rng_state()}
+    states = {"torch": torch.get_rng_state()}  # uint8 tensors, the same size in every process
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     if not dist.is_initialized():
         return {f"rng.{name}": value for name, value in states.items()}
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, states)
-    return {f"rng.{name}{_rank_suffix(r)}": value
-            for r, states in enumerate(gathered) for name, value in states.items()}  # fmt: skip
+    gathered = {}
+    for name, state in states.items():
+        local = state.to(device)  # nccl gathers CUDA tensors only
+        every = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(every, local)
+        gathered |= {f"rng.{name}{_rank_suffix(r)}": s.cpu() for r, s in enumerate(every)}
+    return gathered
 
 
 def _rank_suffix(rank: int) -> str:
@@ -120,8 +130,10 @@ def load_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, metadata
 
 
-def restore(state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    """Put a saved training state back in place, RNG included."""
+def restore(
+    state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata: dict, device: torch.device
+) -> None:
+    """Put a saved training state back in place, RNG included (of this process, on `device`)."""
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -137,12 +149,10 @@ def restore(state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata:
     state.optimizer.load_state_dict({"state": per_parameter, "param_groups": groups})
     state.scheduler.load_state_dict(metadata["scheduler"])
 
-    def own(name: str) -> torch.Tensor | None:  # rank 0's if the run had fewer processes
-        return tensors.get(f"rng.{name}{_rank_suffix(rank())}", tensors.get(f"rng.{name}"))
-
-    torch.set_rng_state(own("torch"))
-    if own("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(own("cuda"))
+    suffix = _rank_suffix(rank())
+    torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+    if f"rng.cuda{suffix}" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], device)
     state.generator.set_state(tensors["rng.batches"])
     state.epoch = metadata["epoch"]
 
@@ -197,7 +207,10 @@ def train_run(
     history, best = [], None
     if resume:
         tensors, resumed = load_resume(out / "resume.safetensors")
-        restore(state, tensors, resumed)
+        if resumed.get("world", 1) != world:  # batches, schedule and RNG all follow from it
+            raise ValueError(f"{out} was trained by {resumed.get('world', 1)} process(es): "
+                             f"resume it with as many, not {world}")  # fmt: skip
+        restore(state, tensors, resumed, torch.device(device))
         history, best = resumed["history"], resumed["best"]
     writer = rank() == 0
     if writer:
@@ -205,7 +218,7 @@ def train_run(
 
     for record in loops.fit(state, prepared["train"], prepared["val"], train_config, device=device,
                             augment=augmenter, track=track):  # fmt: skip
-        record["train"] = reduce_metrics(record["train"])
+        record["train"] = reduce_metrics(record["train"], torch.device(device))
         val = loops.summary(record["val"])
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
@@ -226,7 +239,8 @@ def train_run(
             checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
         checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
         save_resume(out / "resume.safetensors", state, {**saved, "history": history, "best": best,
-                    "data_config": asdict(data_config), "model_config": asdict(model_config)}, rng)  # fmt: skip
+                    "data_config": asdict(data_config), "model_config": asdict(model_config),
+                    "world": world}, rng)  # fmt: skip
         checkpoint.write_text(out / "history.json", json.dumps(history, indent=1))
 
     tests = {}
@@ -240,6 +254,5 @@ def train_run(
             epoch = loaded.metadata["epoch"]
             checkpoint.save(path, loaded.model, **saved, epoch=epoch, metrics=metrics)
             tests[name] = {**result, "epoch": epoch}
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     return {"best": best, "test": tests, "parameters": parameters}

@@ -85,3 +85,6 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
     result = run("bench", "--data", tiny_data, "--json", missing)
     assert result.exit_code == 1 and result.output.startswith("error:"), result.output
     assert "no-dir does not exist" in result.output
+    result = run("bench", "--data", tiny_data, "--val-signer", "101", "--out", tmp_path / "r")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "bench does not take --val-signer (it trains on every sequence); --out" in result.output

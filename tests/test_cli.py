@@ -99,8 +99,8 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
         run("train", "--data", data_dir, "--landmarks", "all", "--no-mirror-left"), "--flip 0"
     )
     _one_line_error(
-        run("train", "--resume", out, "--epochs", "9", "--data", data_dir),
-        f"--resume continues {out} with its own settings: drop --epochs --data",
+        run("train", "--resume", out, "--epochs", "9", "--data", data_dir, "--no-amp"),
+        f"--resume continues {out} with its own settings: drop --epochs --data --no-amp",
     )
     _one_line_error(run("train", "--data", data_dir, "--select-after", "1"), "select_after")
     _one_line_error(run("train", "--data", data_dir, "--device", "cuda:7"), "no such CUDA GPU")
@@ -197,8 +197,11 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
         )
     _one_line_error(run("cv", "--data", root, "--exclude", "999"), "excluded signer 999")
     # Train flags that cv sets itself were silently ignored; now they are refused.
-    _one_line_error(run("cv", "--data", root, "--seed", "7"), "cv sets --seed itself")
-    _one_line_error(run("cv", "--data", root, "--val-signer", "101"), "use --val-signers N")
+    _one_line_error(
+        run("cv", "--data", root, "--val-signer", "101", "--seed", "7"),
+        "cv does not take --val-signer (it picks them per fold: give --val-signers N); "
+        "--seed (it runs seeds 0..N-1: give --seeds N)",
+    )
     _one_line_error(run("cv", "--data", root, "--test-signer", "606", "--folds", "3"), "not both")
     _one_line_error(run("cv", "--data", root, "--out", out), "already holds cross-validation")
 

@@ -268,6 +268,9 @@ def test_bad_raw_dir_is_a_user_error(tmp_path):
     (tmp_path / "train.csv").write_text("file,pid,sequence,label\n")
     with pytest.raises(PrepareError, match="header"):
         convert(tmp_path, tmp_path / "out")
+    (tmp_path / "train.csv").write_bytes(b"path,participant_id,sequence_id,sign\na,1,2,caf\xe9\n")
+    with pytest.raises(PrepareError, match=r"train.csv is not UTF-8 text \(byte 46\)"):
+        convert(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -59,6 +59,15 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path):
         [r["val"]["loss"] for r in cut_history], abs=1e-6
     )
 
+    # Another number of processes would cut other batches and schedule other steps: refused.
+    tensors, saved = checkpoint.read(tmp_path / "cut" / "resume.safetensors")
+    assert saved["world"] == 1
+    saved["world"] = 2
+    checkpoint.write(tmp_path / "cut" / "resume.safetensors", tensors,
+                     {k: json.dumps(v) for k, v in saved.items()})  # fmt: skip
+    with pytest.raises(ValueError, match="trained by 2 process"):
+        _run(prepared, tmp_path / "cut", epochs=5, resume=True)
+
 
 def _start(args, env=None):
     return subprocess.Popen([sys.executable, "islr.py", "train", *map(str, args)], cwd=ROOT,
