@@ -74,7 +74,7 @@ class SimpleISLR(nn.Module):
 
     def forward_features(self, x: Tensor, valid: Tensor) -> Tensor:
         if self.velocity:
-            x = add_velocity(x, valid)  # (N, T, 3F)
+            x = add_velocity(x, valid)  # (N, T, 3*J*C)
         return masked_mean(F.relu(self.embed(x)), valid)  # (N, D)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
@@ -105,7 +105,7 @@ class RecurrentISLR(nn.Module):
     def forward_features(self, x: Tensor, valid: Tensor) -> Tensor:
         T = x.shape[1]
         if self.velocity:
-            x = add_velocity(x, valid)  # (N, T, 3F)
+            x = add_velocity(x, valid)  # (N, T, 3*J*C)
         lengths = valid.sum(1).clamp(min=1).cpu()  # (N,) packing wants them on the CPU
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=T)
@@ -362,7 +362,7 @@ class EncoderISLR(nn.Module):
 
     def forward_features(self, x: Tensor, valid: Tensor) -> Tensor:
         if self.velocity:
-            x = add_velocity(x, valid)  # (N, T, 3F)
+            x = add_velocity(x, valid)  # (N, T, 3*J*C)
         h = self.drop(self.positions(F.relu(self.embed(x))))  # (N, T, D)
         for layer in self.layers:
             h = layer(h, valid)  # (N, T, D)
