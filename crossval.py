@@ -120,26 +120,33 @@ def cv(
                              ("train", train_config), ("augment", augment_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
         runs = []
-        for fold, (train_signers, val, test) in enumerate(splits):
-            prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
-            for seed in range(seeds):
-                result = trainer.train_run(
-                    prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
-                    model_config=model_config, train_config=replace(train_config, seed=seed),
-                    augment_config=augment_config,
-                    vocabulary=dataset.vocabulary, device=device_,
-                    metadata=dict(split={"train": train_signers, "val": val, "test": test},
-                                  data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
-                    track=tracked,
-                )  # fmt: skip
-                test_metrics = result["test"]["model"]
-                runs.append({"fold": fold, "seed": seed, "test_signers": test, "val_signers": val,
-                             "best_epoch": result["best"]["epoch"], **test_metrics})  # fmt: skip
-                console.print(
-                    f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
-                    f"epoch {result['best']['epoch']}, test acc {test_metrics['accuracy']:.2%}, "
-                    f"last-epoch {result['test']['last']['accuracy']:.2%}"
-                )
+        try:
+            for fold, (train_signers, val, test) in enumerate(splits):
+                prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
+                for seed in range(seeds):
+                    result = trainer.train_run(
+                        prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
+                        model_config=model_config, train_config=replace(train_config, seed=seed),
+                        augment_config=augment_config,
+                        vocabulary=dataset.vocabulary, device=device_,
+                        metadata=dict(split={"train": train_signers, "val": val, "test": test},
+                                      data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
+                        track=tracked,
+                    )  # fmt: skip
+                    test_metrics = result["test"]["model"]
+                    runs.append({"fold": fold, "seed": seed, "test_signers": test,
+                                 "val_signers": val, "best_epoch": result["best"]["epoch"],
+                                 **test_metrics})  # fmt: skip
+                    console.print(
+                        f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
+                        f"epoch {result['best']['epoch']}, "
+                        f"test acc {test_metrics['accuracy']:.2%}, "
+                        f"last-epoch {result['test']['last']['accuracy']:.2%}"
+                    )
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/] after {len(runs)} of {len(splits) * seeds} "
+                          f"runs (in {out}); no summary written")  # fmt: skip
+            raise typer.Exit(130) from None
     accuracies = torch.tensor([r["accuracy"] for r in runs])
     per_class = torch.tensor([r["per_class_accuracy"] for r in runs]).mean(0)
     std = accuracies.std().item() if len(runs) > 1 else 0.0

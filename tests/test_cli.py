@@ -295,3 +295,26 @@ def test_confusion_matrix_of_ten_signs_fits_80_columns(tmp_path):
     matrix = result.output.split("confusion matrix")[1]
     assert all(f" {i} {sign} " in matrix for i, sign in enumerate(signs))
     assert max(len(line) for line in matrix.splitlines()) <= 80
+
+
+def test_interrupted_cv_says_how_far_it_got(tmp_path, monkeypatch):
+    """Ctrl-C during cv names the runs finished and where they are (it said only 'interrupted')."""
+    import trainer
+
+    train_run, calls = trainer.train_run, []
+
+    def second_is_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_run(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_run", second_is_interrupted)
+    root = write_gislr(tmp_path / "d")
+    result = run("cv", "--data", root, "--test-signer", "16069", "--seeds", "3", "--val-signers",
+                 "1", "--out", tmp_path / "cv", "--epochs", "1", "--preset", "simple")  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert f"interrupted after 1 of 3 runs (in {tmp_path / 'cv'})" in " ".join(
+        result.output.split()
+    )
+    assert (tmp_path / "cv" / "fold0-seed0" / "model.safetensors").exists()
