@@ -189,6 +189,7 @@ def train_run(
     are added to them. With `resume`, training continues from `out/resume.safetensors`.
     Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
     """
+    device = torch.device(device)
     torch.manual_seed(train_config.seed)
     model = models.build(model_config, data_config.num_features, len(vocabulary)).to(device)
     parameters = models.num_parameters(model)
@@ -210,7 +211,7 @@ def train_run(
         if resumed.get("world", 1) != world:  # batches, schedule and RNG all follow from it
             raise ValueError(f"{out} was trained by {resumed.get('world', 1)} process(es): "
                              f"resume it with as many, not {world}")  # fmt: skip
-        restore(state, tensors, resumed, torch.device(device))
+        restore(state, tensors, resumed, device)
         history, best = resumed["history"], resumed["best"]
     writer = rank() == 0
     if writer:
@@ -218,7 +219,7 @@ def train_run(
 
     for record in loops.fit(state, prepared["train"], prepared["val"], train_config, device=device,
                             augment=augmenter, track=track):  # fmt: skip
-        record["train"] = reduce_metrics(record["train"], torch.device(device))
+        record["train"] = reduce_metrics(record["train"], device)
         val = loops.summary(record["val"])
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
@@ -229,7 +230,7 @@ def train_run(
         )
         if is_best:
             best = {"epoch": record["epoch"], "val": val}
-        rng = rng_states(torch.device(device))  # every process takes part
+        rng = rng_states(device)  # every process takes part
         if not writer:
             continue
         on_epoch(record, is_best)

@@ -22,6 +22,7 @@ import trainer
 from data import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
 def _run(prepared, out, *, epochs, resume=False, stop_at=None, select_after=0.0):
@@ -133,15 +134,7 @@ def test_two_processes_train_like_one(tmp_path):
     # Without normalisation the tiny set's class-dependent drift is learnable in a few epochs.
     args = ["--data", root, "--epochs", "12", "--batch-size", "8", "--flip", "0", "--no-normalize",
             "--learning-rate", "3e-3"]  # fmt: skip
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-    ]
-    two = subprocess.run([*torchrun, "islr.py", "train", *map(str, args), "--out", tmp_path / "two"],
+    two = subprocess.run([*TORCHRUN, "islr.py", "train", *map(str, args), "--out", tmp_path / "two"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert two.returncode == 0, two.stdout + two.stderr
     one = _start([*args, "--out", tmp_path / "one"])
@@ -186,18 +179,10 @@ def test_two_processes_resume_like_an_uninterrupted_run(tmp_path):
         "    if record['epoch'] == 2:\n        raise KeyboardInterrupt\n"
         "islr.print_epoch = stop\nislr.app()\n"
     )
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(script, *more):
-        return subprocess.run([*torchrun, script, "train", *map(str, more)], cwd=ROOT, env=env,
+        return subprocess.run([*TORCHRUN, script, "train", *map(str, more)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)  # fmt: skip
 
     whole = launch("islr.py", *args, "--out", tmp_path / "whole")
