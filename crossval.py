@@ -9,6 +9,7 @@ prints mean ± std test accuracy and writes every run plus a summary (cv.json) u
 """
 
 import json
+import math
 import shlex
 import sys
 import time
@@ -148,17 +149,23 @@ def cv(
                           f"runs (in {out}); no summary written")  # fmt: skip
             raise typer.Exit(130) from None
     accuracies = torch.tensor([r["accuracy"] for r in runs])
-    per_class = torch.tensor([r["per_class_accuracy"] for r in runs]).mean(0)
+    per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
     std = accuracies.std().item() if len(runs) > 1 else 0.0
     console.print(f"[bold]test accuracy {accuracies.mean():.2%} ± {std:.2%}[/] over {len(runs)} runs "
                   f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters")  # fmt: skip
     signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
-    console.print(
-        "per-class: "
-        + ", ".join(f"{s} {a:.1%}" for s, a in zip(signs, per_class.tolist(), strict=True))
+    shown = (
+        f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)
     )
+    console.print("per-class: " + ", ".join(shown))
     summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "excluded": excluded,
-               "signs": signs, "per_class_accuracy": per_class.tolist(), "model": asdict(model_config),
+               "signs": signs, "per_class_accuracy": per_class, "model": asdict(model_config),
                "train": asdict(train_config), "data": asdict(data_config),
                "augment": asdict(augment_config)}  # fmt: skip
     checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
+
+
+def mean_per_class(runs: list[list[float | None]]) -> list[float | None]:
+    """Each class's accuracy averaged over the runs whose test signers have it (None: none do)."""
+    table = torch.tensor([[math.nan if a is None else a for a in run] for run in runs])
+    return [None if math.isnan(a) else a for a in table.nanmean(0).tolist()]

@@ -144,7 +144,10 @@ def train(
         float, option("Peak learning rate.", TRAIN_PANEL, min=0)
     ] = PRESET_TRAIN.learning_rate,
     label_smoothing: Annotated[
-        float, option("Label smoothing.", TRAIN_PANEL, min=0, max=1)
+        float,
+        option(
+            "Label smoothing ε: targets (1-ε)·one-hot + ε/K (PyTorch's).", TRAIN_PANEL, min=0, max=1
+        ),
     ] = PRESET_TRAIN.label_smoothing,
     seed: Annotated[
         int, option("Seed of weights, dropout, order, augmentation.", TRAIN_PANEL)
@@ -259,8 +262,14 @@ def train(
                   f"val acc {best['val']['accuracy']:.2%}")  # fmt: skip
     for name, metrics in result["test"].items():
         console.print(f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
-                      f"accuracy {metrics['accuracy']:.2%}, top-5 {metrics['top5_accuracy']:.2%}")  # fmt: skip
+                      f"accuracy {metrics['accuracy']:.2%}{top5_text(metrics, ', ')}")  # fmt: skip
     console.print(f"checkpoint: {out / 'model.safetensors'}")
+
+
+def top5_text(metrics: dict, separator: str) -> str:
+    """The top-5 figure for a result line; nothing with 5 signs or fewer (always 100% there)."""
+    top5 = metrics["top5_accuracy"]
+    return "" if top5 is None else f"{separator}top-5 accuracy {top5:.2%}"
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -342,14 +351,12 @@ def evaluate(
     console.print(
         f"[bold]{ckpt}[/] on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences"
     )
-    console.print(
-        f"accuracy {result['accuracy']:.2%}   top-5 accuracy {result['top5_accuracy']:.2%}"
-    )
+    console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
     per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
     for sign, count, accuracy in zip(
         signs, result["class_counts"], result["per_class_accuracy"], strict=True
     ):
-        per_class.add_row(sign, str(count), f"{accuracy:.1%}" if count else "-")
+        per_class.add_row(sign, str(count), "-" if accuracy is None else f"{accuracy:.1%}")
     console.print(per_class)
     # Columns by number, so that ten signs fit in 80 columns (names were cut short).
     matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")

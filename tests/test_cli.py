@@ -7,6 +7,7 @@ import pytest
 from conftest import run, write_gislr
 
 import checkpoint
+import crossval
 import loops
 
 
@@ -154,6 +155,12 @@ def test_every_preset_trains_and_round_trips(preset, tmp_path, tiny_data):
     assert run("evaluate", out / "model.safetensors", "--json", report).exit_code == 0
     test = loaded.metadata["metrics"]["test"]
     assert json.loads(report.read_text())["accuracy"] == pytest.approx(test["accuracy"])
+
+
+def test_cv_averages_a_class_only_over_the_runs_that_test_it():
+    """A class missing from one fold's test signers does not count as 0% there."""
+    assert crossval.mean_per_class([[1.0, None], [0.5, 0.75], [0.0, None]]) == [0.5, 0.75]
+    assert crossval.mean_per_class([[1.0, None]]) == [1.0, None]
 
 
 def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):

@@ -1,5 +1,7 @@
 """Training and evaluation loops: metrics, determinism."""
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -41,6 +43,13 @@ def test_metrics_from_logits():
     assert m["confusion"][2][1] == 1 and m["confusion"][6][6] == 1 and m["confusion"][6][0] == 1
     assert m["per_class_accuracy"][0] == 1.0 and m["per_class_accuracy"][6] == 0.5
     assert m["class_counts"] == [1, 0, 1, 0, 0, 0, 2]
+    assert m["per_class_accuracy"][1] is None  # no sequence of class 1: not 0%
+
+
+def test_top5_is_none_with_five_classes_or_fewer():
+    """With 2 signs every class is in the top 5: no 100% that says nothing."""
+    m = loops.metrics_from_logits(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([0, 0]))
+    assert m["top5_accuracy"] is None and m["accuracy"] == 0.5
 
 
 def test_training_learns_the_tiny_set(tiny_data):
@@ -77,12 +86,18 @@ def test_recipe_options_train(tiny_data):
         config = loops.TrainConfig(epochs=3, batch_size=8, **recipe)
         state = loops.start(model, config, prepared.num_batches(8))
         records = list(loops.fit(state, prepared, prepared, config))
-        return state, records[-1]
+        return state, records
 
-    _, plain = run()
-    state, fancy = run(optimizer="adamw", weight_decay=0.05, warmup_epochs=1, schedule="cosine",
-                       clip_norm=1.0, ema=0.9, late_dropout=2)  # fmt: skip
-    assert fancy["train"]["learning_rate"] == pytest.approx(0.0, abs=1e-9)  # cosine reached 0
+    _, (*_, plain) = run()
+    state, records = run(optimizer="adamw", weight_decay=0.05, warmup_epochs=1, schedule="cosine",
+                         clip_norm=1.0, ema=0.9, late_dropout=2)  # fmt: skip
+    fancy = records[-1]
+    steps = prepared.num_batches(8)  # per epoch; each epoch logs the rate of its first step
+    factor = partial(loops.learning_rate_factor, warmup=steps, total=3 * steps, schedule="cosine")
+    rates = [r["train"]["learning_rate"] for r in records]
+    assert rates == pytest.approx([3e-4 * factor(e * steps) for e in range(3)])
+    assert rates[0] == pytest.approx(3e-4 / steps) and 0 < rates[2] < 3e-4  # warm-up; cosine
+    assert state.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-9)  # cosine reached 0
     assert fancy["val"]["loss"] != plain["val"]["loss"]
     assert state.eval_model is state.ema.module and state.epoch == 3
     with pytest.raises(ValueError, match="unknown optimizer"):
