@@ -104,6 +104,20 @@ def test_refuses_files_that_are_not_checkpoints(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors", metadata={"format": "other/9"})
     with pytest.raises(CheckpointError, match="has format 'other/9'"):
         checkpoint.load(tmp_path / "other.safetensors")
+    newer = {**load_file(good), "__ignored__": torch.zeros(1)}  # a later version of our own format
+    save_file(newer, tmp_path / "v2.safetensors", metadata={"format": "islr-checkpoint/2"})
+    with pytest.raises(CheckpointError, match="'islr-checkpoint/2'; this islr reads 'islr-che"):
+        checkpoint.load(tmp_path / "v2.safetensors")
+
+
+def test_refuses_a_header_past_the_cap_before_reading_it(tmp_path, monkeypatch):
+    """A header longer than MAX_HEADER_BYTES is refused even when the file is that long."""
+    good = tmp_path / "m.safetensors"
+    _save(good)
+    checkpoint.load(good)
+    monkeypatch.setattr(checkpoint, "MAX_HEADER_BYTES", 100)  # a real header is a few kB
+    with pytest.raises(CheckpointError, match="bad header length"):
+        checkpoint.load(good)
 
 
 def test_refuses_config_that_does_not_match_weights(tmp_path):

@@ -1,6 +1,7 @@
 """The command line end to end: train, evaluate, and one-line errors for user mistakes."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -178,7 +179,11 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
     assert tested == ["101", "202", "303", "404", "505", "606"]
     for r in runs:
         assert len(r["val_signers"]) == 2 and not set(r["val_signers"]) & set(r["test_signers"])
+    for r in runs:  # each seed trained as itself (the labels alone come from the loop)
+        ckpt = out / f"fold{r['fold']}-seed{r['seed']}" / "model.safetensors"
+        assert checkpoint.load(ckpt).metadata["train_config"]["seed"] == r["seed"]
     assert summary["mean"] == pytest.approx(sum(r["accuracy"] for r in runs) / 4)
+    assert summary["std"] == pytest.approx(statistics.stdev(r["accuracy"] for r in runs))
     assert f"test accuracy {summary['mean']:.2%}" in result.output
     fixed = run("cv", "--data", root, "--test-signer", "606", "--out", tmp_path / "fixed",
                 "--epochs", "1", "--preset", "simple")  # fmt: skip

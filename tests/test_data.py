@@ -9,6 +9,7 @@ import torch
 from conftest import require_real_data, write_gislr
 
 import data
+import landmarks
 from data import DataConfig, DataError
 from preprocessing import preprocess
 
@@ -42,6 +43,8 @@ def test_split_signers_defaults_and_errors():
     assert (train, val) == (["4", "5"], ["2", "3"])
     train, val, _ = data.split_signers(["1", "2", "3", "4", "5"], "1", ["5", "3"])
     assert (train, val) == (["2", "4"], ["5", "3"])
+    # "numeric order": signer 9 comes before 10 (text order would pick 10)
+    assert data.split_signers(["10", "9", "11"], None)[1] == ["9"]
     with pytest.raises(DataError, match="test signer 999 is not in the data"):
         data.split_signers(["1", "2", "3"], "999")
     with pytest.raises(DataError, match="validation signer 999"):
@@ -143,6 +146,39 @@ def test_fullbody_preset_shape():
     assert preprocess(x, torch.tensor([8]), DataConfig()).shape == (8, 260)
     config = DataConfig(landmarks="all", coordinates="xyz")
     assert preprocess(x, torch.tensor([8]), config).shape == (8, 1629) == (8, config.num_features)
+
+
+def test_xyz_adds_the_z_channel():
+    """xyz keeps x, y and z of each selected landmark, in that order."""
+    x = _frames(np.random.default_rng(4))
+    selected = list(landmarks.SELECTIONS["fullbody"])
+    config = DataConfig(coordinates="xyz", normalize=False)
+    assert torch.equal(preprocess(x, torch.tensor([8]), config).view(8, 130, 3), x[:, selected])
+
+
+@pytest.mark.parametrize("align", ["framewise", "unique"])
+@pytest.mark.parametrize("scale", ["framewise", "unique"])
+def test_align_and_scale_modes(align, scale):
+    """The pose is centred on the shoulders' midpoint and scaled by their distance: in every
+    frame (framewise), or by one origin and one unit per sequence (unique), with which the
+    body's drift and growth over the clip stay visible."""
+    x = _frames(np.random.default_rng(3))
+    t = torch.arange(8.0)[:, None, None]
+    x[..., :2] = (x[..., :2] - 0.5) * (1 + 0.1 * t) + 0.5 + 0.02 * t  # drifts and grows
+    config = DataConfig(align=align, scale=scale)
+    y = preprocess(x, torch.tensor([8]), config).view(8, 130, 2)
+    selected = landmarks.SELECTIONS["fullbody"]
+    left, right = (y[:, selected.index(landmarks.POSE + i)] for i in (11, 12))
+    middle, width = (left + right) / 2, (left - right).norm(dim=-1)  # (8, 2), (8,)
+    if align == "framewise":
+        assert middle.abs().max() < 1e-5
+    else:
+        assert middle.abs().max() > 0.05
+    if scale == "framewise":
+        assert torch.allclose(width, torch.ones(8), atol=1e-5)
+    else:  # one unit: the clip's mean shoulder width
+        assert width.mean() == pytest.approx(1, abs=1e-5) and width.max() - width.min() > 0.3
+        assert middle.mean(0).abs().max() < 1e-5  # one origin: the clip's mean midpoint
 
 
 def test_normalisation_removes_position_and_size():

@@ -10,10 +10,10 @@ import loops
 import models
 
 
-def _train(tiny_data, seed):
+def _train(tiny_data, seed, weights_seed=None):
     dataset = data.load_dataset(tiny_data)
     prepared = data.prepare(dataset, data.DataConfig())
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if weights_seed is None else weights_seed)
     model = models.build(models.ModelConfig(), 260, 3)
     config = loops.TrainConfig(epochs=2, batch_size=8, seed=seed)
     state = loops.start(model, config, prepared.num_batches(8))
@@ -24,6 +24,25 @@ def test_same_seed_same_metrics(tiny_data):
     """Two runs with the same seed give identical metrics; another seed does not."""
     assert _train(tiny_data, 0) == _train(tiny_data, 0)
     assert _train(tiny_data, 0) != _train(tiny_data, 1)
+    # The same initial weights: TrainConfig.seed alone must change the batch order.
+    assert _train(tiny_data, 0, weights_seed=0) != _train(tiny_data, 1, weights_seed=0)
+
+
+def test_label_smoothing_reaches_the_training_and_validation_losses(tiny_data):
+    """At learning rate 0 the weights stay put, so the epoch's training loss and fit's
+    validation loss must both be the smoothed cross-entropy of that model on that data."""
+    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    torch.manual_seed(0)
+    model = models.build(models.ModelConfig(dropout=0.0, attention_dropout=0.0), 260, 3)
+    warm = loops.TrainConfig(epochs=5, batch_size=8, learning_rate=3e-3, label_smoothing=0)
+    list(loops.fit(loops.start(model, warm, prepared.num_batches(8)), prepared, prepared, warm))
+    config = loops.TrainConfig(epochs=1, batch_size=8, learning_rate=0.0, label_smoothing=0.3)
+    state = loops.start(model, config, prepared.num_batches(8))
+    (record,) = loops.fit(state, prepared, prepared, config)
+    smoothed = loops.evaluate(model, prepared.batches(8), label_smoothing=0.3)["loss"]
+    assert smoothed > loops.evaluate(model, prepared.batches(8))["loss"] + 0.1  # confident now
+    assert record["train"]["loss"] == pytest.approx(smoothed, rel=1e-5)
+    assert record["val"]["loss"] == pytest.approx(smoothed, rel=1e-5)
 
 
 def test_metrics_from_logits():
