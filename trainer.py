@@ -166,6 +166,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 # The run
 
 
+def improves(val: dict, best_val: dict) -> bool:
+    """Whether an epoch's validation metrics beat the kept epoch's: higher accuracy, and on a
+    tie (one validation signer has few clips) lower validation loss."""
+    return (val["accuracy"], -val["loss"]) > (best_val["accuracy"], -best_val["loss"])
+
+
 def train_run(
     prepared: dict[str, Prepared],
     out: Path,
@@ -225,8 +231,7 @@ def train_run(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
         )
         is_best = record["epoch"] >= train_config.first_candidate and (
-            best is None
-            or (val["accuracy"], -val["loss"]) > (best["val"]["accuracy"], -best["val"]["loss"])
+            best is None or improves(val, best["val"])
         )
         if is_best:
             best = {"epoch": record["epoch"], "val": val}

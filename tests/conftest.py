@@ -44,8 +44,13 @@ def write_gislr(
     per_signer: int = 12,
     signs: tuple[str, ...] = ("alpha", "beta", "gamma"),
     seed: int = 0,
+    left_handed: tuple[str, ...] = (),
 ) -> Path:
-    """A small dataset in the GISLR layout, one file per signer."""
+    """A small dataset in the GISLR layout, one file per signer.
+
+    The right hand is always seen and the left one mostly, except for `left_handed` signers,
+    whose hands swap those roles (so `--mirror-left` mirrors their clips).
+    """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sign_to_prediction_index_map.json").write_text(
@@ -57,7 +62,11 @@ def write_gislr(
                 label = i % len(signs)
                 group = file.create_group(str(1000 * s + i))
                 frames = int(rng.integers(2, 30))
-                group["feature"] = random_sequence(rng, frames, label)
+                feature = random_sequence(rng, frames, label)
+                if signer in left_handed:
+                    left, right = feature[:, :, 468:489].copy(), feature[:, :, 522:543].copy()
+                    feature[:, :, 468:489], feature[:, :, 522:543] = right, left
+                group["feature"] = feature
                 group["token"] = np.array([label], dtype=np.int64)
     return root
 
@@ -76,7 +85,7 @@ def run(*args, env: dict[str, str] | None = None):
 def trained(tmp_path_factory):
     """A 2-epoch run on the tiny set, shared by the tests below."""
     root = tmp_path_factory.mktemp("cli")
-    data_dir = write_gislr(root / "data")
+    data_dir = write_gislr(root / "data", left_handed=("16069",))  # the test signer, as for real
     out = root / "run"
     result = run("train", "--data", data_dir, "--out", out, "--epochs", "2", "--batch-size", "8")
     assert result.exit_code == 0, result.output

@@ -1,11 +1,14 @@
 """The command line end to end: train, evaluate, and one-line errors for user mistakes."""
 
+import dataclasses
 import json
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run, write_gislr
+from conftest import require_real_data, run, write_gislr
 
 import checkpoint
 import crossval
@@ -27,6 +30,27 @@ def test_train_writes_best_and_last_checkpoints(trained):
         assert loaded.metadata["command"]  # how the run was started, for the record
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
+    printed = " ".join(output.split())  # rich wraps long lines
+    configs = {"data": loaded.data_config, "model": loaded.model_config,
+               "train": loops.TrainConfig(**loaded.metadata["train_config"])}  # fmt: skip
+    for name, config in configs.items():  # the resolved configuration, as used
+        assert " ".join(f"{name}: {dataclasses.asdict(config)}".split()) in printed
+
+
+def test_progress_bars_on_a_terminal_only(monkeypatch):
+    """A terminal gets a progress bar per pass; a log file gets none."""
+    import io
+
+    from rich.console import Console
+
+    import cli
+
+    for terminal in (True, False):
+        screen = io.StringIO()
+        monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=terminal))
+        assert list(cli.tracked(iter(range(3)), 3, "epoch 7")) == [0, 1, 2]
+        shown = "epoch 7" in screen.getvalue() and "3/3" in screen.getvalue()
+        assert shown == terminal, screen.getvalue()
 
 
 def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
@@ -35,10 +59,19 @@ def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
     report = tmp_path / "m.json"
     result = run("evaluate", out / "model.safetensors", "--json", report)
     assert result.exit_code == 0, result.output
-    assert "confusion matrix" in result.output and "per-class accuracy" in result.output
     metrics = json.loads(report.read_text())
     test = checkpoint.load(out / "model.safetensors").metadata["metrics"]["test"]
+    # The test signer is left-handed: the loss matches only with the checkpoint's mirroring.
     assert metrics["accuracy"] == pytest.approx(test["accuracy"])
+    assert metrics["loss"] == pytest.approx(test["loss"], rel=1e-5)
+    assert f"accuracy {metrics['accuracy']:.2%}" in result.output
+    signs = ["alpha", "beta", "gamma"]
+    expected = [[sign, str(n), "-" if a is None else f"{a:.1%}"] for sign, n, a in
+                zip(signs, metrics["class_counts"], metrics["per_class_accuracy"], strict=True)]  # fmt: skip
+    assert _table(result.output, "per-class accuracy") == expected
+    expected = [[f"{t} {sign}", *(str(n) if n or p == t else "·" for p, n in enumerate(row))]
+                for t, (sign, row) in enumerate(zip(signs, metrics["confusion"], strict=True))]  # fmt: skip
+    assert _table(result.output, "confusion matrix") == expected  # rows: true sign
     assert metrics["samples"] == 12 and metrics["signers"] == ["16069"]
     assert metrics["seen_in_training"] == [] and "not held-out" not in result.output
     other = run("evaluate", out / "model.safetensors", "--signer", "101", "--signer", "202")
@@ -46,6 +79,17 @@ def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
     assert "signer(s) 101, 202 trained or validated this model" in other.output
     listed = run("evaluate", out / "model.safetensors", "--signer", "101,202")  # as --val-signer
     assert listed.exit_code == 0 and "signer(s) 101, 202: 24 sequences" in listed.output
+
+
+def _table(output: str, title: str) -> list[list[str]]:
+    """The cells of the body rows of the rich table printed under `title`."""
+    rows = []
+    for line in output[output.index(title) :].splitlines()[1:]:
+        if line.startswith("│"):
+            rows.append([cell.strip() for cell in line.strip("│").split("│")])
+        elif rows:
+            break
+    return rows
 
 
 def test_interrupted_json_report_leaves_the_old_one(trained, tmp_path, monkeypatch):
@@ -120,12 +164,54 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("evaluate", ckpt, "--json", missing), "no-dir does not exist")
     other = write_gislr(tmp_path / "other", signs=("x", "y", "z"))
     _one_line_error(run("evaluate", ckpt, "--data", other), "different vocabulary")
+    swapped = write_gislr(tmp_path / "swapped", signs=("beta", "alpha", "gamma"))  # same names
+    _one_line_error(run("evaluate", ckpt, "--data", swapped), "different vocabulary")
     _one_line_error(run("evaluate", ckpt, "--data", tmp_path / "nowhere"), "does not exist")
     _one_line_error(run("train", "--data", ckpt), "is a file: name the dataset directory")
     _one_line_error(run("train", "--resume", out / "resume.safetensors"), f"--resume {out}")
     _one_line_error(run("predict", ckpt, tmp_path), "is a directory: name the recording files")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
     assert ckpt.read_bytes() == before
+
+
+def test_real_data_trains_and_evaluates(tmp_path):
+    """Issue 2's check on the real recordings: train on ../shared/data/gislr-hello-thankyou
+    (test signer 16069, validation 2044), then evaluate reads the checkpoint back."""
+    real = require_real_data()
+    out = tmp_path / "run"
+    result = run("train", "--data", real, "--out", out, "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert "validation 2044" in result.output and "test 16069" in result.output
+    report = tmp_path / "m.json"
+    evaluated = run("evaluate", out / "model.safetensors", "--json", report)
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads(report.read_text())
+    test = checkpoint.load(out / "model.safetensors").metadata["metrics"]["test"]
+    assert metrics["signers"] == ["16069"] and metrics["samples"] == 36
+    assert metrics["accuracy"] == pytest.approx(test["accuracy"]) and metrics["accuracy"] > 0.8
+
+
+def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
+    """--test-signer none trains on every other signer; evaluate then needs --signer. The
+    checkpoint records the command as typed."""
+    out = tmp_path / "run"
+    argv = ["islr.py", "train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1",
+            "--test-signer", "none"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    result = run(*argv[1:])
+    assert result.exit_code == 0, result.output
+    assert "test none" in result.output and "test signer" not in result.output
+    loaded = checkpoint.load(out / "model.safetensors")
+    assert loaded.metadata["split"] == {
+        "train": ["202", "303", "16069"],
+        "val": ["101"],
+        "test": [],
+    }
+    assert loaded.metadata["command"] == shlex.join(argv)
+    ckpt = out / "model.safetensors"
+    _one_line_error(run("evaluate", ckpt), "trained without a test signer: name one with --signer")
+    named = run("evaluate", ckpt, "--signer", "16069")
+    assert named.exit_code == 0 and "signer(s) 16069 trained or validated" in named.output
 
 
 def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):

@@ -95,8 +95,9 @@ def test_learning_rate_schedule():
     assert factor(50, warmup=0, total=100, schedule="constant") == 1.0
 
 
-def test_recipe_options_train(tiny_data):
-    """AdamW, warm-up + cosine, clipping, EMA and late dropout run and change the outcome."""
+def test_recipe_options_train(tiny_data, capsys):
+    """AdamW, warm-up + cosine, clipping, EMA and late dropout run and change the outcome;
+    the loops print nothing (the command line does)."""
     prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
 
     def run(**recipe):
@@ -119,6 +120,7 @@ def test_recipe_options_train(tiny_data):
     assert state.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-9)  # cosine reached 0
     assert fancy["val"]["loss"] != plain["val"]["loss"]
     assert state.eval_model is state.ema.module and state.epoch == 3
+    assert capsys.readouterr() == ("", "")
     with pytest.raises(ValueError, match="unknown optimizer"):
         loops.TrainConfig(optimizer="sgd")
 

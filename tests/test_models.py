@@ -139,6 +139,23 @@ def test_post_norm_switch_changes_the_model():
     assert isinstance(post.norm, torch.nn.Identity) and isinstance(pre.norm, torch.nn.LayerNorm)
 
 
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_encoder_layer_normalises_before_or_after(pre_norm):
+    """Pre-LN: x + f(norm(x)); Post-LN: norm(x + f(x)), for the attention and the MLP."""
+    torch.manual_seed(0)
+    layer = models.EncoderLayer(width=8, heads=2, feedforward=16, dropout=0.0,
+                                attention_dropout=0.0, pre_norm=pre_norm).eval()  # fmt: skip
+    x, valid = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    attention, mlp, norm1, norm2 = layer.attention, layer.mlp, layer.norm1, layer.norm2
+    if pre_norm:
+        h = x + attention(norm1(x), valid)
+        expected = h + mlp(norm2(h))
+    else:
+        h = norm1(x + attention(x, valid))
+        expected = norm2(h + mlp(h))
+    assert torch.allclose(layer(x, valid), expected, atol=1e-6)
+
+
 def test_bad_config_is_refused():
     """An unknown model name or a width not divisible by heads is a ValueError."""
     with pytest.raises(ValueError, match="unknown model"):

@@ -84,6 +84,14 @@ def _wait_for(path: Path, process, timeout=120.0):
         time.sleep(0.05)
 
 
+def test_ties_in_validation_accuracy_go_to_the_lower_loss():
+    kept = {"accuracy": 0.9, "loss": 0.5}
+    assert trainer.improves({"accuracy": 0.9, "loss": 0.4}, kept)
+    assert not trainer.improves({"accuracy": 0.9, "loss": 0.6}, kept)
+    assert not trainer.improves({"accuracy": 0.9, "loss": 0.5}, kept)  # a full tie: the earlier
+    assert trainer.improves({"accuracy": 0.95, "loss": 9.0}, kept)  # accuracy first
+
+
 def test_the_kept_epoch_is_the_best_of_the_selectable_ones(tiny_data, tmp_path):
     """With select_after 0.5 of 4 epochs, model.safetensors is the best of epochs 3-4 by
     (validation accuracy, -loss), even where an earlier epoch scored higher."""
