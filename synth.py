@@ -22,7 +22,8 @@ right-handed signer, mirrored for left-handed ones, then placed in the image per
 import json
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,19 +349,41 @@ def generate(
     jobs = [(out_dir / f"{p}.hdf5", seed, i, left[i], ids[i]) for i, p in enumerate(participants)]
     workers = min(os.cpu_count() or 1, num_signers)
     if workers > 1:  # compression takes most of the time: a process per core
-        # Ctrl-C is the parent's to handle: it cancels the signers not started and waits for
-        # the few being written. A worker that dies raises BrokenProcessPool here.
-        with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
-            futures = [pool.submit(_signer_file, *job) for job in jobs]
-            try:
-                count = sum(future.result() for future in futures)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
+        count = _in_processes(jobs, workers)
     else:
         count = sum(_signer_file(*job) for job in jobs)
     _write_text(out_dir / MAP, json.dumps(VOCABULARY, indent=4) + "\n")
     return count
+
+
+def _in_processes(jobs: list[tuple], workers: int) -> int:
+    """_signer_file for every job in `workers` processes; the number of sequences written.
+
+    Ctrl-C is the parent's to handle: it cancels the signers not started and waits for the
+    few being written. The handler only sets a flag that the wait checks: a KeyboardInterrupt
+    raised while the pool forks a worker lands in an at-fork hook, where Python prints it and
+    drops it ("Exception ignored in _releaseLock"), and the run went on to the end.
+    A worker that dies raises BrokenProcessPool.
+    """
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
+            futures = [pool.submit(_signer_file, *job) for job in jobs]
+            try:
+                pending = futures
+                while pending:
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
+                    pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION).not_done
+                    if any(f.done() and f.exception() for f in futures):
+                        break  # result() below raises it
+                return sum(future.result() for future in futures)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def unfinished(out_dir: Path) -> bool:
