@@ -4,6 +4,7 @@ islr.py (train, evaluate), crossval.py (cv) and tools.py (predict, prepare, synt
 define the commands on `app`; `python islr.py` runs it.
 """
 
+import fcntl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,27 @@ def output_directory(path: Path, flag: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is a file: name a directory")
     return path
+
+
+@contextmanager
+def claim(directory: Path) -> Iterator[None]:
+    """Hold DIRECTORY/.lock while a run writes there: a second run into it is refused instead
+    of overwriting the first one's files. The lock (flock) ends with the process, so a
+    killed run leaves none behind. A directory made here and left empty is removed."""
+    made = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(directory / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                message = f"{directory} is in use by another run: choose another --out"
+                raise ValueError(message) from None
+            yield
+    finally:
+        if made and [path.name for path in directory.iterdir()] == [".lock"]:
+            (directory / ".lock").unlink()
+            directory.rmdir()
 
 
 def output_file(path: Path | None, flag: str) -> Path | None:

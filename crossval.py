@@ -13,6 +13,7 @@ import math
 import shlex
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ from cli import (
     DataDir,
     Device,
     app,
+    claim,
     console,
     ensure_default_data,
     given_options,
@@ -87,7 +89,7 @@ def cv(
     Within each fold a validation signer picks the epoch; the fold's test signers never
     choose anything.
     """
-    with user_errors():
+    with user_errors(), ExitStack() as held:
         recipe = train_flags(ctx)
         refuse_options(recipe, CV_REFUSES, "cv")
         if test_signer is not None and "folds" in given_options(ctx):
@@ -99,8 +101,8 @@ def cv(
         out = output_directory(
             out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}", "--out"
         )
-        if (out / "cv.json").exists() or any(out.glob("fold*/*.safetensors")):
-            raise ValueError(f"{out} already holds cross-validation runs: choose another --out")
+        held.enter_context(claim(out))  # until the summary is written
+        refuse_cv_runs(out)
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
@@ -146,23 +148,28 @@ def cv(
                     )
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/] after {len(runs)} of {len(splits) * seeds} "
-                          f"runs (in {out}); no summary written")  # fmt: skip
+                          f"runs (kept in {out}); no summary written: start again with another --out")  # fmt: skip
             raise typer.Exit(130) from None
-    accuracies = torch.tensor([r["accuracy"] for r in runs])
-    per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
-    std = accuracies.std().item() if len(runs) > 1 else 0.0
-    console.print(f"[bold]test accuracy {accuracies.mean():.2%} ± {std:.2%}[/] over {len(runs)} runs "
-                  f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters")  # fmt: skip
-    signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
-    shown = (
-        f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)
-    )
-    console.print("per-class: " + ", ".join(shown))
-    summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "excluded": excluded,
-               "signs": signs, "per_class_accuracy": per_class, "model": asdict(model_config),
-               "train": asdict(train_config), "data": asdict(data_config),
-               "augment": asdict(augment_config)}  # fmt: skip
-    checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
+        accuracies = torch.tensor([r["accuracy"] for r in runs])
+        per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
+        std = accuracies.std().item() if len(runs) > 1 else 0.0
+        console.print(f"[bold]test accuracy {accuracies.mean():.2%} ± {std:.2%}[/] over {len(runs)} runs "
+                      f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters")  # fmt: skip
+        signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
+        shown = (
+            f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)
+        )
+        console.print("per-class: " + ", ".join(shown))
+        summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "excluded": excluded,
+                   "signs": signs, "per_class_accuracy": per_class, "model": asdict(model_config),
+                   "train": asdict(train_config), "data": asdict(data_config),
+                   "augment": asdict(augment_config)}  # fmt: skip
+        checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
+
+
+def refuse_cv_runs(out: Path) -> None:
+    if (out / "cv.json").exists() or any(out.glob("fold*/*.safetensors")):
+        raise ValueError(f"{out} already holds cross-validation runs: choose another --out")
 
 
 def mean_per_class(runs: list[list[float | None]]) -> list[float | None]:

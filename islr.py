@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,7 @@ from cli import (
     Device,
     app,
     chance,
+    claim,
     console,
     ensure_default_data,
     flag,
@@ -197,7 +199,7 @@ def train(
     --preset picks a model with its recipe; the defaults shown are those of the default
     preset, transformer. Any flag given on the command line overrides the preset.
     """  # fmt: skip
-    with user_errors():
+    with user_errors(), ExitStack() as held:
         device_ = trainer.init_distributed(pick_device(device))
         console.quiet = trainer.rank() != 0  # one process speaks for all
         if resume:
@@ -216,9 +218,10 @@ def train(
             out = output_directory(
                 out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}", "--out"
             )
-            if (out / "model.safetensors").exists() or (out / "last.safetensors").exists():
-                raise ValueError(f"{out} already holds a trained model: choose another --out")
-        if trainer.rank() == 0:  # one process generates the synthetic set; the rest wait
+        if trainer.rank() == 0:  # one process writes the run, and generates the synthetic set
+            held.enter_context(claim(out))  # until training ends
+            if not resume:
+                refuse_trained(out)
             ensure_default_data(data_dir)
         trainer.barrier()
         started = time.perf_counter()
@@ -264,6 +267,11 @@ def train(
         console.print(f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
                       f"accuracy {metrics['accuracy']:.2%}{top5_text(metrics, ', ')}")  # fmt: skip
     console.print(f"checkpoint: {out / 'model.safetensors'}")
+
+
+def refuse_trained(out: Path) -> None:
+    if (out / "model.safetensors").exists() or (out / "last.safetensors").exists():
+        raise ValueError(f"{out} already holds a trained model: choose another --out")
 
 
 def top5_text(metrics: dict, separator: str) -> str:

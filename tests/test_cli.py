@@ -191,6 +191,24 @@ def test_real_data_trains_and_evaluates(tmp_path):
     assert metrics["accuracy"] == pytest.approx(test["accuracy"]) and metrics["accuracy"] > 0.8
 
 
+def test_a_directory_another_run_writes_to_is_refused(tiny_data, tmp_path):
+    """train or cv into a directory a running train holds: refused, nothing written there;
+    the lock ends with its holder."""
+    from cli import claim
+
+    busy = tmp_path / "busy"
+    with claim(busy):  # as a train still in its epochs holds it
+        for command in (["train"], ["cv", "--test-signer", "16069", "--seeds", "1"]):
+            result = run(*command, "--data", tiny_data, "--out", busy, "--epochs", "1")
+            _one_line_error(result, f"{busy} is in use by another run: choose another --out")
+        assert [path.name for path in busy.iterdir()] == [".lock"]
+    result = run("train", "--data", tiny_data, "--out", busy, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    fresh = tmp_path / "fresh"  # a mistake found after the claim leaves no empty run behind
+    _one_line_error(run("train", "--data", tiny_data, "--out", fresh, "--test-signer", "7"), "7")
+    assert not fresh.exists()
+
+
 def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     """--test-signer none trains on every other signer; evaluate then needs --signer. The
     checkpoint records the command as typed."""
@@ -412,7 +430,7 @@ def test_interrupted_cv_says_how_far_it_got(tmp_path, monkeypatch):
     result = run("cv", "--data", root, "--test-signer", "16069", "--seeds", "3", "--val-signers",
                  "1", "--out", tmp_path / "cv", "--epochs", "1", "--preset", "simple")  # fmt: skip
     assert result.exit_code == 130, result.output
-    assert f"interrupted after 1 of 3 runs (in {tmp_path / 'cv'})" in " ".join(
+    assert f"interrupted after 1 of 3 runs (kept in {tmp_path / 'cv'})" in " ".join(
         result.output.split()
     )
     assert (tmp_path / "cv" / "fold0-seed0" / "model.safetensors").exists()
