@@ -24,6 +24,7 @@ import models
 from data import DataConfig
 
 FORMAT = "islr-checkpoint/1"
+CHECKPOINTS = ("model.safetensors", "last.safetensors")  # in a run directory: best, last
 MAX_HEADER_BYTES = 10_000_000  # a real header is a few kB; refuse before reading more
 MAX_PARAMETERS = 500_000_000  # far above any model here; a bigger request is a broken file
 
@@ -73,6 +74,9 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     temporary = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(tensors, temporary, metadata=metadata)
+    umask = os.umask(0)  # safetensors creates the file owner-only; give it the usual mode
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     os.replace(temporary, path)
 
 
@@ -111,8 +115,9 @@ def _open(path: Path) -> BinaryIO:
     the tensors of the other.
     """
     if path.is_dir():
+        inside = [name for name in CHECKPOINTS if (path / name).is_file()] or CHECKPOINTS[:1]
         raise CheckpointError(f"{path} is a directory: pass a checkpoint in it, such as "
-                              f"{path / 'model.safetensors'}")  # fmt: skip
+                              f"{path / inside[0]}")  # fmt: skip
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path.open("rb")
@@ -186,6 +191,9 @@ def _describe(header: dict, path: Path) -> tuple[DataConfig, models.ModelConfig,
     metadata = header.get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         found = metadata.get("format", "none").strip('"')  # a resume state's is JSON-quoted
+        if found.startswith("islr-resume/"):
+            raise CheckpointError(f"{path} is a resume state (for train --resume), not a model: "
+                                  f"use {path.with_name(CHECKPOINTS[0])} or {CHECKPOINTS[1]}")  # fmt: skip
         raise CheckpointError(f"{path} has format {found!r}; this islr reads {FORMAT!r}")
     try:
         data_config = _config(DataConfig, metadata["data_config"], path)

@@ -75,8 +75,9 @@ def claim(directory: Path) -> Iterator[None]:
             directory.rmdir()
 
 
-def output_file(path: Path | None, flag: str) -> Path | None:
-    """A file a command will write at the end, checked first so that no work is lost on it.
+def output_file(path: Path | None, flag: str, *, reading: Path | None = None) -> Path | None:
+    """A file a command will write at the end, checked first so that no work is lost on it,
+    and never the file it is `reading`.
 
     None (no file asked for) passes through.
     """
@@ -84,6 +85,8 @@ def output_file(path: Path | None, flag: str) -> Path | None:
         return None
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a directory: name a file")
+    if reading is not None and reading.exists() and path.exists() and path.samefile(reading):
+        raise ValueError(f"{flag} {path} is the checkpoint being read: name another file")
     if not path.parent.is_dir():
         raise ValueError(f"{flag} {path}: directory {path.parent} does not exist")
     return path

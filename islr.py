@@ -334,7 +334,7 @@ def evaluate(
 ) -> None:
     """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
     with user_errors():
-        output_file(json_path, "--json")
+        output_file(json_path, "--json", reading=ckpt)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = [s for value in signer or [] for s in parse_signers(value)]

@@ -87,7 +87,7 @@ def predict(
 ) -> None:
     """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
     with user_errors():
-        output_file(json_path, "--json")
+        output_file(json_path, "--json", reading=ckpt)
         loaded = checkpoint.load(ckpt)
         recordings = [recording for path in inputs for recording in read_recordings(path)]
         names, features = zip(*recordings, strict=True)
@@ -257,7 +257,7 @@ def export(
     import export as exporter
 
     with user_errors():
-        output_file(out, "OUT")
+        output_file(out, "OUT", reading=ckpt)
         result = exporter.export(ckpt, out, format or exporter.format_for(out))
     console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
                   f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "

@@ -38,6 +38,13 @@ def test_round_trip_rebuilds_the_same_model(tmp_path, name):
     assert loaded.metadata["epoch"] == 3 and loaded.metadata["metrics"] == {"val": 1}
 
 
+def test_checkpoints_get_the_usual_file_mode(tmp_path):
+    """Readable by whoever may read the run's other files (safetensors makes them 0600)."""
+    _save(tmp_path / "m.safetensors")
+    (tmp_path / "h.json").write_text("{}")
+    assert (tmp_path / "m.safetensors").stat().st_mode == (tmp_path / "h.json").stat().st_mode
+
+
 def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
     """A save that dies midway leaves the previous checkpoint in place and loadable."""
     path = tmp_path / "m.safetensors"

@@ -156,6 +156,14 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
     _one_line_error(run("evaluate", tmp_path / "cut.safetensors"), "truncated")
     _one_line_error(run("evaluate", out), "is a directory: pass a checkpoint in it")
+    _one_line_error(run("evaluate", half), f"such as {half / 'last.safetensors'}")  # no model
+    _one_line_error(run("evaluate", out / "resume.safetensors"), "is a resume state (for train")
+    for command in (
+        ["evaluate", ckpt, "--json"],
+        ["predict", ckpt, ckpt, "--json"],
+        ["export", ckpt],
+    ):
+        _one_line_error(run(*command, ckpt), f"{ckpt} is the checkpoint being read")
     (tmp_path / "a-file").write_text("")
     _one_line_error(run("train", "--data", data_dir, "--out", tmp_path / "a-file"), "is a file")
     _one_line_error(run("cv", "--data", data_dir, "--out", tmp_path / "a-file"), "is a file")
