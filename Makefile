@@ -33,11 +33,16 @@ bench: $(VENV)/.installed ## Training and inference speed of a preset (ARGS='--p
 	$(PY) islr.py bench $(ARGS)
 
 synth: $(VENV)/.installed ## Generate the synthetic top-10 set into datasets/synthetic-top10
-	$(PY) islr.py synth $(ARGS)
+	@if [ -z "$(ARGS)" ] && [ -f datasets/synthetic-top10/sign_to_prediction_index_map.json ]; then \
+		echo "datasets/synthetic-top10 is already there (make clean removes it)"; \
+	else $(PY) islr.py synth $(ARGS); fi
 
-bench-prepare: $(VENV)/.installed ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
+$(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,bench]'
-	$(PY) -c "import json, pathlib, bench_prepare; print(json.dumps(bench_prepare.benchmark(pathlib.Path('$(or $(RAW),../shared/data/asl-signs-raw)'), repeats=5), indent=1))"
+	touch $@
+
+bench-prepare: $(VENV)/.bench ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
+	$(PY) bench_prepare.py $(or $(RAW),../shared/data/asl-signs-raw)
 
 test: $(VENV)/.installed ## Run the tests (fast ones; real-data tests skip without ../shared/data)
 	$(PY) -m pytest -q $(ARGS)

@@ -5,11 +5,13 @@ process so that its peak memory is its own; the timed process imports only numpy
 pyarrow or pandas (never torch), like a `prepare` worker.
 
     make bench-prepare RAW=../shared/data/asl-signs-raw
-    python -c "import pathlib, bench_prepare; print(bench_prepare.benchmark(pathlib.Path('RAW')))"
+    python bench_prepare.py RAW           # the same: 5 passes, the figures as JSON
 """
 
+import json
 import multiprocessing
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,3 +76,10 @@ def benchmark(
             result[method] = pool.apply(_timed_run, (paths, method, write))
     result["speedup"] = result["islr"]["sequences_per_s"] / result["pandas"]["sequences_per_s"]
     return result
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps(benchmark(Path(sys.argv[1]), repeats=5), indent=1))
+    except prepare.PrepareError as error:  # a wrong RAW: one line, as the CLI says it
+        sys.exit(f"error: {error}")
