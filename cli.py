@@ -161,6 +161,7 @@ def chance(help: str) -> typer.models.OptionInfo:
 
 DataDir = Annotated[Path, option("GISLR dataset directory (default: the synthetic set, made on first use).", DATA_PANEL, "--data")]  # fmt: skip
 Device = Annotated[str, option("auto (CUDA when present), cpu or cuda.")]
+Threads = Annotated[int, option("CPU threads for PyTorch (0 = its default).", min=0)]
 
 
 CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
@@ -209,8 +210,12 @@ def refuse_options(ctx: typer.Context, refused: dict[str, str], command: str) ->
 
 def set_threads(ctx: typer.Context) -> None:
     """Every command that takes the train flags honours --threads (0: PyTorch's default)."""
-    if ctx.params.get("threads"):
-        torch.set_num_threads(ctx.params["threads"])
+    use_threads(ctx.params.get("threads", 0))
+
+
+def use_threads(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def train_flags(ctx: typer.Context) -> typer.Context:

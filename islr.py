@@ -41,6 +41,7 @@ from cli import (
     TRAIN_PANEL,
     DataDir,
     Device,
+    Threads,
     app,
     chance,
     claim,
@@ -57,6 +58,7 @@ from cli import (
     resolve_configs,
     set_threads,
     tracked,
+    use_threads,
     user_errors,
 )  # fmt: skip
 
@@ -331,9 +333,11 @@ def evaluate(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = loops.EVAL_BATCH,
     device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
     with user_errors():
+        use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))

@@ -21,6 +21,7 @@ from cli import (
     DEFAULT_DATA,
     DataDir,
     Device,
+    Threads,
     app,
     console,
     ensure_default_data,
@@ -31,6 +32,7 @@ from cli import (
     refuse_options,
     resolve_configs,
     train_flags,
+    use_threads,
     user_errors,
 )  # fmt: skip
 
@@ -84,15 +86,20 @@ def predict(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")
     ] = None,
+    device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
     with user_errors():
+        use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
+        device_ = pick_device(device)
         loaded = checkpoint.load(ckpt)
         recordings = [recording for path in inputs for recording in read_recordings(path)]
         names, features = zip(*recordings, strict=True)
         prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
-        logits, _, order = loops.predict(loaded.model, prepared.batches(loops.EVAL_BATCH))
+        model = loaded.model.to(device_)
+        logits, _, order = loops.predict(model, prepared.batches(loops.EVAL_BATCH), device_)
     probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
     top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
     results = [
@@ -252,11 +259,13 @@ def export(
         str | None,
         option("torchscript or onnx (needs pip install '.\\[onnx]'); default: from OUT's suffix."),
     ] = None,
+    threads: Threads = 0,
 ) -> None:
     """A self-contained model file taking raw landmarks [T, 543, 3], checked against PyTorch."""
     import export as exporter
 
     with user_errors():
+        use_threads(threads)
         output_file(out, "OUT", reading=ckpt)
         result = exporter.export(ckpt, out, format or exporter.format_for(out))
     console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "

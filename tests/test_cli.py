@@ -217,6 +217,25 @@ def test_a_directory_another_run_writes_to_is_refused(tiny_data, tmp_path):
     assert not fresh.exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning")
+def test_inference_commands_take_threads_and_predict_a_device(trained, tmp_path):
+    """--threads for evaluate, predict and export (the README's remedy on a busy machine)."""
+    import torch
+
+    data_dir, out, _ = trained
+    ckpt = out / "model.safetensors"
+    commands = (["evaluate", ckpt], ["predict", ckpt, data_dir / "101.hdf5", "--device", "cpu"],
+                ["export", ckpt, tmp_path / "m.pt"])  # fmt: skip
+    try:
+        for command in commands:
+            torch.set_num_threads(1)
+            result = run(*command, "--threads", "2")
+            assert result.exit_code == 0, result.output
+            assert torch.get_num_threads() == 2, command
+    finally:
+        torch.set_num_threads(1)  # as conftest set it
+
+
 def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     """--test-signer none trains on every other signer; evaluate then needs --signer. The
     checkpoint records the command as typed."""
