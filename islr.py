@@ -198,8 +198,9 @@ def train(
 ) -> None:
     """Train a model; keep the checkpoint of the best validation epoch and of the last one.
 
-    --preset picks a model with its recipe; the defaults shown are those of the default
-    preset, transformer. Any flag given on the command line overrides the preset.
+    --preset picks a model with its recipe; the defaults shown are the default preset's.
+
+    Any flag given on the command line overrides the preset.
     """  # fmt: skip
     with user_errors(), ExitStack() as held:
         device_ = trainer.init_distributed(pick_device(device))
@@ -294,6 +295,7 @@ def resumed_run(run_dir: Path) -> tuple:
     if not path.is_file():
         raise ValueError(f"{run_dir} has no resume.safetensors: it is not a run that can resume")
     _, saved = trainer.load_resume(path)
+    trainer.check_world(saved, run_dir)  # now, before the data is loaded
     try:
         configs = (data.DataConfig(**saved["data_config"]),
                    models.ModelConfig(**saved["model_config"]),

@@ -97,6 +97,14 @@ def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
     return gathered
 
 
+def check_world(resumed: dict, out: Path) -> None:
+    """A run resumes with as many processes as it had: batches, schedule and RNG follow."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if resumed.get("world", 1) != world:
+        raise ValueError(f"{out} was trained by {resumed.get('world', 1)} process(es): "
+                         f"resume it with as many, not {world}")  # fmt: skip
+
+
 def _rank_suffix(rank: int) -> str:
     return f".{rank}" if rank else ""  # rank 0's keys are those of a single process
 
@@ -214,9 +222,7 @@ def train_run(
     history, best = [], None
     if resume:
         tensors, resumed = load_resume(out / "resume.safetensors")
-        if resumed.get("world", 1) != world:  # batches, schedule and RNG all follow from it
-            raise ValueError(f"{out} was trained by {resumed.get('world', 1)} process(es): "
-                             f"resume it with as many, not {world}")  # fmt: skip
+        check_world(resumed, out)
         restore(state, tensors, resumed, device)
         history, best = resumed["history"], resumed["best"]
     writer = rank() == 0

@@ -236,6 +236,27 @@ def test_inference_commands_take_threads_and_predict_a_device(trained, tmp_path)
         torch.set_num_threads(1)  # as conftest set it
 
 
+def test_resume_with_another_process_count_is_refused_at_once(trained, tmp_path):
+    """A run of 2 processes resumed by 1: one line before any data is loaded."""
+    import shutil
+
+    from safetensors import safe_open
+
+    _, out, _ = trained
+    run_dir = tmp_path / "two"
+    shutil.copytree(out, run_dir)
+    path = run_dir / "resume.safetensors"
+    with safe_open(path, "pt") as file:
+        metadata = file.metadata()
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    assert json.loads(metadata["world"]) == 1
+    checkpoint.write(path, tensors, {**metadata, "world": "2"})
+    result = run("train", "--resume", run_dir)
+    _one_line_error(
+        result, f"{run_dir} was trained by 2 process(es): resume it with as many, not 1"
+    )
+
+
 def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     """--test-signer none trains on every other signer; evaluate then needs --signer. The
     checkpoint records the command as typed."""
