@@ -59,4 +59,4 @@ format: $(VENV)/.installed ## ruff format and fix
 	$(VENV)/bin/ruff format .
 
 clean: ## Remove the venv, caches and generated data (keeps runs/)
-	rm -rf $(VENV) datasets .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) datasets .pytest_cache .ruff_cache *.egg-info build
