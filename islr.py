@@ -204,6 +204,7 @@ def train(
     """  # fmt: skip
     with user_errors(), ExitStack() as held:
         device_ = trainer.init_distributed(pick_device(device))
+        held.callback(trainer.end_distributed)
         console.quiet = trainer.rank() != 0  # one process speaks for all
         if resume:
             # A resumed run is the same run: its own data, split and configs, into its own folder.
