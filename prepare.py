@@ -92,6 +92,7 @@ class PrepareReport:
     num_signers_reused: int = 0  # complete from an earlier run for the same vocabulary and rows
     num_sequences_reused: int = 0  # sequences in those files
     num_stale_removed: int = 0  # signer files of an earlier run for another vocabulary, removed
+    replaced_vocabulary: dict[str, int] | None = None  # the map of an earlier run, if another
     skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> count
     examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first few messages
 
@@ -379,6 +380,7 @@ def convert(
     vocabulary_json = json.dumps(vocabulary)
     map_path = out_dir / "sign_to_prediction_index_map.json"
     if map_path.exists() and _read_json(map_path) != vocabulary:
+        report.replaced_vocabulary = _read_json(map_path)
         map_path.unlink()  # until every signer file matches the new vocabulary, no map claims it
     jobs = []
     for pid, signer_rows in by_signer.items():

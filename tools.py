@@ -180,6 +180,13 @@ def prepare(
         report = converter.convert(raw_dir, out, top=top, signs=chosen, workers=workers,
                                    strict=strict, on_file=advance,
                                    on_total=lambda n: progress.update(task, total=n))  # fmt: skip
+    if report.replaced_vocabulary:
+        console.print(f"[yellow]note:[/] {out} was made for {', '.join(report.replaced_vocabulary)}; "
+                      f"it now holds {', '.join(report.vocabulary)}, converted again")  # fmt: skip
+    if top is not None and len(report.vocabulary) < top:
+        console.print(
+            f"[yellow]note:[/] --top {top}: train.csv has only {len(report.vocabulary)} signs"
+        )
     console.print(
         f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
         f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"

@@ -139,9 +139,11 @@ def test_rerun_skips_complete_signers_and_redoes_other_vocabulary(pq, tmp_path):
     assert (again.num_signers, again.num_signers_reused, again.num_sequences_reused) == (0, 3, 9)
     assert sum(done) == 9
     assert {path.name: path.stat().st_ino for path in out.glob("*.hdf5")} == before
+    assert again.replaced_vocabulary is None
 
     swapped = convert(raw, out, signs=["thankyou"])  # signer 99 has no "thankyou": removed
     assert (swapped.num_signers, swapped.num_signers_reused, swapped.num_stale_removed) == (2, 0, 1)
+    assert swapped.replaced_vocabulary == {"hello": 0, "thankyou": 1}  # the CLI says so
     assert sorted(path.name for path in out.glob("*.hdf5")) == ["2044.hdf5", "37779.hdf5"]
     assert json.loads((out / "sign_to_prediction_index_map.json").read_text()) == {"thankyou": 0}
     with h5py.File(out / "2044.hdf5") as file:
