@@ -12,10 +12,21 @@ checkpoint.py, and prints.
     python islr.py --help
 """
 
-import json
-import shlex
 import signal
 import sys
+
+
+def _quit_quietly(signum: int, frame: object) -> None:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+# Ctrl-C while PyTorch loads (a second or two) ends quietly, as it does later on; the usual
+# handler is back once the commands are defined (at the end of this file).
+signal.signal(signal.SIGINT, _quit_quietly)
+
+import json
+import shlex
 import time
 from contextlib import ExitStack
 from dataclasses import asdict
@@ -399,8 +410,10 @@ def evaluate(
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,
 # export); importing them registers them on the app, after the commands above so that
 # `--help` lists train and evaluate first.
-import crossval  # noqa: E402, F401
-import tools  # noqa: E402, F401
+import crossval  # noqa: F401
+import tools  # noqa: F401
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if __name__ == "__main__":
     app()

@@ -257,6 +257,26 @@ def test_resume_with_another_process_count_is_refused_at_once(trained, tmp_path)
     )
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+def test_ctrl_c_while_pytorch_loads_is_quiet(tmp_path):
+    """Ctrl-C in the first second or two, while `import torch` runs, ends with one line and
+    exit 130 (it printed a KeyboardInterrupt traceback from inside torch)."""
+    import signal
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen([sys.executable, "islr.py", "synth", tmp_path / "set"], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while "libtorch" not in maps.read_text():  # torch's library is loaded: its import is under way
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert (process.returncode, output.strip()) == (130, "interrupted"), output
+
+
 def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     """--test-signer none trains on every other signer; evaluate then needs --signer. The
     checkpoint records the command as typed."""
