@@ -187,6 +187,13 @@ def resolve_configs(ctx: typer.Context) -> tuple:
     return tuple(configs)
 
 
+def note_recipe(train_config: loops.TrainConfig) -> None:
+    """Say so when a recipe is not what its flags suggest (a short smoke run, usually)."""
+    if 0 < train_config.epochs <= train_config.warmup_epochs:
+        console.print(f"[yellow]note:[/] the warm-up ({train_config.warmup_epochs:g} epochs) "
+                      f"lasts all {train_config.epochs}: the learning rate never reaches its peak")  # fmt: skip
+
+
 def given_options(ctx: typer.Context) -> list[str]:
     """The options given on the command line, by parameter name."""
     return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]

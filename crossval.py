@@ -34,6 +34,7 @@ from cli import (
     console,
     ensure_default_data,
     given_options,
+    note_recipe,
     option,
     output_directory,
     parse_signers,
@@ -122,6 +123,7 @@ def cv(
         for name, config in (("data", data_config), ("model", model_config),
                              ("train", train_config), ("augment", augment_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
+        note_recipe(train_config)
         runs = []
         try:
             for fold, (train_signers, val, test) in enumerate(splits):

@@ -60,6 +60,7 @@ from cli import (
     ensure_default_data,
     flag,
     given_options,
+    note_recipe,
     option,
     output_directory,
     output_file,
@@ -259,6 +260,7 @@ def train(
                              ("train", train_config), ("augment", augment_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
+        note_recipe(train_config)
         try:
             for polite in (signal.SIGINT, signal.SIGTERM):  # a polite kill stops like Ctrl-C
                 signal.signal(polite, interrupt)

@@ -287,6 +287,7 @@ def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     result = run(*argv[1:])
     assert result.exit_code == 0, result.output
     assert "test none" in result.output and "test signer" not in result.output
+    assert "the warm-up (3 epochs) lasts all 1: the learning rate never" in result.output
     loaded = checkpoint.load(out / "model.safetensors")
     assert loaded.metadata["split"] == {
         "train": ["202", "303", "16069"],
