@@ -17,6 +17,7 @@ every epoch's batches (DistributedDataParallel: gloo on CPU, nccl on CUDA); only
 writes files.
 """
 
+import gc
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -60,6 +61,7 @@ def end_distributed() -> None:
     down with its threads still running: now and then a process ended in std::terminate
     ("terminate called without an active exception", exit -6) after a finished run."""
     if dist.is_initialized():
+        gc.collect()  # the DistributedDataParallel model (a reference cycle) holds the group
         dist.destroy_process_group()
 
 
