@@ -287,7 +287,7 @@ def train(
 
 
 def refuse_trained(out: Path) -> None:
-    if (out / "model.safetensors").exists() or (out / "last.safetensors").exists():
+    if any((out / name).exists() for name in checkpoint.CHECKPOINTS):
         raise ValueError(f"{out} already holds a trained model: choose another --out")
 
 

@@ -375,8 +375,8 @@ def _in_processes(jobs: list[tuple], workers: int) -> int:
                 while pending:
                     if interrupted.is_set():
                         raise KeyboardInterrupt
-                    pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION).not_done
-                    if any(f.done() and f.exception() for f in futures):
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                    if any(future.exception() for future in done):
                         break  # result() below raises it
                 return sum(future.result() for future in futures)
             except BaseException:

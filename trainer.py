@@ -41,6 +41,10 @@ RESUME_FORMAT = "islr-resume/1"
 # Several processes
 
 
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
@@ -109,7 +113,7 @@ def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
 
 def check_world(resumed: dict, out: Path) -> None:
     """A run resumes with as many processes as it had: batches, schedule and RNG follow."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = world_size()
     if resumed.get("world", 1) != world:
         raise ValueError(f"{out} was trained by {resumed.get('world', 1)} process(es): "
                          f"resume it with as many, not {world}")  # fmt: skip
@@ -219,7 +223,7 @@ def train_run(
     parameters = models.num_parameters(model)
     if dist.is_initialized():
         model = nn.parallel.DistributedDataParallel(model)
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = world_size()
     state = loops.start(
         model, train_config, prepared["train"].num_batches(train_config.batch_size, world)
     )
