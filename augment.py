@@ -7,8 +7,9 @@ isotropic zoom) would be a silent no-op, so each one is written in the normalise
 
     flip       mirror: x -> -x and every left/right landmark pair swapped (exact).
     affine     one rotation and shear per sequence shared by all parts, each about its own
-               origin (a camera roll or oblique view survives normalisation exactly like
-               this), then a scale and a shift drawn per part (errors of the origin and unit
+               origin (a camera roll or oblique view survives normalisation like this, to the
+               extent that x and y, scaled by the frame's width and height, share a unit),
+               then a scale and a shift drawn per part (errors of the origin and unit
                estimates, other body proportions).
     noise      Gaussian (and optionally uniform) jitter of the landmarks that are present.
     crop       keep a random contiguous span of at least `crop_min` of the frames.
@@ -58,7 +59,7 @@ _AT_MOST_ONE = {"flip", "affine", "noise", "crop", "crop_min", "resample", "drop
 class AugmentConfig:
     """Probabilities (per sequence, 0 = off) and magnitudes of the training augmentations."""
 
-    flip: float = 0.5  # signers differ in handedness; the series' largest augmentation gain
+    flip: float = 0.5  # signers differ in handedness (unless mirrored); the series' largest gain
     affine: float = 0.0  # camera angle and body proportions differ between signers
     rotation: float = 30.0  # max degrees, one angle for all parts: the series' ±30°
     shear: float = 0.2  # max shear factor along x and along y (an oblique view)
@@ -188,6 +189,8 @@ class Affine(_Transform):
     def apply(self, features: Tensor, matrix: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         """features (N, T, J*C) -> the same; matrix (N, 2, 2), scale (N, P), shift (N, P, 2).
 
+        Per present landmark of part p, with m = matrix and s = scale[p]:
+            x' = s (m00 x + m01 y) + shift[p, 0],  y' = s (m10 x + m11 y) + shift[p, 1],  z' = s z.
         Written as x * diagonal + swapped(x) * off-diagonal on the flat J*C axis, the scale
         folded into both: several times faster on CPU than a matmul over a size-2 axis.
         """

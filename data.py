@@ -339,7 +339,8 @@ class Prepared:
         if world > 1:
             # Pad to a multiple of the world size, wrapping round (even past the end of a list
             # shorter than the world).
-            batches += (batches * world)[: -len(batches) % world]
+            missing = -len(batches) % world
+            batches += (batches * world)[:missing]
             batches = batches[rank::world]
         for indices in batches:
             yield self.merge(indices)

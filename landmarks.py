@@ -48,7 +48,8 @@ SELECTIONS: dict[str, tuple[int, ...]] = {
 
 # Reference points of each part: the origin is the mean of `origin`, the unit length the
 # distance between the means of `unit_from` and `unit_to`. Both hands use the same points
-# (wrist and the five finger bases), so they are normalised mirror-alike.
+# (the wrist and the base joint of each finger: the thumb's CMC, 1, and the other fingers'
+# MCPs; the series' code takes the thumb's MCP, 2), so they are normalised mirror-alike.
 _HAND_BASES = (1, 5, 9, 13, 17)
 REFERENCE_POINTS = {
     "face": dict(origin=(0, 2), unit_from=(33,), unit_to=(263,)),

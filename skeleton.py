@@ -58,8 +58,8 @@ def _face_template() -> np.ndarray:
 
 
 FACE_TEMPLATE = _face_template().astype(np.float32)
-# Pose: nose, eyes, ears, mouth, shoulders, arms (filled per frame), hips, legs. Odd indices
-# are the person's left, on the image's right. z is MediaPipe's pose depth (about x's scale,
+# Pose: nose, eyes, ears, mouth, shoulders, arms (filled per frame), hips, legs. The person's
+# left, on the image's right, is 1-3, 7, 9 and the odd indices from 11 on. z is MediaPipe's pose depth (about x's scale,
 # relative to the hips; the legs below the frame are still estimated, as in real tracks).
 POSE_TEMPLATE = np.array([
     (0, -0.41, -2.2), (0.065, -0.49, -2.08), (0.11, -0.49, -2.08), (0.15, -0.49, -2.08),
