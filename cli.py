@@ -55,7 +55,7 @@ def output_directory(path: Path, flag: str) -> Path:
 
 
 @contextmanager
-def claim(directory: Path) -> Iterator[None]:
+def claim(directory: Path, flag: str = "--out") -> Iterator[None]:
     """Hold DIRECTORY/.lock while a run writes there: a second run into it is refused instead
     of overwriting the first one's files. The lock (flock) ends with the process, so a
     killed run leaves none behind. A directory made here and left empty is removed."""
@@ -66,7 +66,7 @@ def claim(directory: Path) -> Iterator[None]:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                message = f"{directory} is in use by another run: choose another --out"
+                message = f"{directory} is in use by another run: choose another {flag}"
                 raise ValueError(message) from None
             yield
     finally:

@@ -12,18 +12,24 @@ checkpoint.py, and prints.
     python islr.py --help
 """
 
+import os
 import signal
 import sys
 
 
 def _quit_quietly(signum: int, frame: object) -> None:
-    print("interrupted", file=sys.stderr)
-    sys.exit(130)
+    # Nothing is written yet, so leave at once. An exception raised here can land inside a
+    # library's import, whose try/except may swallow it: numpy was left half-imported, and
+    # the command ran on to fail later, or to the end with exit 0.
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 # Ctrl-C while PyTorch loads (a second or two) ends quietly, as it does later on; the usual
-# handler is back once the commands are defined (at the end of this file).
-signal.signal(signal.SIGINT, _quit_quietly)
+# handler is back once the commands are defined (at the end of this file). Not in a process
+# that imports this file to work for it (prepare's spawned workers): SIGINT is not theirs.
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _quit_quietly)
 
 import json
 import shlex
@@ -415,7 +421,6 @@ def evaluate(
 import crossval  # noqa: F401
 import tools  # noqa: F401
 
-signal.signal(signal.SIGINT, signal.default_int_handler)
-
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()

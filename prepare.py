@@ -21,8 +21,10 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,6 +44,7 @@ COMPRESSION = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
 VOCABULARY_ATTR = "islr_vocabulary"  # JSON of the vocabulary a signer file was made for
 SOURCES_ATTR = "islr_sources"  # digest of the train.csv rows it was made from
 NUM_EXAMPLES = 5  # problems of each kind kept as examples in the report
+MAP_FILE = "sign_to_prediction_index_map.json"
 LICENSE_TEXT = """GISLR-layout conversion of the asl-signs data
 Source: Google - Isolated Sign Language Recognition (asl-signs) competition data,
 licensed CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/)
@@ -91,7 +94,7 @@ class PrepareReport:
     num_signers: int = 0  # signer files written by this run
     num_signers_reused: int = 0  # complete from an earlier run for the same vocabulary and rows
     num_sequences_reused: int = 0  # sequences in those files
-    num_stale_removed: int = 0  # signer files of an earlier run for another vocabulary, removed
+    num_stale_removed: int = 0  # signer files of an earlier run no longer wanted, removed
     replaced_vocabulary: dict[str, int] | None = None  # the map of an earlier run, if another
     skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> count
     examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first few messages
@@ -191,7 +194,7 @@ def read_train_csv(
     csv_path = raw_dir / "train.csv"
     if not csv_path.is_file():
         raise PrepareError(f"{csv_path} is missing: RAW_DIR must be the Kaggle asl-signs folder")
-    known, map_path = None, raw_dir / "sign_to_prediction_index_map.json"
+    known, map_path = None, raw_dir / MAP_FILE
     try:
         if map_path.is_file():
             known = {str(s): int(i) for s, i in json.loads(map_path.read_text()).items()}
@@ -263,6 +266,7 @@ class _SignerJob:
 
 
 _progress_queue = None  # set in worker processes: where they report files done
+_interrupted = threading.Event()  # set by Ctrl-C in the main process, see _interrupt_between_files
 
 
 def _init_worker(progress_queue) -> None:
@@ -285,6 +289,8 @@ def _convert_signer(job: _SignerJob, strict: bool, on_file: Callable[[int], None
     try:
         with h5py.File(temporary, "w") as file:
             for path, sequence_id, token in job.items:
+                if _interrupted.is_set():
+                    raise KeyboardInterrupt
                 try:
                     write_sequence(file, sequence_id, read_sequence(job.raw_dir / path), token)
                     report.num_sequences += 1
@@ -317,6 +323,51 @@ def _made_for(path: Path) -> tuple[str, str] | None:
             return str(file.attrs[VOCABULARY_ATTR]), str(file.attrs[SOURCES_ATTR])
     except (OSError, KeyError):
         return None
+
+
+def _check_out_dir(raw_dir: Path, out_dir: Path) -> None:
+    """Refuse an OUT_DIR holding files prepare did not write, before anything is written:
+    they would be overwritten (a raw download's map and LICENSE.txt), or kept with labels
+    that the new map no longer means (a downloaded GISLR set's signer files)."""
+    if not out_dir.is_dir():
+        return
+    if out_dir.resolve() == raw_dir.resolve() or (out_dir / "train.csv").exists():
+        raise PrepareError(f"{out_dir} is a Kaggle download: convert into a new or empty directory")
+    ours = False  # signer files of an earlier prepare run
+    for path in sorted(out_dir.glob("*.hdf5")):
+        if _made_for(path) is None:
+            raise PrepareError(f"{out_dir} holds {path.name}, which prepare did not write (or "
+                               "is damaged): convert into a new or empty directory")  # fmt: skip
+        ours = True
+    license_path = out_dir / "LICENSE.txt"
+    our_license = license_path.exists() and license_path.read_text(errors="replace").startswith(
+        LICENSE_TEXT.splitlines()[0]
+    )
+    theirs = []
+    if license_path.exists() and not our_license:
+        theirs.append(license_path.name)
+    if (out_dir / MAP_FILE).exists() and not (ours or our_license):
+        theirs.append(MAP_FILE)
+    if theirs:
+        raise PrepareError(f"{out_dir} holds {theirs[0]}, which prepare did not write: "
+                           "convert into a new or empty directory")  # fmt: skip
+
+
+@contextmanager
+def _interrupt_between_files() -> Iterator[None]:
+    """Ctrl-C sets a flag that the conversion checks between files. A KeyboardInterrupt
+    raised at any moment can land in a callback of h5py's object clean-up, where Python
+    prints it and drops it, and the conversion went on to the end with exit 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: _interrupted.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
 
 
 def _read_json(path: Path) -> object:
@@ -365,20 +416,14 @@ def convert(
 
     if not by_signer:
         raise PrepareError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
-    # Signer files from elsewhere (a downloaded GISLR set, say) would be overwritten, or kept
-    # with labels that the new map no longer means: refuse before anything is written.
-    foreign = [path.name for path in sorted(out_dir.glob("*.hdf5")) if _made_for(path) is None]
-    if foreign:
-        raise PrepareError(f"{out_dir} holds {foreign[0]}, which prepare did not write: "
-                           "convert into a new or empty directory")  # fmt: skip
-
+    _check_out_dir(raw_dir, out_dir)
     if on_total is not None:
         on_total(sum(len(signer_rows) for signer_rows in by_signer.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in out_dir.glob("*.partial"):  # left by a killed worker of an earlier run
         path.unlink()
     vocabulary_json = json.dumps(vocabulary)
-    map_path = out_dir / "sign_to_prediction_index_map.json"
+    map_path = out_dir / MAP_FILE
     if map_path.exists() and _read_json(map_path) != vocabulary:
         report.replaced_vocabulary = _read_json(map_path)
         map_path.unlink()  # until every signer file matches the new vocabulary, no map claims it
@@ -395,18 +440,22 @@ def convert(
                 on_file(len(items))
         elif items:
             jobs.append(_SignerJob(raw_dir, out_path, items, vocabulary_json, sources))
-    for path in out_dir.glob("*.hdf5"):  # files of an earlier run for signers now without a job
-        made_for = _made_for(path) if path.stem not in {str(pid) for pid in by_signer} else None
-        if made_for is not None and made_for[0] != vocabulary_json:
+    for path in out_dir.glob("*.hdf5"):  # an earlier run's, for signers train.csv now lacks
+        if path.stem not in {str(pid) for pid in by_signer}:
             path.unlink()
             report.num_stale_removed += 1
 
     jobs.sort(key=lambda job: -len(job.items))  # largest first balances the workers
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            report.merge(_convert_signer(job, strict, on_file))
-    else:
-        _convert_in_processes(jobs, min(workers, len(jobs)), strict, on_file, report)
+    with _interrupt_between_files():
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                report.merge(_convert_signer(job, strict, on_file))
+        else:
+            _convert_in_processes(jobs, min(workers, len(jobs)), strict, on_file, report)
+    if report.num_sequences + report.num_sequences_reused == 0:
+        kind = max(report.skipped, key=report.skipped.get)
+        raise PrepareError(f"no sequence could be converted: {report.skipped[kind]} {kind}, "
+                           f"e.g. {report.examples[kind][0]}")  # fmt: skip
 
     (out_dir / "LICENSE.txt").write_text(LICENSE_TEXT.format(num_signs=len(vocabulary)))
     temporary = map_path.with_suffix(".partial")
@@ -423,10 +472,21 @@ def _convert_in_processes(jobs, workers, strict, on_file, report: PrepareReport)
     # Leaving the block terminates the workers (Ctrl-C, strict error) instead of waiting for
     # the signers they are on; their .partial files are removed below.
     try:
-        with context.Pool(workers, _init_worker, (progress,)) as pool:
+        # The workers start with SIGINT ignored (a setting that survives their exec), so a
+        # Ctrl-C while they start up (a second or more) prints no traceback there.
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+        try:
+            pool = context.Pool(workers, _init_worker, (progress,))
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+        with pool:
             results = pool.imap_unordered(partial(_convert_signer, strict=strict), jobs)
             for _ in jobs:
                 while True:
+                    if _interrupted.is_set():
+                        raise KeyboardInterrupt
                     try:
                         signer_report = results.next(timeout=0.2)  # re-raises a worker's error
                         break

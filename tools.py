@@ -5,6 +5,7 @@ data, measure speed, export for deployment. Registered on the app of cli.py; run
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from cli import (
     Device,
     Threads,
     app,
+    claim,
     console,
     ensure_default_data,
     option,
@@ -166,9 +168,11 @@ def prepare(
     chosen = [s.strip() for s in signs.split(",")] if signs else None
     with (
         user_errors(converter.PrepareError),
+        ExitStack() as held,
         Progress(*columns, console=console, transient=True) as progress,
     ):
         output_directory(out, "OUT")
+        held.enter_context(claim(out, "OUT"))  # another prepare into OUT would race this one
         task = progress.add_task("convert", total=None, rate="-")
         started = time.perf_counter()
 
@@ -183,6 +187,9 @@ def prepare(
     if report.replaced_vocabulary:
         console.print(f"[yellow]note:[/] {out} was made for {', '.join(report.replaced_vocabulary)}; "
                       f"it now holds {', '.join(report.vocabulary)}, converted again")  # fmt: skip
+    if report.num_stale_removed:
+        console.print(f"[yellow]note:[/] removed {report.num_stale_removed} signer files of an "
+                      "earlier run that train.csv no longer gives rows of these signs")  # fmt: skip
     if top is not None and len(report.vocabulary) < top:
         console.print(
             f"[yellow]note:[/] --top {top}: train.csv has only {len(report.vocabulary)} signs"

@@ -350,14 +350,84 @@ def test_frames_out_of_order_are_refused(pq, tmp_path):
 
 @needs_data
 def test_nothing_to_convert_and_a_broken_map_in_out(pq, tmp_path):
-    """A train.csv without rows of the chosen signs is an error; a broken map in OUT is redone."""
+    """A train.csv without rows of the chosen signs is an error, and so is one whose files all
+    fail (with no map written); a broken map in an earlier prepare output is redone."""
     raw = make_raw(tmp_path / "raw", [])
     with pytest.raises(PrepareError, match="lists no sequence of the chosen signs"):
         convert(raw, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    missing = [dict(row, path="nowhere/" + row["path"]) for row in few_rows(1)]
+    with pytest.raises(PrepareError, match=r"no sequence could be converted: 4 missing_file"):
+        convert(make_raw(tmp_path / "raw-missing", missing), tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
     raw = make_raw(tmp_path / "raw2", few_rows(1))
-    (tmp_path / "out").mkdir()
+    convert(raw, tmp_path / "out", signs=["hello"])
     (tmp_path / "out" / "sign_to_prediction_index_map.json").write_text("{broken")
     convert(raw, tmp_path / "out", signs=["hello"])
     mapping = json.loads((tmp_path / "out" / "sign_to_prediction_index_map.json").read_text())
     assert mapping == {"hello": 0}
+
+
+@needs_data
+@pytest.mark.parametrize("what", ["raw itself", "raw map", "raw license", "a map", "a license"])
+def test_files_prepare_did_not_write_are_refused_untouched(pq, tmp_path, what):
+    """OUT = RAW_DIR, or an OUT holding a map or LICENSE.txt that prepare did not write, is
+    refused before anything is written: a raw download's map would be cut to the chosen signs."""
+    raw = make_raw(tmp_path / "raw", few_rows(1))
+    (raw / "LICENSE.txt").write_text("the download's own licence\n")
+    out = {"raw itself": raw, "raw map": raw, "raw license": raw}.get(what, tmp_path / "out")
+    out.mkdir(exist_ok=True)
+    if what == "raw map":
+        (raw / "LICENSE.txt").unlink()
+    if what == "a map":
+        (out / "sign_to_prediction_index_map.json").write_text('{"a": 0}')
+    if what == "a license":
+        (out / "LICENSE.txt").write_text("my notes\n")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    with pytest.raises(PrepareError, match="convert into a new or empty directory"):
+        convert(raw, out, signs=["hello"])
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+@needs_data
+def test_signers_gone_from_train_csv_are_removed(pq, tmp_path):
+    """A re-run after rows were taken out of train.csv leaves no file of a signer it lost."""
+    rows = few_rows(1)
+    raw = make_raw(tmp_path / "raw", rows)
+    out = tmp_path / "out"
+    convert(raw, out)
+    gone = rows[0]["participant_id"]
+    make_raw(raw, [row for row in rows if row["participant_id"] != gone])
+    report = convert(raw, out)
+    assert (report.num_signers_reused, report.num_stale_removed) == (1, 1)
+    assert not (out / f"{gone}.hdf5").exists()
+
+
+@needs_data
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_conversion(pq, tmp_path, workers):
+    """SIGINT stops the run with KeyboardInterrupt even when it arrives inside a weakref
+    callback (as in h5py's clean-up), where Python drops exceptions: the run went on to the end
+    with exit 0. No temporary file is left."""
+    import os
+    import signal
+    import weakref
+
+    def interrupt_in_a_callback(n: int) -> None:
+        def callback(reference: weakref.ref) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler runs here, inside the callback
+
+        target = type("Target", (), {})()
+        reference = weakref.ref(target, callback)
+        del target  # runs the callback
+        assert reference() is None
+
+    raw = make_raw(tmp_path / "raw", few_rows(3))  # 2 signers, 6 sequences each
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        convert(raw, out, workers=workers, on_file=interrupt_in_a_callback)
+    assert (
+        not list(out.glob("*.partial")) and not (out / "sign_to_prediction_index_map.json").exists()
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
