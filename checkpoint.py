@@ -83,8 +83,11 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 def write_text(path: Path, text: str) -> None:
     """Replace a text file atomically."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

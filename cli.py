@@ -5,6 +5,7 @@ define the commands on `app`; `python islr.py` runs it.
 """
 
 import fcntl
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -76,8 +77,8 @@ def claim(directory: Path, flag: str = "--out") -> Iterator[None]:
 
 
 def output_file(path: Path | None, flag: str, *, reading: Path | None = None) -> Path | None:
-    """A file a command will write at the end, checked first so that no work is lost on it,
-    and never the file it is `reading`.
+    """A file a command will write at the end, checked first so that no work is lost on it;
+    never the file it is `reading`, nor any checkpoint.
 
     None (no file asked for) passes through.
     """
@@ -87,8 +88,12 @@ def output_file(path: Path | None, flag: str, *, reading: Path | None = None) ->
         raise ValueError(f"{flag} {path} is a directory: name a file")
     if reading is not None and reading.exists() and path.exists() and path.samefile(reading):
         raise ValueError(f"{flag} {path} is the checkpoint being read: name another file")
+    if path.suffix == ".safetensors":
+        raise ValueError(f"{flag} {path} is named like a checkpoint: name another file")
     if not path.parent.is_dir():
         raise ValueError(f"{flag} {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: directory {path.parent} is not writable")
     return path
 
 

@@ -195,7 +195,10 @@ def save_torchscript(deployable: nn.Module, path: Path, example: Tensor, metadat
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(deployable, (example,), check_trace=False)
     files = {f"{key}.json": value for key, value in metadata.items()}
-    torch.jit.save(traced, str(path), _extra_files=files)
+    try:
+        torch.jit.save(traced, str(path), _extra_files=files)
+    except RuntimeError as error:  # torch's writer reports a failed write (no space, ...) so
+        raise ExportError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
 
 
 def load_torchscript(path: Path) -> tuple[Callable[[Tensor], Tensor], list[str]]:

@@ -412,7 +412,8 @@ def evaluate(
             "seen_in_training": seen,
             **result,
         }
-        checkpoint.write_text(json_path, json.dumps(report, indent=1))
+        with user_errors():  # a disk that filled up meanwhile, say
+            checkpoint.write_text(json_path, json.dumps(report, indent=1))
 
 
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,

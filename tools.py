@@ -42,36 +42,42 @@ from cli import (
 def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
     """(name, (3, T, 543) array) for each sequence of one input file of `predict`.
 
-    `.parquet`: one Kaggle sequence file; `.hdf5`: every sequence of a GISLR signer file;
-    `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces it.
+    `.parquet`: one Kaggle sequence file; `.hdf5` (`.h5`): every sequence of a GISLR signer
+    file; `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces
+    it. Names are the path as given (plus the sequence id within an HDF5 file).
     """
     path = Path(path)
     if path.is_dir():
         raise data.DataError(f"input {path} is a directory: name the recording files")
     if not path.is_file():
         raise data.DataError(f"input {path} does not exist")
-    if path.suffix == ".hdf5":
+    suffix = path.suffix.lower()
+    if suffix in (".hdf5", ".h5"):
         features, _, ids = data.read_signer(path, None)
-        return [(f"{path.name}/{i}", f) for i, f in zip(ids, features, strict=True)]
-    if path.suffix == ".parquet":
+        if not features:
+            raise data.DataError(f"{path} holds no sequences")
+        return [(f"{path}/{i}", f) for i, f in zip(ids, features, strict=True)]
+    if suffix == ".parquet":
         import prepare
 
         try:
-            return [(path.name, prepare.read_sequence(path))]
+            return [(str(path), prepare.read_sequence(path))]
         except prepare.PrepareError as error:
             raise data.DataError(str(error)) from None
-    if path.suffix == ".npy":
+    if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)  # never unpickle a user's file
         except (ValueError, OSError) as error:
             raise data.DataError(f"{path} is not a readable .npy array ({error})") from None
+        if array.dtype.kind not in "fiu":
+            raise data.DataError(f"{path} holds {array.dtype} values, expected numbers")
         if (
             array.ndim != 3
             or array.shape[1:] != (landmarks.NUM_LANDMARKS, 3)
             or not 0 < len(array) <= data.MAX_FRAMES
         ):
             raise data.DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")
-        return [(path.name, np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
+        return [(str(path), np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
     raise data.DataError(
         f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5 or .npy)"
     )
@@ -102,20 +108,35 @@ def predict(
         prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
         model = loaded.model.to(device_)
         logits, _, order = loops.predict(model, prepared.batches(loops.EVAL_BATCH), device_)
-    probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
+        probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
+        broken = [
+            name for name, p in zip(names, probabilities, strict=True) if not p.isfinite().all()
+        ]
+        if broken:
+            raise data.DataError(f"{broken[0]}: the model's output is not finite (coordinates far "
+                                 "outside MediaPipe's 0-1 range?)")  # fmt: skip
+    # Preprocessing leaves a missing landmark at exactly 0: nothing non-zero, nothing seen.
+    seen = [bool(prepared.frames[o : o + n].any()) for o, n in
+            zip(prepared.offsets.tolist(), prepared.lengths.tolist(), strict=True)]  # fmt: skip
     top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
     results = [
-        {"input": name, "predictions": [{"sign": loaded.signs[i], "probability": p}
-                                         for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]}
-        for name, ps, ids in zip(names, top.values, top.indices, strict=True)
+        {"input": name, "landmarks_seen": s,
+         "predictions": [{"sign": loaded.signs[i], "probability": p}
+                         for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]}
+        for name, s, ps, ids in zip(names, seen, top.values, top.indices, strict=True)
     ]  # fmt: skip
     table = Table("input", "frames", *(f"#{k + 1}" for k in range(top.indices.shape[1])))
     for result, length in zip(results, prepared.lengths.tolist(), strict=True):
         cells = [f"{p['sign']} {p['probability']:.1%}" for p in result["predictions"]]
         table.add_row(result["input"], str(length), *cells)
     console.print(table)
+    for result in results:
+        if not result["landmarks_seen"]:
+            console.print(f"[yellow]note:[/] {result['input']}: none of the model's landmarks "
+                          "was detected in any frame; its prediction is a guess")  # fmt: skip
     if json_path:
-        checkpoint.write_text(json_path, json.dumps(results, indent=1))
+        with user_errors():  # a disk that filled up meanwhile, say
+            checkpoint.write_text(json_path, json.dumps(results, indent=1))
 
 
 @app.command()
@@ -267,7 +288,7 @@ def bench(
 def export(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
     out: Annotated[
-        Path, typer.Argument(help="The file to write (.pt for TorchScript, .onnx for ONNX).")
+        Path, typer.Argument(help="The file to write: .onnx for ONNX, TorchScript otherwise (.pt).")
     ],
     format: Annotated[
         str | None,

@@ -119,7 +119,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     """Bad paths, signers, checkpoints and vocabularies exit 1 with one line and no traceback."""
     data_dir, out, _ = trained
     ckpt = out / "model.safetensors"
-    before = ckpt.read_bytes()
+    before, last = ckpt.read_bytes(), (out / "last.safetensors").read_bytes()
     _one_line_error(run("train", "--data", tmp_path / "none"), "does not exist")
     (tmp_path / "empty").mkdir()
     _one_line_error(run("train", "--data", tmp_path / "empty"), "no <participant_id>.hdf5")
@@ -164,6 +164,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
         ["export", ckpt],
     ):
         _one_line_error(run(*command, ckpt), f"{ckpt} is the checkpoint being read")
+        _one_line_error(run(*command, out / "last.safetensors"), "is named like a checkpoint")
     (tmp_path / "a-file").write_text("")
     _one_line_error(run("train", "--data", data_dir, "--out", tmp_path / "a-file"), "is a file")
     _one_line_error(run("cv", "--data", data_dir, "--out", tmp_path / "a-file"), "is a file")
@@ -179,7 +180,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("train", "--resume", out / "resume.safetensors"), f"--resume {out}")
     _one_line_error(run("predict", ckpt, tmp_path), "is a directory: name the recording files")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
-    assert ckpt.read_bytes() == before
+    assert ckpt.read_bytes() == before and (out / "last.safetensors").read_bytes() == last
 
 
 def test_real_data_trains_and_evaluates(tmp_path):

@@ -127,6 +127,19 @@ def test_bad_format_and_paths(tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
+def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """torch's writer failing (a full disk, no permission) is an ExportError, not a traceback."""
+    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"))
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:747] . Permission denied\nmore")
+
+    monkeypatch.setattr(torch.jit, "save", full_disk)
+    with pytest.raises(export.ExportError, match=r"cannot write .*: \[enforce fail.*denied$"):
+        export.export(path, tmp_path / "model.pt", "torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
 HAVE_ONNX = all(importlib.util.find_spec(name) for name in export.ONNX_PACKAGES)
 
 

@@ -74,6 +74,14 @@ def test_velocity_features():
     assert tiny.shape == (2, 1, 9)
 
 
+def test_velocity_is_zero_where_a_landmark_is_missing():
+    """A coordinate missing (0) in either frame of a difference gives 0, not a jump to the origin."""
+    x = torch.tensor([[0.0, 0.5, 0.7, 0.0, 0.2]])[..., None]  # (1, 5, 1): seen in frames 1, 2, 4
+    v = models.add_velocity(x, torch.ones(1, 5, dtype=torch.bool))
+    assert torch.allclose(v[0, :, 1], torch.tensor([0.0, 0.0, 0.2, 0.0, 0.0]))
+    assert torch.allclose(v[0, :, 2], torch.tensor([0.0, 0.0, 0.0, 0.0, -0.5]))
+
+
 def test_attention_dropout_is_its_own_setting():
     """SelfAttention takes attention_dropout, not dropout, in every attention model."""
     for name in ("transformer", "macaron", "conformer", "hybrid"):

@@ -38,7 +38,8 @@ def test_predict_equals_evaluate(trained, tmp_path):
         got = {p["sign"]: p["probability"] for p in predictions[row]["predictions"]}
         for sign, index in loaded.vocabulary.items():
             assert got[sign] == pytest.approx(probabilities[index].item(), abs=1e-6)
-    assert predictions[1 + i]["input"] == f"16069.hdf5/{dataset.sequence_ids[i]}"
+    assert predictions[1 + i]["input"] == f"{data_dir / '16069.hdf5'}/{dataset.sequence_ids[i]}"
+    assert all(p["landmarks_seen"] for p in predictions)
 
 
 def test_predict_reads_kaggle_parquet(tmp_path):
@@ -63,5 +64,35 @@ def test_predict_bad_inputs(trained, tmp_path):
     _one_line_error(run("predict", ckpt, tmp_path / "x.txt"), "unknown input type")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     _one_line_error(run("predict", ckpt, tmp_path / "obj.npy"), "not a readable .npy")
+    np.save(tmp_path / "text.npy", np.full((5, 543, 3), "a"))
+    _one_line_error(
+        run("predict", ckpt, tmp_path / "text.npy"), "holds <U1 values, expected numbers"
+    )
+    h5py.File(tmp_path / "empty.hdf5", "w").close()
+    _one_line_error(run("predict", ckpt, tmp_path / "empty.hdf5"), "empty.hdf5 holds no sequences")
+    np.save(tmp_path / "huge.npy", np.full((5, 543, 3), 1e30, np.float32))
+    _one_line_error(run("predict", ckpt, tmp_path / "huge.npy"), "output is not finite")
     np.save(tmp_path / "ok.npy", np.zeros((5, 543, 3), np.float32))
     _one_line_error(run("predict", ckpt, tmp_path / "ok.npy", "--json", tmp_path), "is a directory")
+
+
+def test_predict_names_inputs_as_given_and_notes_empty_recordings(trained, tmp_path):
+    """Two files of the same name in two folders stay apart; a recording without one landmark
+    of the model's gets a note (and landmarks_seen false), not just a confident-looking row."""
+    data_dir, out, _ = trained
+    feature = data.load_dataset(data_dir, signers={"16069"}).features[0].transpose(1, 2, 0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        with open(tmp_path / folder / "1.NPY", "wb") as file:  # the suffix in any case
+            np.save(file, feature)
+    np.save(tmp_path / "nothing.npy", np.full((10, 543, 3), np.nan, np.float32))
+    report = tmp_path / "p.json"
+    inputs = [tmp_path / "a" / "1.NPY", tmp_path / "b" / "1.NPY", tmp_path / "nothing.npy"]
+    result = run("predict", out / "model.safetensors", *inputs, "--json", report)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report.read_text())
+    assert [row["input"] for row in rows] == [str(path) for path in inputs]
+    assert [row["landmarks_seen"] for row in rows] == [True, True, False]
+    assert "nothing.npy: none of the model's landmarks was detected" in " ".join(
+        result.output.split()
+    )
