@@ -42,7 +42,7 @@ $(VENV)/.bench: $(VENV)/.installed
 	touch $@
 
 bench-prepare: $(VENV)/.bench ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
-	$(PY) bench_prepare.py $(or $(RAW),../shared/data/asl-signs-raw)
+	$(PY) bench_prepare.py "$(or $(RAW),../shared/data/asl-signs-raw)"
 
 test: $(VENV)/.installed ## Run the tests (fast ones; real-data tests skip without ../shared/data)
 	$(PY) -m pytest -q $(ARGS)

@@ -79,6 +79,8 @@ def benchmark(
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench_prepare.py RAW_DIR   (a Kaggle asl-signs download)")
     try:
         print(json.dumps(benchmark(Path(sys.argv[1]), repeats=5), indent=1))
     except prepare.PrepareError as error:  # a wrong RAW: one line, as the CLI says it

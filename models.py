@@ -49,12 +49,15 @@ def add_velocity(x: Tensor, valid: Tensor) -> Tensor:
     """x with its 1- and 2-frame differences appended: (N, T, J*C) -> (N, T, 3*J*C).
 
     Differences look backwards only, so a valid frame never reads a padded one; they are
-    zero where the earlier frame does not exist (t < 1, t < 2) and on padded frames.
+    zero where the earlier frame does not exist (t < 1, t < 2) and on padded frames. They are
+    also zero where the coordinate is missing in either frame (missing is exactly 0, as in
+    preprocessing and augment): a hand coming into view has not moved there from the origin.
     """
+    present = x.sign().abs()  # (N, T, J*C) 1.0 where a coordinate is not 0
     parts = [x]
     for step in (1, 2):
         difference = torch.zeros_like(x)  # (N, T, J*C)
-        difference[:, step:] = x[:, step:] - x[:, :-step]
+        difference[:, step:] = (x[:, step:] - x[:, :-step]) * present[:, step:] * present[:, :-step]
         parts.append(difference * valid.unsqueeze(-1))
     return torch.cat(parts, -1)  # (N, T, 3*J*C)
 

@@ -201,7 +201,7 @@ def read_train_csv(
     except (ValueError, AttributeError, TypeError):
         raise PrepareError(f"{map_path} is not a JSON object of sign -> index") from None
     try:  # the whole file is small: decode it at once, so a bad byte is one clear error
-        text = csv_path.read_text(encoding="utf-8")
+        text = csv_path.read_text(encoding="utf-8-sig")  # a BOM, as Excel writes, is no header
     except UnicodeDecodeError as error:
         raise PrepareError(f"{csv_path} is not UTF-8 text (byte {error.start})") from None
     report = PrepareReport(vocabulary={})
@@ -246,6 +246,10 @@ def choose_signs(
         if not chosen or unknown:
             names = ", ".join(unknown) or "nothing"
             raise PrepareError(f"--signs names {names}: not a sign of the raw vocabulary")
+        present = {r.sign for r in rows}
+        absent = [sign for sign in chosen if sign not in present]
+        if absent:  # a class without one sequence
+            raise PrepareError(f"--signs names {', '.join(absent)}: train.csv has no row of it")
     elif top is not None:
         if top < 1:
             raise PrepareError(f"--top must be at least 1, not {top}")

@@ -121,6 +121,8 @@ def test_choose_signs_top_orders_by_count_then_name():
     for bad in ({"signs": ["a", "nope"]}, {"signs": []}, {"top": 0}, {"top": 2, "signs": ["a"]}):
         with pytest.raises(PrepareError):
             choose_signs(rows, known=known, **bad)
+    with pytest.raises(PrepareError, match="--signs names f: train.csv has no row of it"):
+        choose_signs(rows, signs=["a", "f"], known=known)  # f is a sign, but without sequences
 
 
 @needs_data
@@ -273,7 +275,11 @@ def test_bad_raw_dir_is_a_user_error(tmp_path):
     (tmp_path / "train.csv").write_bytes(b"path,participant_id,sequence_id,sign\na,1,2,caf\xe9\n")
     with pytest.raises(PrepareError, match=r"train.csv is not UTF-8 text \(byte 46\)"):
         convert(tmp_path, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    # A byte-order mark (Excel's UTF-8) is not part of the header: the row is read.
+    (tmp_path / "train.csv").write_text("\ufeffpath,participant_id,sequence_id,sign\na,1,2,hello\n")
+    with pytest.raises(PrepareError, match="no sequence could be converted: 1 missing_file"):
+        convert(tmp_path, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_missing_extra_is_one_line_error(tmp_path, monkeypatch):
