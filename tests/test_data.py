@@ -271,6 +271,21 @@ def test_batches_cover_every_sequence_once(tiny_data):
     assert sorted(torch.cat([b.indices for b in prepared.batches(7)]).tolist()) == list(range(48))
 
 
+def test_shuffled_batches_change_batch_mates_and_stay_bucketed():
+    """Epoch to epoch, most pairs of batch-mates are new (sorting one pool by length kept 72%
+    of them on the real training set), while padding stays near bucketed, not random."""
+    lengths = torch.randint(2, 100, (572,), generator=torch.Generator().manual_seed(0))
+    offsets = torch.cumsum(lengths, 0) - lengths
+    prepared = data.Prepared(torch.zeros(int(lengths.sum()), 1), offsets, lengths, lengths * 0)
+    generator = torch.Generator().manual_seed(0)
+    epochs = [[b.indices.tolist() for b in prepared.batches(32, shuffle=True, generator=generator)]
+              for _ in range(2)]  # fmt: skip
+    pairs = [{(i, j) for batch in epoch for i in batch for j in batch if i < j} for epoch in epochs]
+    assert len(pairs[0] & pairs[1]) / len(pairs[0]) < 0.5
+    padded = sum(len(batch) * int(lengths[batch].max()) for batch in epochs[0])
+    assert padded / int(lengths.sum()) < 1.5  # random batches: about 1.9 here
+
+
 def test_vocabulary_must_be_indices_0_to_k(tmp_path):
     """A dictionary whose indices are not 0..K-1 is refused."""
     root = write_gislr(tmp_path / "d")
