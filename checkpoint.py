@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 from torch import nn
@@ -73,11 +74,16 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, temporary, metadata=metadata)
-    umask = os.umask(0)  # safetensors creates the file owner-only; give it the usual mode
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        umask = os.umask(0)  # safetensors creates the file owner-only; give it the usual mode
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except SafetensorError as error:  # its writer's I/O errors: a full disk, say
+        raise OSError(f"cannot write {path}: {error}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ define the commands on `app`; `python islr.py` runs it.
 """
 
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -46,6 +47,13 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write a command's --json file at its end (atomically); a disk that filled up meanwhile
+    is one line, as any other mistake."""
+    with user_errors():
+        checkpoint.write_text(path, json.dumps(value, indent=1))
 
 
 def output_directory(path: Path, flag: str) -> Path:
@@ -185,9 +193,14 @@ def resolve_configs(ctx: typer.Context) -> tuple:
     for base in bases:
         names = {f.name for f in fields(base)}
         configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
-    # Refuse a bad combination now, not after loading the data.
+    # Refuse a bad combination now, not after loading the data; the model is built without
+    # memory (on the meta device), as a checkpoint's is before loading.
     augment.build(configs[3], configs[0])
-    models.build(configs[1], configs[0].num_features, num_classes=2)
+    with torch.device("meta"):
+        size = models.num_parameters(models.build(configs[1], configs[0].num_features, 2))
+    if size > checkpoint.MAX_PARAMETERS:
+        raise ValueError(f"the model would have {size:,} parameters, more than "
+                         f"{checkpoint.MAX_PARAMETERS:,}: a smaller --width or --feedforward")  # fmt: skip
     set_threads(ctx)
     return tuple(configs)
 

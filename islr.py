@@ -31,7 +31,6 @@ def _quit_quietly(signum: int, frame: object) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, _quit_quietly)
 
-import json
 import shlex
 import time
 from contextlib import ExitStack
@@ -78,6 +77,7 @@ from cli import (
     tracked,
     use_threads,
     user_errors,
+    write_json,
 )  # fmt: skip
 
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
@@ -412,8 +412,7 @@ def evaluate(
             "seen_in_training": seen,
             **result,
         }
-        with user_errors():  # a disk that filled up meanwhile, say
-            checkpoint.write_text(json_path, json.dumps(report, indent=1))
+        write_json(json_path, report)
 
 
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,

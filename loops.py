@@ -56,12 +56,20 @@ class TrainConfig:
         if not 0 <= self.select_after < 1:
             raise ValueError(f"select_after={self.select_after} must be in [0, 1): the last "
                              "epoch must be a candidate")  # fmt: skip
+        numbers = ("learning_rate", "label_smoothing", "weight_decay", "warmup_epochs",
+                   "clip_norm", "ema")  # fmt: skip
+        for name in numbers:
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)} must be a finite number")
+        if not -(2**63) <= self.seed < 2**63:
+            raise ValueError(f"seed={self.seed} does not fit in 64 bits")
 
     @property
     def first_candidate(self) -> int:
         """The first epoch (1-based) that may be kept as the best validation epoch."""
-        # Rounded first: 0.29 * 100 is 28.999999999999996 in floating point.
-        return math.floor(round(self.select_after * self.epochs, 9)) + 1
+        # Rounded first: 0.29 * 100 is 28.999999999999996 in floating point; and never past
+        # the last epoch (0.99999999999 * 2 rounds to 2).
+        return min(math.floor(round(self.select_after * self.epochs, 9)) + 1, self.epochs)
 
 
 EVAL_BATCH = 128  # evaluation has no gradients to store, so larger batches are cheap

@@ -3,7 +3,6 @@ data, measure speed, export for deployment. Registered on the app of cli.py; run
 `python islr.py predict ...` etc.
 """
 
-import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,6 +35,7 @@ from cli import (
     train_flags,
     use_threads,
     user_errors,
+    write_json,
 )  # fmt: skip
 
 
@@ -135,8 +135,7 @@ def predict(
             console.print(f"[yellow]note:[/] {result['input']}: none of the model's landmarks "
                           "was detected in any frame; its prediction is a guess")  # fmt: skip
     if json_path:
-        with user_errors():  # a disk that filled up meanwhile, say
-            checkpoint.write_text(json_path, json.dumps(results, indent=1))
+        write_json(json_path, results)
 
 
 @app.command()
@@ -281,7 +280,7 @@ def bench(
         table.add_row(*row)
     console.print(table)
     if json_path:
-        checkpoint.write_text(json_path, json.dumps(result, indent=1))
+        write_json(json_path, result)
 
 
 @app.command()

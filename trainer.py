@@ -19,6 +19,7 @@ writes files.
 
 import gc
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -247,6 +248,10 @@ def train_run(
                             augment=augmenter, track=track):  # fmt: skip
         record["train"] = reduce_metrics(record["train"], device)
         val = loops.summary(record["val"])
+        if not (math.isfinite(record["train"]["loss"]) and math.isfinite(val["loss"])):
+            raise ValueError(f"training diverged in epoch {record['epoch']} (its loss is not "
+                             "finite); the checkpoints of the epochs before it are kept: try a "
+                             "lower --learning-rate or --clip-norm 1")  # fmt: skip
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
         )

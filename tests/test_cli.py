@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_real_data, run, write_gislr
+from safetensors.torch import load_file
 
 import checkpoint
 import crossval
@@ -504,3 +505,42 @@ def test_interrupted_cv_says_how_far_it_got(tmp_path, monkeypatch):
         result.output.split()
     )
     assert (tmp_path / "cv" / "fold0-seed0" / "model.safetensors").exists()
+
+
+def test_flags_past_what_can_train_are_one_line_errors(tiny_data, tmp_path):
+    """Non-finite numbers, a 100000-layer model, an even or huge kernel and a model past the
+    parameter cap are refused before any data is read (a typo used to exhaust the memory)."""
+    for args, message in (
+        (["--learning-rate", "inf"], "learning_rate=inf must be a finite number"),
+        (["--warmup-epochs", "inf"], "warmup_epochs=inf must be a finite number"),
+        (["--seed", str(2**63)], "does not fit in 64 bits"),
+        (["--depth", "100000"], "each must be at most 64"),
+        (["--preset", "hybrid", "--kernel-size", "16"], "kernel size 16 must be odd"),
+        (["--preset", "hybrid", "--kernel-size", "100001"], "and at most 255"),
+        (["--width", "100000", "--heads", "1"], "parameters, more than 500,000,000"),
+    ):
+        out = tmp_path / "run"
+        _one_line_error(run("train", "--data", tiny_data, "--out", out, *args), message)
+        assert not out.exists()
+
+
+def test_a_diverged_run_stops_with_an_error(tiny_data, tmp_path):
+    """A loss that turns NaN ends the run (exit 1, one error line) instead of being saved and
+    reported as a result (the accuracy of NaN logits is the share of class 0)."""
+    out = tmp_path / "run"
+    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "3", "--preset",
+                 "article10", "--learning-rate", "1e30")  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: training diverged in epoch")
+    for path in out.glob("*.safetensors"):  # whatever was kept is from a finite epoch
+        tensors = load_file(path)
+        assert all(t.isfinite().all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_select_after_just_below_one_keeps_the_last_epoch(tiny_data, tmp_path):
+    """--select-after 0.99999999999 rounds to the last epoch, which stays a candidate."""
+    out = tmp_path / "run"
+    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "2",
+                 "--select-after", "0.99999999999")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert checkpoint.load(out / "model.safetensors").metadata["epoch"] == 2
