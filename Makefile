@@ -23,11 +23,11 @@ help: ## List the targets
 setup: $(VENV)/.installed ## Create .venv with the pinned dependencies
 
 train: $(VENV)/.installed ## Train the default Transformer (DATA=dir for real data, ARGS=... for flags)
-	$(PY) islr.py train $(if $(DATA),--data $(DATA)) $(ARGS)
+	$(PY) islr.py train $(if $(DATA),--data "$(DATA)") $(ARGS)
 
 evaluate: $(VENV)/.installed ## Evaluate a checkpoint: make evaluate CKPT=runs/<name>/model.safetensors
 	@test -n "$(CKPT)" || { echo "usage: make evaluate CKPT=runs/<name>/model.safetensors"; exit 2; }
-	$(PY) islr.py evaluate $(CKPT) $(if $(DATA),--data $(DATA)) $(ARGS)
+	$(PY) islr.py evaluate "$(CKPT)" $(if $(DATA),--data "$(DATA)") $(ARGS)
 
 bench: $(VENV)/.installed ## Training and inference speed of a preset (ARGS='--preset article10 ...')
 	$(PY) islr.py bench $(ARGS)
@@ -58,5 +58,5 @@ format: $(VENV)/.installed ## ruff format and fix
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-clean: ## Remove the venv, caches and generated data (keeps runs/)
-	rm -rf $(VENV) datasets .pytest_cache .ruff_cache *.egg-info build
+clean: ## Remove the venv, caches and the synthetic set (keeps runs/ and other datasets/)
+	rm -rf $(VENV) datasets/synthetic-top10 .pytest_cache .ruff_cache *.egg-info build

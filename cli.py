@@ -5,6 +5,7 @@ define the commands on `app`; `python islr.py` runs it.
 """
 
 import fcntl
+import itertools
 import json
 import os
 import time
@@ -63,12 +64,25 @@ def output_directory(path: Path, flag: str) -> Path:
     return path
 
 
+def new_run_directory(name: str) -> Path:
+    """runs/NAME made for this run, or runs/NAME-2, -3, ... when it exists: two runs started
+    in the same second get their own folders (mkdir is atomic)."""
+    for n in itertools.count(1):
+        path = RUNS / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+
+
 @contextmanager
-def claim(directory: Path, flag: str = "--out") -> Iterator[None]:
+def claim(directory: Path, flag: str = "--out", *, made: bool = False) -> Iterator[None]:
     """Hold DIRECTORY/.lock while a run writes there: a second run into it is refused instead
     of overwriting the first one's files. The lock (flock) ends with the process, so a
-    killed run leaves none behind. A directory made here and left empty is removed."""
-    made = not directory.exists()
+    killed run leaves none behind. A directory made here (or `made` for it) and left empty is
+    removed."""
+    made = made or not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
         with open(directory / ".lock", "w") as lock:

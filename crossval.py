@@ -26,7 +26,6 @@ import data
 import trainer
 from cli import (
     DEFAULT_DATA,
-    RUNS,
     DataDir,
     Device,
     app,
@@ -34,6 +33,7 @@ from cli import (
     console,
     ensure_default_data,
     given_options,
+    new_run_directory,
     note_recipe,
     option,
     output_directory,
@@ -99,10 +99,10 @@ def cv(
             )
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         device_ = pick_device(device)
-        out = output_directory(
-            out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}", "--out"
-        )
-        held.enter_context(claim(out))  # until the summary is written
+        made = out is None
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
+        out = new_run_directory(name) if made else output_directory(out, "--out")
+        held.enter_context(claim(out, made=made))  # until the summary is written
         refuse_cv_runs(out)
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)

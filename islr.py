@@ -65,6 +65,7 @@ from cli import (
     ensure_default_data,
     flag,
     given_options,
+    new_run_directory,
     note_recipe,
     option,
     output_directory,
@@ -87,7 +88,7 @@ PRESET_DATA = loops.PRESETS[DEFAULT_PRESET].get("data", data.DataConfig())
 PRESET_MODEL = loops.PRESETS[DEFAULT_PRESET]["model"]
 PRESET_TRAIN = loops.PRESETS[DEFAULT_PRESET]["train"]
 PRESET_AUGMENT = loops.PRESETS[DEFAULT_PRESET]["augment"]
-RESUME_OPTIONS = ("resume", "threads", "device")  # the options --resume goes with
+RESUME_OPTIONS = ("resume", "threads", "device", "data_dir")  # the options --resume goes with
 
 
 @app.command()
@@ -231,23 +232,26 @@ def train(
                 flags = " ".join(flag(ctx, name) for name in ignored)
                 raise ValueError(f"--resume continues {resume} with its own settings: drop {flags}")
             set_threads(ctx)
-            out = resume
-            data_config, model_config, train_config, augment_config, split, data_dir = resumed_run(
-                resume
-            )
+            out, made = resume, False
+            configs, split, recorded, vocabulary = resumed_run(resume)
+            data_config, model_config, train_config, augment_config = configs
+            # The data may have moved since: --data names its new place (same signs, signers).
+            data_dir = data_dir if "data_dir" in given_options(ctx) else recorded
         else:
             data_config, model_config, train_config, augment_config = resolve_configs(ctx)
-            out = output_directory(
-                out or RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}", "--out"
-            )
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
+            made = out is None and trainer.rank() == 0  # one process makes the default folder
+            out = new_run_directory(name) if made else output_directory(out or RUNS / name, "--out")
         if trainer.rank() == 0:  # one process writes the run, and generates the synthetic set
-            held.enter_context(claim(out))  # until training ends
+            held.enter_context(claim(out, made=made))  # until training ends
             if not resume:
                 refuse_trained(out)
             ensure_default_data(data_dir)
         trainer.barrier()
         started = time.perf_counter()
         dataset = data.load_dataset(data_dir)
+        if resume and dataset.vocabulary != vocabulary:
+            raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
         if not resume:
             train_signers, val, test = data.split_signers(
                 sorted(set(dataset.signers)),
@@ -279,7 +283,7 @@ def train(
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():
                 console.print(f"[yellow]interrupted[/]: the last completed epoch is saved in {out}; "
-                              f"continue with: python islr.py train --resume {out}")  # fmt: skip
+                              f"continue with: python islr.py train --resume {shlex.quote(str(out))}")  # fmt: skip
             else:
                 console.print("[yellow]interrupted[/] before the first epoch ended: nothing saved")
             raise typer.Exit(130) from None
@@ -308,10 +312,15 @@ def interrupt(signum: int, frame: object) -> None:
 
 
 def resumed_run(run_dir: Path) -> tuple:
-    """(data, model, train, augment configs, split, data dir) recorded in a run's resume state."""
+    """((data, model, train, augment configs), split, data dir, vocabulary) recorded in a run's
+    resume state."""
     path = run_dir / "resume.safetensors"
     if run_dir.is_file():
-        raise ValueError(f"--resume takes the run directory: --resume {run_dir.parent}")
+        raise ValueError(
+            f"--resume takes the run directory: --resume {shlex.quote(str(run_dir.parent))}"
+        )
+    if not run_dir.exists():
+        raise ValueError(f"--resume {run_dir} does not exist")
     if not path.is_file():
         raise ValueError(f"{run_dir} has no resume.safetensors: it is not a run that can resume")
     _, saved = trainer.load_resume(path)
@@ -321,9 +330,14 @@ def resumed_run(run_dir: Path) -> tuple:
                    models.ModelConfig(**saved["model_config"]),
                    loops.TrainConfig(**saved["train_config"]),
                    augment.AugmentConfig(**saved["augment_config"]))  # fmt: skip
-        return *configs, saved["split"], Path(saved["data"])
+        split, data_dir, done = saved["split"], Path(saved["data"]), len(saved["history"])
+        vocabulary = saved["vocabulary"]
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
+    if done >= configs[2].epochs:
+        raise ValueError(f"{run_dir} has finished all {done} epochs: nothing to resume "
+                         "(evaluate its model.safetensors)")  # fmt: skip
+    return configs, split, data_dir, vocabulary
 
 
 def print_epoch(record: dict, is_best: bool) -> None:

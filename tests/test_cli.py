@@ -147,7 +147,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     )
     _one_line_error(
         run("train", "--resume", out, "--epochs", "9", "--data", data_dir, "--no-amp"),
-        f"--resume continues {out} with its own settings: drop --epochs --data --no-amp",
+        f"--resume continues {out} with its own settings: drop --epochs --no-amp",
     )
     _one_line_error(run("train", "--data", data_dir, "--select-after", "1"), "select_after")
     _one_line_error(run("train", "--data", data_dir, "--device", "cuda:7"), "no such CUDA GPU")
@@ -411,15 +411,48 @@ def test_default_data_that_cannot_be_written_is_a_one_line_error(tmp_path, monke
     assert last.startswith("error: cannot write the default data"), result.output
 
 
+def unfinished_copy(out: Path, copy: Path, epochs: int = 3) -> Path:
+    """A copy of a finished 2-epoch run whose resume state asks for `epochs`: one to go."""
+    import shutil
+
+    from safetensors import safe_open
+
+    shutil.copytree(out, copy)
+    path = copy / "resume.safetensors"
+    with safe_open(path, "pt") as file:
+        metadata = file.metadata()
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    train_config = {**json.loads(metadata["train_config"]), "epochs": epochs}
+    checkpoint.write(path, tensors, {**metadata, "train_config": json.dumps(train_config)})
+    return copy
+
+
+def test_resume_of_a_finished_run_or_moved_data(trained, tmp_path):
+    """A finished run is not re-run (its test phase and recorded command were rewritten); data
+    that moved is named with --data, and refused if its vocabulary differs."""
+    import shutil
+
+    data_dir, out, _ = trained
+    before = (out / "model.safetensors").read_bytes()
+    _one_line_error(run("train", "--resume", out), "has finished all 2 epochs: nothing to resume")
+    assert (out / "model.safetensors").read_bytes() == before
+    copy = unfinished_copy(out, tmp_path / "run")
+    moved = shutil.copytree(data_dir, tmp_path / "moved")
+    other = write_gislr(tmp_path / "other", signs=("beta", "alpha", "gamma"))
+    _one_line_error(run("train", "--resume", copy, "--data", other), "has another vocabulary")
+    result = run("train", "--resume", copy, "--data", moved)
+    assert result.exit_code == 0, result.output
+    loaded = checkpoint.load(copy / "last.safetensors")
+    assert loaded.metadata["epoch"] == 3 and loaded.metadata["data"] == str(moved.resolve())
+
+
 def test_resume_honours_threads_and_reads_data_from_anywhere(trained, tmp_path, monkeypatch):
     """--resume applies --threads (it used to be dropped); the checkpoint records an absolute
     data path, so evaluate and resume work from another working directory."""
-    import shutil
-
     import torch
 
     _, out, _ = trained
-    copy = shutil.copytree(out, tmp_path / "run")
+    copy = unfinished_copy(out, tmp_path / "run")
     monkeypatch.chdir(tmp_path)  # away from where the data path was given
     threads = torch.get_num_threads()
     try:
@@ -544,3 +577,32 @@ def test_select_after_just_below_one_keeps_the_last_epoch(tiny_data, tmp_path):
                  "--select-after", "0.99999999999")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert checkpoint.load(out / "model.safetensors").metadata["epoch"] == 2
+
+
+def test_makefile_quotes_paths_and_keeps_other_datasets():
+    """make passes DATA and CKPT with spaces as one argument each, and make clean removes the
+    synthetic set only, not datasets/ where the README puts prepared data."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def dry_run(*args: str) -> str:
+        command = ["make", "-n", "-W", ".venv/.installed", *args]  # -W: never the set-up
+        return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout
+
+    assert '--data "/my data/set"' in dry_run("train", "DATA=/my data/set")
+    assert 'evaluate "/my runs/m.safetensors"' in dry_run("evaluate", "CKPT=/my runs/m.safetensors")
+    clean = dry_run("clean").split()
+    assert "datasets/synthetic-top10" in clean and "datasets" not in clean
+
+
+def test_default_run_folders_never_collide(tiny_data, tmp_path, monkeypatch):
+    """Two runs started in the same second get runs/NAME and runs/NAME-2 (the second was
+    refused as "in use"); a default folder left empty by a mistake is removed."""
+    import cli
+
+    monkeypatch.setattr(cli, "RUNS", tmp_path / "runs")
+    assert cli.new_run_directory("x") == tmp_path / "runs" / "x"
+    assert cli.new_run_directory("x") == tmp_path / "runs" / "x-2"
+    _one_line_error(run("train", "--data", tiny_data, "--val-signer", "9"), "signer 9 is not in")
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["x", "x-2"]
