@@ -40,7 +40,9 @@ from cli import (
     parse_signers,
     pick_device,
     refuse_options,
+    refuse_used,
     resolve_configs,
+    stopped_by_signals,
     tracked,
     train_flags,
     user_errors,
@@ -91,6 +93,7 @@ def cv(
     choose anything.
     """
     with user_errors(), ExitStack() as held:
+        held.enter_context(stopped_by_signals())
         recipe = train_flags(ctx)
         refuse_options(recipe, CV_REFUSES, "cv")
         if test_signer is not None and "folds" in given_options(ctx):
@@ -103,7 +106,7 @@ def cv(
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
         out = new_run_directory(name) if made else output_directory(out, "--out")
         held.enter_context(claim(out, made=made))  # until the summary is written
-        refuse_cv_runs(out)
+        refuse_used(out)
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
@@ -167,11 +170,6 @@ def cv(
                    "train": asdict(train_config), "data": asdict(data_config),
                    "augment": asdict(augment_config)}  # fmt: skip
         checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
-
-
-def refuse_cv_runs(out: Path) -> None:
-    if (out / "cv.json").exists() or any(out.glob("fold*/*.safetensors")):
-        raise ValueError(f"{out} already holds cross-validation runs: choose another --out")
 
 
 def mean_per_class(runs: list[list[float | None]]) -> list[float | None]:

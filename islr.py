@@ -73,8 +73,10 @@ from cli import (
     parse_signer,
     parse_signers,
     pick_device,
+    refuse_used,
     resolve_configs,
     set_threads,
+    stopped_by_signals,
     tracked,
     use_threads,
     user_errors,
@@ -222,6 +224,7 @@ def train(
     Any flag given on the command line overrides the preset.
     """  # fmt: skip
     with user_errors(), ExitStack() as held:
+        held.enter_context(stopped_by_signals())
         device_ = trainer.init_distributed(pick_device(device))
         held.callback(trainer.end_distributed)
         console.quiet = trainer.rank() != 0  # one process speaks for all
@@ -245,7 +248,7 @@ def train(
         if trainer.rank() == 0:  # one process writes the run, and generates the synthetic set
             held.enter_context(claim(out, made=made))  # until training ends
             if not resume:
-                refuse_trained(out)
+                refuse_used(out)
             ensure_default_data(data_dir)
         trainer.barrier()
         started = time.perf_counter()
@@ -272,8 +275,6 @@ def train(
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         note_recipe(train_config)
         try:
-            for polite in (signal.SIGINT, signal.SIGTERM):  # a polite kill stops like Ctrl-C
-                signal.signal(polite, interrupt)
             result = trainer.train_run(
                 prepared, out, data_config=data_config, model_config=model_config,
                 train_config=train_config, augment_config=augment_config,
@@ -296,19 +297,10 @@ def train(
     console.print(f"checkpoint: {out / 'model.safetensors'}")
 
 
-def refuse_trained(out: Path) -> None:
-    if any((out / name).exists() for name in checkpoint.CHECKPOINTS):
-        raise ValueError(f"{out} already holds a trained model: choose another --out")
-
-
 def top5_text(metrics: dict, separator: str) -> str:
     """The top-5 figure for a result line; nothing with 5 signs or fewer (always 100% there)."""
     top5 = metrics["top5_accuracy"]
     return "" if top5 is None else f"{separator}top-5 accuracy {top5:.2%}"
-
-
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def resumed_run(run_dir: Path) -> tuple:

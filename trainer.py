@@ -241,8 +241,6 @@ def train_run(
         restore(state, tensors, resumed, device)
         history, best = resumed["history"], resumed["best"]
     writer = rank() == 0
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
 
     for record in loops.fit(state, prepared["train"], prepared["val"], train_config, device=device,
                             augment=augmenter, track=track):  # fmt: skip
@@ -264,6 +262,7 @@ def train_run(
         if not writer:
             continue
         on_epoch(record, is_best)
+        out.mkdir(parents=True, exist_ok=True)  # now: a run stopped in its first epoch leaves none
         epoch_state = dict(epoch=record["epoch"], metrics={"val": val})
         eval_model = unwrap(state.eval_model)
         if is_best:

@@ -606,3 +606,35 @@ def test_default_run_folders_never_collide(tiny_data, tmp_path, monkeypatch):
     assert cli.new_run_directory("x") == tmp_path / "runs" / "x-2"
     _one_line_error(run("train", "--data", tiny_data, "--val-signer", "9"), "signer 9 is not in")
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["x", "x-2"]
+
+
+def test_train_and_cv_never_share_a_folder_and_cv_stops_on_sigterm(trained, tmp_path, monkeypatch):
+    """cv into a trained run, or train into cv runs, is refused; SIGTERM stops cv like Ctrl-C,
+    saying how many runs finished (it ended with exit 143 and nothing said)."""
+    import os
+    import signal
+
+    import trainer
+
+    data_dir, out, _ = trained
+    _one_line_error(run("cv", "--data", data_dir, "--out", out), "already holds a trained model")
+    (tmp_path / "cv" / "fold0-seed0").mkdir(parents=True)
+    _one_line_error(run("train", "--data", data_dir, "--out", tmp_path / "cv"), "cross-validation")
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "train_run", terminated)
+    result = run(
+        "cv",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "cv2",
+        "--seeds",
+        "2",
+        "--test-signer",
+        "16069",
+    )
+    assert result.exit_code == 130 and "interrupted after 0 of 2 runs" in result.output
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

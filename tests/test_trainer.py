@@ -39,6 +39,16 @@ def _run(prepared, out, *, epochs, resume=False, stop_at=None, select_after=0.0)
     )  # fmt: skip
 
 
+def test_a_run_stopped_in_its_first_epoch_leaves_no_folder(tiny_data, tmp_path):
+    """The run folder is made when the first epoch is saved (an interrupted cv left an empty
+    foldN-seedM behind)."""
+    dataset = data.load_dataset(tiny_data)
+    prepared = data.prepare_split(dataset, ["202", "303"], ["101"], ["16069"], config=DataConfig())
+    with pytest.raises(KeyboardInterrupt):
+        _run(prepared, tmp_path / "cut", epochs=2, stop_at=1)
+    assert not (tmp_path / "cut").exists()
+
+
 def test_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path):
     """Interrupt after epoch 2 of 4, resume: same history, weights and test metrics (1e-6)."""
     dataset = data.load_dataset(tiny_data)
