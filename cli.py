@@ -196,10 +196,15 @@ def parse_signer(value: str | None) -> str | None:
     return None if value is None or value.lower() == "none" else value
 
 
-def parse_signers(value: str | None) -> list[str]:
+def parse_signers(value: str | None, flag: str) -> list[str]:
     """A comma-separated list of signer ids ("2044,4718" or "2044, 4718"), each once; none
-    given is an empty list."""
-    return list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip())) if value else []
+    given is an empty list, and a value naming no signer (",") an error."""
+    if value is None:
+        return []
+    signers = list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    if not signers:
+        raise ValueError(f"{flag} {value!r} names no signer")
+    return signers
 
 
 def option(help: str, panel: str | None = None, *names: str, **checks) -> typer.models.OptionInfo:

@@ -110,10 +110,12 @@ def cv(
         ensure_default_data(data_dir)
         dataset = data.load_dataset(data_dir)
         signers = sorted(set(dataset.signers))
-        excluded = parse_signers(exclude)
+        excluded = parse_signers(exclude, "--exclude")
         for signer in excluded:
             if signer not in signers:
                 raise data.DataError(f"excluded signer {signer} is not in the data")
+            if signer == test_signer:
+                raise ValueError(f"--test-signer {signer} is also excluded: drop one of them")
             signers.remove(signer)
         if test_signer is None:
             splits = data.signer_folds(signers, folds, val_signers)
@@ -121,7 +123,7 @@ def cv(
             train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
             splits = [(train_signers, val, [test])]
         console.print(
-            f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} folds x {seeds} seeds, out {out}"
+            f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} fold(s) x {seeds} seed(s), out {out}"
         )
         for name, config in (("data", data_config), ("model", model_config),
                              ("train", train_config), ("augment", augment_config)):  # fmt: skip

@@ -131,6 +131,8 @@ def read_vocabulary(root: Path) -> dict[str, int]:
         *range(len(indices))
     ]:
         raise DataError(f"{path} must map each sign to a distinct integer index 0..K-1")
+    if len(vocabulary) < 2:
+        raise DataError(f"{path} holds one sign: a classifier needs at least two")
     return vocabulary
 
 
@@ -226,8 +228,11 @@ def split_signers(
     others = [s for s in available if s != test_signer]
     val = named or others[:val_signers]
     train = [s for s in others if s not in val]
-    if not train or not val:
+    if len(available) < (3 if test_signer else 2):
         raise DataError("need at least 3 signers (train, validation, test) or --test-signer none")
+    if not train:
+        raise DataError(f"no signer is left to train on ({', '.join(available)}: test "
+                        f"{test_signer or 'none'}, validation {', '.join(val)})")  # fmt: skip
     return train, val, test_signer
 
 
@@ -247,12 +252,20 @@ def signer_folds(
     smallest = min(len(g) for g in groups)
     if not 1 <= val_signers <= smallest:
         raise DataError(f"--val-signers must be 1..{smallest} with {folds} folds")
+
+    def trains_in_every_fold(k: int) -> bool:  # a test group and validation signers leave some
+        groups = [available[i::k] for i in range(k)]
+        return all(len(available) - len(groups[i]) - min(val_signers, len(groups[(i + 1) % k]))
+                   for i in range(k))  # fmt: skip
+
+    if not trains_in_every_fold(folds):
+        possible = [k for k in range(2, len(available)) if trains_in_every_fold(k)]
+        choices = f"--folds {', '.join(map(str, possible))}" if possible else "more signers"
+        raise DataError(f"--folds {folds} leaves a fold no training signer: {choices}")
     result = []
     for i, test in enumerate(groups):
         val = groups[(i + 1) % folds][:val_signers]
         train = [s for s in available if s not in test and s not in val]
-        if not train:
-            raise DataError(f"--folds {folds} leaves no training signer")
         result.append((train, val, test))
     return result
 

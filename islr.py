@@ -259,12 +259,17 @@ def train(
             train_signers, val, test = data.split_signers(
                 sorted(set(dataset.signers)),
                 parse_signer(test_signer),
-                parse_signers(val_signer) or 1,
+                parse_signers(val_signer, "--val-signer") or 1,
             )
             split = {"train": train_signers, "val": val, "test": [test] if test else []}
         prepared = data.prepare_split(dataset, **split, config=data_config)
         console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}"
                       + (f", resuming {resume}" if resume else ""))  # fmt: skip
+        counts = prepared["train"].labels.bincount(minlength=len(dataset.vocabulary)).tolist()
+        unseen = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
+        if unseen:
+            console.print(f"[yellow]note:[/] no training sequence of {', '.join(unseen)}: "
+                          "the model cannot learn them")  # fmt: skip
         console.print(f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
                       f"(picks the epoch from {train_config.first_candidate}-{train_config.epochs}), "
                       f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
@@ -369,7 +374,7 @@ def evaluate(
         output_file(json_path, "--json", reading=ckpt)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
-        signers = [s for value in signer or [] for s in parse_signers(value)]
+        signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
         signers = signers or loaded.metadata.get("split", {}).get("test")
         if not signers:
             raise ValueError(f"{ckpt} was trained without a test signer: name one with --signer")

@@ -181,6 +181,8 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     _one_line_error(run("train", "--resume", out / "resume.safetensors"), f"--resume {out}")
     _one_line_error(run("predict", ckpt, tmp_path), "is a directory: name the recording files")
     _one_line_error(run("evaluate", ckpt, "--signer", "42"), "signer 42 is not in")
+    _one_line_error(run("evaluate", ckpt, "--signer", ","), "--signer ',' names no signer")
+    _one_line_error(run("train", "--data", data_dir, "--val-signer", " "), "names no signer")
     assert ckpt.read_bytes() == before and (out / "last.safetensors").read_bytes() == last
 
 
@@ -638,3 +640,14 @@ def test_train_and_cv_never_share_a_folder_and_cv_stops_on_sigterm(trained, tmp_
     )
     assert result.exit_code == 130 and "interrupted after 0 of 2 runs" in result.output
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_train_notes_signs_without_training_sequences(tmp_path):
+    """A sign of the vocabulary that no training signer has is named before training."""
+    root = write_gislr(tmp_path / "d")
+    (root / "sign_to_prediction_index_map.json").write_text(
+        json.dumps({"alpha": 0, "beta": 1, "gamma": 2, "delta": 3})
+    )
+    result = run("train", "--data", root, "--out", tmp_path / "run", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "note: no training sequence of delta: the model cannot learn them" in result.output

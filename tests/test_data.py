@@ -51,8 +51,10 @@ def test_split_signers_defaults_and_errors():
         data.split_signers(["1", "2", "3"], "1", ["2", "999"])
     with pytest.raises(DataError, match="must not include the test signer"):
         data.split_signers(["1", "2", "3"], "1", ["1"])
-    with pytest.raises(DataError, match="at least 3 signers"):
+    with pytest.raises(DataError, match=r"no signer is left to train on \(1, 2, 3: test 1, valid"):
         data.split_signers(["1", "2", "3"], "1", 2)
+    with pytest.raises(DataError, match="at least 3 signers"):
+        data.split_signers(["1", "2"], "1")
 
 
 def test_signer_folds_are_disjoint_and_validate_elsewhere():
@@ -67,6 +69,10 @@ def test_signer_folds_are_disjoint_and_validate_elsewhere():
             assert sorted(train + val + test, key=int) == signers
     with pytest.raises(DataError, match="--val-signers must be 1..6"):
         data.signer_folds(signers, 3, 7)
+    with pytest.raises(DataError, match="--folds 2 leaves a fold no training signer: more signers"):
+        data.signer_folds(["1", "2", "3"], 2)  # "--folds must be 2..2" said 2 would do
+    with pytest.raises(DataError, match="no training signer: --folds 3"):
+        data.signer_folds(["1", "2", "3", "4"], 2, 2)
 
 
 def _bad_sequence(root, feature=None, token=None):
@@ -296,6 +302,7 @@ def test_vocabulary_must_be_indices_0_to_k(tmp_path):
         ({"a": 0.0, "b": True}, "distinct integer index"),
         (["a", "b"], "JSON object"),
         ({}, "JSON object"),
+        ({"a": 0}, "holds one sign: a classifier needs at least two"),
     ):
         path.write_text(json.dumps(bad))
         with pytest.raises(DataError, match=message):
