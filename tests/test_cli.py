@@ -399,8 +399,10 @@ def test_signer_lists_take_spaces_and_repeats():
     """ "2044, 4718" and "2044,2044" mean what they say (spaces made an unknown signer)."""
     from cli import parse_signers
 
-    assert parse_signers("2044, 4718 ,") == ["2044", "4718"]
-    assert parse_signers("2044,2044") == ["2044"] and parse_signers(None) == []
+    assert parse_signers("2044, 4718 ,", "--x") == ["2044", "4718"]
+    assert parse_signers("2044,2044", "--x") == ["2044"] and parse_signers(None, "--x") == []
+    with pytest.raises(ValueError, match="--x ' , ' names no signer"):
+        parse_signers(" , ", "--x")
 
 
 def test_default_data_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
