@@ -89,8 +89,8 @@ def cv(
     """Signer-independent cross-validation: mean ± std test accuracy over folds and seeds.
 
     Any `train` flag (--preset, --model, --epochs, ...) after these options sets the recipe.
-    Within each fold a validation signer picks the epoch; the fold's test signers never
-    choose anything.
+    Within each fold validation signers (--val-signers) pick the epoch; the fold's test
+    signers never choose anything.
     """
     with user_errors(), ExitStack() as held:
         held.enter_context(stopped_by_signals())
