@@ -62,6 +62,25 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
     checkpoint.load(path)
 
 
+def test_a_failed_checkpoint_write_is_an_os_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    """safetensors' own I/O error (a full disk) becomes an OSError, which the CLI prints in one
+    line (it was a traceback); the temporary file goes, the previous checkpoint stays."""
+    from safetensors import SafetensorError
+
+    path = tmp_path / "m.safetensors"
+    _save(path)
+    before = path.read_bytes()
+
+    def full_disk(tensors, filename, metadata):
+        open(filename, "wb").write(b"half a file")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(OSError, match=f"cannot write {path}: .*No space left"):
+        _save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_a_failed_text_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     """write_text (JSON outputs) that fails midway keeps the old file and removes its temporary."""
     path = tmp_path / "metrics.json"
