@@ -329,7 +329,7 @@ def _made_for(path: Path) -> tuple[str, str] | None:
         return None
 
 
-def _check_out_dir(raw_dir: Path, out_dir: Path) -> None:
+def check_out_dir(raw_dir: Path, out_dir: Path) -> None:
     """Refuse an OUT_DIR holding files prepare did not write, before anything is written:
     they would be overwritten (a raw download's map and LICENSE.txt), or kept with labels
     that the new map no longer means (a downloaded GISLR set's signer files)."""
@@ -420,7 +420,7 @@ def convert(
 
     if not by_signer:
         raise PrepareError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
-    _check_out_dir(raw_dir, out_dir)
+    check_out_dir(raw_dir, out_dir)
     if on_total is not None:
         on_total(sum(len(signer_rows) for signer_rows in by_signer.values()))
     out_dir.mkdir(parents=True, exist_ok=True)

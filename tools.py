@@ -192,6 +192,7 @@ def prepare(
         Progress(*columns, console=console, transient=True) as progress,
     ):
         output_directory(out, "OUT")
+        converter.check_out_dir(raw_dir, out)  # before the lock file goes in: OUT may be RAW_DIR
         held.enter_context(claim(out, "OUT"))  # another prepare into OUT would race this one
         task = progress.add_task("convert", total=None, rate="-")
         started = time.perf_counter()

@@ -313,6 +313,10 @@ def test_prepare_from_the_command_line(pq, tmp_path):
     raw = make_raw(tmp_path / "raw", few_rows(per_signer=1))
     result = run("prepare", raw, tmp_path / "out", "--signs", "thankyou,hello")
     assert result.exit_code == 0, result.output
+    before = sorted(path.name for path in raw.iterdir())
+    refused = run("prepare", raw, raw)
+    assert refused.exit_code == 1 and "is a Kaggle download" in refused.output, refused.output
+    assert sorted(path.name for path in raw.iterdir()) == before  # not even a lock file
     dataset = data.load_dataset(tmp_path / "out")
     signers = len(set(dataset.signers))
     assert dataset.vocabulary == {"thankyou": 0, "hello": 1} and len(dataset) == 2 * signers
