@@ -176,6 +176,9 @@ def _rows_in_order(table, T: int) -> np.ndarray:
     # Integer columns with nulls come out as float with NaN, which fails the compares.
     index = table.column("landmark_index").to_numpy().reshape(T, NUM_LANDMARKS)
     frame = table.column("frame").to_numpy().reshape(T, NUM_LANDMARKS)
+    for name, column in (("landmark_index", index), ("frame", frame)):
+        if column.dtype.kind not in "iuf":  # text compares unequal: not an order problem
+            raise TypeError(f"{name} holds {column.dtype} values, not numbers")
     rising = np.diff(frame[:, 0], prepend=-np.inf) > 0  # (T,) frame numbers only go up
     return (
         (types == _PART_CODE).all(axis=1)

@@ -261,6 +261,14 @@ def test_read_sequence_rejects_bad_files(pq, tmp_path):
         assert caught.value.kind == kind and "\n" not in str(caught.value)
     with pytest.raises(PrepareError, match="does not exist"):
         read_sequence(raw / bad[prepare.MISSING_FILE][1])
+    import pyarrow as pa
+
+    table = pq.read_table(raw / bad[prepare.BAD_ROW_ORDER][1])
+    text = table.column("landmark_index").cast(pa.string())
+    where = table.column_names.index("landmark_index")
+    pq.write_table(table.set_column(where, "landmark_index", text), tmp_path / "text.parquet")
+    with pytest.raises(prepare.BadSequenceError, match="landmark_index holds object values"):
+        read_sequence(tmp_path / "text.parquet")  # it said "frame 0 is out of order"
 
 
 def test_bad_raw_dir_is_a_user_error(tmp_path):
