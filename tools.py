@@ -271,7 +271,7 @@ def bench(
         ("(b) model only (forward + backward + step), samples/s", f"{result['model_samples_per_second']:,.0f}"),
         ("(a)/(b)", f"{result['pipeline_ratio']:.2f}"),
         ("(c) latency 1 thread, median / p95 ms", f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}"),
-        ("(c) latency all threads, median / p95 ms", f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}"),
+        (f"(c) latency all {result['threads']} thread(s), median / p95 ms", f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}"),
         ("(c) batched inference, sequences/s", f"{result['inference_sequences_per_second']:,.0f}"),
         ("(d) start to first step, s", f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})"),
         ("sequences / parameters / threads", f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}"),

@@ -76,7 +76,7 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
                  "--json", report, "--epochs", "1", "--batch-size", "8", "--threads", "1")  # fmt: skip
     assert result.exit_code == 0, result.output
     for label in ("(a) training epoch", "(b) model only", "(a)/(b)", "(c) latency 1 thread",
-                  "(c) latency all threads", "(c) batched inference", "(d) start to first step"):  # fmt: skip
+                  "(c) latency all 1 thread(s)", "(c) batched inference", "(d) start to first step"):  # fmt: skip
         assert label in result.output
     figures = json.loads(report.read_text())
     assert FIGURES <= figures.keys()
