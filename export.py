@@ -197,7 +197,7 @@ def save_torchscript(deployable: nn.Module, path: Path, example: Tensor, metadat
     files = {f"{key}.json": value for key, value in metadata.items()}
     try:
         torch.jit.save(traced, str(path), _extra_files=files)
-    except RuntimeError as error:  # torch's writer reports a failed write (no space, ...) so
+    except RuntimeError as error:  # how torch reports a failed write (no space, no permission)
         raise ExportError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
 
 
