@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import kaggle
 import prepare
 
 
@@ -27,12 +28,12 @@ def _read_with_pandas(path: Path) -> np.ndarray:
     import pandas as pd
 
     df = pd.read_parquet(path)
-    return df[["x", "y", "z"]].values.reshape(-1, prepare.NUM_LANDMARKS, 3).transpose(2, 0, 1)
+    return df[["x", "y", "z"]].values.reshape(-1, kaggle.NUM_LANDMARKS, 3).transpose(2, 0, 1)
 
 
 def _timed_run(paths: list[Path], method: str, write: bool) -> dict:
     """Runs in a fresh process so that its peak memory is its own."""
-    read = _read_with_pandas if method == "pandas" else prepare.read_sequence
+    read = _read_with_pandas if method == "pandas" else kaggle.read_sequence
     read(paths[0])  # imports and first-call costs are not conversion speed
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as folder:
@@ -51,7 +52,7 @@ def _timed_run(paths: list[Path], method: str, write: bool) -> dict:
 def benchmark(
     raw_dir: Path, *, limit: int | None = 1000, repeats: int = 1, write: bool = True
 ) -> dict:
-    """Sequences/s and peak memory of prepare.read_sequence vs pandas.read_parquet per file.
+    """Sequences/s and peak memory of kaggle.read_sequence vs pandas.read_parquet per file.
 
     Both run on the same first `limit` files of train.csv (`repeats` passes over them), each
     in its own fresh process, after one pass that warms the page cache; `write` adds the
@@ -60,13 +61,13 @@ def benchmark(
     try:
         import pandas  # noqa: F401  (only the baseline needs it)
     except ImportError:
-        raise prepare.PrepareError(
+        raise kaggle.PrepareError(
             "the benchmark's baseline needs pandas: pip install pandas"
         ) from None
-    rows, _, _ = prepare.read_train_csv(raw_dir)
+    rows, _, _ = kaggle.read_train_csv(raw_dir)
     paths = [raw_dir / r.path for r in rows if (raw_dir / r.path).is_file()][:limit]
     if not paths:
-        raise prepare.PrepareError(f"{raw_dir} holds no landmark files listed in train.csv")
+        raise kaggle.PrepareError(f"{raw_dir} holds no landmark files listed in train.csv")
     for path in paths:
         path.read_bytes()
     paths = paths * repeats
@@ -83,5 +84,5 @@ if __name__ == "__main__":
         sys.exit("usage: python bench_prepare.py RAW_DIR   (a Kaggle asl-signs download)")
     try:
         print(json.dumps(benchmark(Path(sys.argv[1]), repeats=5), indent=1))
-    except prepare.PrepareError as error:  # a wrong RAW: one line, as the CLI says it
+    except kaggle.PrepareError as error:  # a wrong RAW: one line, as the CLI says it
         sys.exit(f"error: {error}")

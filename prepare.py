@@ -8,15 +8,13 @@ Out: OUT_DIR/<pid>.hdf5 (group "<sequence_id>" -> feature float32 [3, T, 543], t
 Run:  python islr.py prepare RAW_DIR OUT_DIR --top 10 --workers 2
 Speed: make bench-prepare RAW=RAW_DIR (bench_prepare.py: against one pandas DataFrame per file)
 
-Reading parquet needs the optional extra (`pip install '.[kaggle]'`, pyarrow); it is imported
-lazily so the core (training on HDF5) never needs it. One sequence is in memory at a time;
+Reading the raw layout is kaggle.py (parquet needs the optional extra, `pip install
+'.[kaggle]'`); this file chooses the signs and writes the HDF5 files. One sequence is in memory at a time;
 each signer file is written under a temporary name and renamed when complete, so a re-run
 skips finished signers and an interrupted run never leaves a half-written `<pid>.hdf5`.
 """
 
-import csv
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -25,26 +23,30 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-NUM_LANDMARKS = 543
-PARTS = (("face", 468), ("left_hand", 21), ("pose", 33), ("right_hand", 21))  # Kaggle row order
-_PART_CODE = np.repeat(np.arange(len(PARTS), dtype=np.int8), [n for _, n in PARTS])  # (543,)
-_LANDMARK_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for _, n in PARTS])  # (543,)
-_PART_OF = {name: code for code, (name, _) in enumerate(PARTS)}
-_COLUMNS = ["frame", "type", "landmark_index", "x", "y", "z"]  # row_id is redundant, never read
-CSV_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
+from kaggle import (
+    DUPLICATE_SEQUENCE,
+    MAP_FILE,
+    UNKNOWN_SIGN,
+    BadSequenceError,
+    PrepareError,
+    PrepareReport,
+    TrainRow,
+    pyarrow_parquet,
+    read_sequence,
+    read_train_csv,
+)
+
 # The published GISLR files use exactly these settings (chunks: h5py's automatic guess).
 COMPRESSION = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
 VOCABULARY_ATTR = "islr_vocabulary"  # JSON of the vocabulary a signer file was made for
 SOURCES_ATTR = "islr_sources"  # digest of the train.csv rows it was made from
-NUM_EXAMPLES = 5  # problems of each kind kept as examples in the report
-MAP_FILE = "sign_to_prediction_index_map.json"
 LICENSE_TEXT = """GISLR-layout conversion of the asl-signs data
 Source: Google - Isolated Sign Language Recognition (asl-signs) competition data,
 licensed CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/)
@@ -53,177 +55,6 @@ Modification: only {num_signs} signs, re-indexed from 0 in the order of
 sign_to_prediction_index_map.json; packed one HDF5 file per signer
 (feature float32 [3, T, 543], token int64 [1]).
 """  # the attribution CC-BY 4.0 asks for, as in the published GISLR folders
-
-# Kinds of bad input, each reported with a count and examples, and skipped.
-MISSING_FILE = "missing_file"
-UNREADABLE_FILE = "unreadable_file"
-BAD_ROW_COUNT = "bad_row_count"
-BAD_ROW_ORDER = "bad_row_order"
-UNKNOWN_SIGN = "unknown_sign"
-BAD_CSV_ROW = "bad_csv_row"
-DUPLICATE_SEQUENCE = "duplicate_sequence"
-
-
-class PrepareError(Exception):
-    """A problem the user can fix; the message is one sentence naming the thing and the fix."""
-
-
-class BadSequenceError(PrepareError):
-    """One landmark file or train.csv row is unusable; `kind` is one of the kinds above."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-    def __reduce__(self):  # so strict mode's error survives the trip back from a worker process
-        return (type(self), (self.kind, str(self)))
-
-
-@dataclass(frozen=True)
-class TrainRow:
-    path: str  # relative to RAW_DIR
-    participant_id: int
-    sequence_id: int
-    sign: str
-
-
-@dataclass
-class PrepareReport:
-    vocabulary: dict[str, int]  # sign -> index, as written to the index map
-    num_sequences: int = 0  # written by this run
-    num_signers: int = 0  # signer files written by this run
-    num_signers_reused: int = 0  # complete from an earlier run for the same vocabulary and rows
-    num_sequences_reused: int = 0  # sequences in those files
-    num_stale_removed: int = 0  # signer files of an earlier run no longer wanted, removed
-    replaced_vocabulary: dict[str, int] | None = None  # the map of an earlier run, if another
-    skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> count
-    examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first few messages
-
-    def add_problem(self, error: BadSequenceError, strict: bool) -> None:
-        if strict:
-            raise PrepareError(f"{error} (run without --strict to skip such input)")
-        self.skipped[error.kind] = self.skipped.get(error.kind, 0) + 1
-        examples = self.examples.setdefault(error.kind, [])
-        if len(examples) < NUM_EXAMPLES:
-            examples.append(str(error))
-
-    def merge(self, other: "PrepareReport") -> None:
-        self.num_sequences += other.num_sequences
-        self.num_signers += other.num_signers
-        for kind, count in other.skipped.items():
-            self.skipped[kind] = self.skipped.get(kind, 0) + count
-            self.examples.setdefault(kind, []).extend(other.examples[kind])
-            del self.examples[kind][NUM_EXAMPLES:]
-
-
-def _pyarrow():
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise PrepareError("reading parquet needs pyarrow: pip install '.[kaggle]'") from None
-    return pq
-
-
-def read_sequence(path: Path) -> np.ndarray:
-    """Read one Kaggle landmark parquet file as float32 [3, T, 543] (x, y, z; NaN = not detected).
-
-    Checks that the rows come in whole frames of 543 in the order face, left_hand, pose,
-    right_hand with landmark indices 0.. in each part; raises BadSequenceError otherwise.
-    """
-    pq = _pyarrow()
-    try:
-        # Dictionary-decoding "type" makes the order check integer compares; no pre-buffering
-        # and no pandas metadata measured ~10% faster on these small files.
-        file = pq.ParquetFile(path, read_dictionary=["type"], pre_buffer=False)
-        table = file.read(_COLUMNS, use_threads=False, use_pandas_metadata=False)
-    except FileNotFoundError:
-        raise BadSequenceError(MISSING_FILE, f"{path} does not exist") from None
-    except (OSError, ValueError) as error:  # ArrowInvalid is a ValueError
-        raise BadSequenceError(UNREADABLE_FILE, f"{path} is not a parquet file ({error})") from None
-    missing = set(_COLUMNS) - set(table.column_names)  # read() skips absent columns silently
-    if missing:
-        message = f"{path} lacks the column(s) {', '.join(sorted(missing))}"
-        raise BadSequenceError(UNREADABLE_FILE, message)
-    num_rows = table.num_rows
-    if num_rows == 0 or num_rows % NUM_LANDMARKS:
-        message = f"{path} has {num_rows} rows, not a positive multiple of {NUM_LANDMARKS}"
-        raise BadSequenceError(BAD_ROW_COUNT, message)
-    T = num_rows // NUM_LANDMARKS
-    try:
-        ok = _rows_in_order(table, T)  # (T,)
-        xyz = np.empty((3, num_rows), dtype=np.float32)  # float64 -> float32, nulls -> NaN
-        for channel, name in enumerate("xyz"):
-            xyz[channel] = table.column(name).to_numpy()
-    except (AttributeError, TypeError, ValueError) as error:  # e.g. a column of the wrong type
-        message = f"{path} has columns of unexpected types ({error})"
-        raise BadSequenceError(UNREADABLE_FILE, message) from None
-    if not ok.all():
-        message = (f"{path} frame {np.argmin(ok)} is out of order (frames must rise, each in "
-                   f"the order {', '.join(_PART_OF)})")  # fmt: skip
-        raise BadSequenceError(BAD_ROW_ORDER, message)
-    return xyz.reshape(3, T, NUM_LANDMARKS)  # (3, T, 543)
-
-
-def _rows_in_order(table, T: int) -> np.ndarray:
-    """Per frame: True where type, landmark_index and frame follow the Kaggle layout.  # (T,)"""
-    types = []
-    for chunk in table.column("type").chunks:  # each chunk carries its own dictionary
-        names = chunk.dictionary.to_pylist()
-        codes = np.array([_PART_OF.get(name, -1) for name in names] + [-1])  # last: null
-        indices = chunk.indices.fill_null(len(names)) if chunk.null_count else chunk.indices
-        types.append(codes[indices.to_numpy()])
-    types = np.concatenate(types).reshape(T, NUM_LANDMARKS)
-    # Integer columns with nulls come out as float with NaN, which fails the compares.
-    index = table.column("landmark_index").to_numpy().reshape(T, NUM_LANDMARKS)
-    frame = table.column("frame").to_numpy().reshape(T, NUM_LANDMARKS)
-    for name, column in (("landmark_index", index), ("frame", frame)):
-        if column.dtype.kind not in "iuf":  # text compares unequal: not an order problem
-            raise TypeError(f"{name} holds {column.dtype} values, not numbers")
-    rising = np.diff(frame[:, 0], prepend=-np.inf) > 0  # (T,) frame numbers only go up
-    return (
-        (types == _PART_CODE).all(axis=1)
-        & (index == _LANDMARK_INDEX).all(axis=1)
-        & (frame == frame[:, :1]).all(axis=1)
-        & rising
-    )
-
-
-def read_train_csv(
-    raw_dir: Path, strict: bool = False
-) -> tuple[list[TrainRow], dict[str, int] | None, PrepareReport]:
-    """Parse train.csv and the raw index map; bad rows go into the returned report."""
-    if not raw_dir.is_dir():
-        raise PrepareError(f"the raw data folder {raw_dir} does not exist")
-    csv_path = raw_dir / "train.csv"
-    if not csv_path.is_file():
-        raise PrepareError(f"{csv_path} is missing: RAW_DIR must be the Kaggle asl-signs folder")
-    known, map_path = None, raw_dir / MAP_FILE
-    try:
-        if map_path.is_file():
-            known = {str(s): int(i) for s, i in json.loads(map_path.read_text()).items()}
-    except (ValueError, AttributeError, TypeError):
-        raise PrepareError(f"{map_path} is not a JSON object of sign -> index") from None
-    try:  # the whole file is small: decode it at once, so a bad byte is one clear error
-        text = csv_path.read_text(encoding="utf-8-sig")  # a BOM, as Excel writes, is no header
-    except UnicodeDecodeError as error:
-        raise PrepareError(f"{csv_path} is not UTF-8 text (byte {error.start})") from None
-    report = PrepareReport(vocabulary={})
-    rows = []
-    with io.StringIO(text, newline="") as file:
-        reader = csv.reader(file)
-        header = next(reader, [])
-        if not set(CSV_COLUMNS) <= set(header):
-            expected = ",".join(CSV_COLUMNS)
-            raise PrepareError(f"{csv_path} has the header {','.join(header)!r}, not {expected!r}")
-        where = [header.index(name) for name in CSV_COLUMNS]
-        for line_number, line in enumerate(reader, start=2):
-            try:
-                path, pid, sequence_id, sign = (line[i] for i in where)
-                rows.append(TrainRow(path, int(pid), int(sequence_id), sign))
-            except (IndexError, ValueError):
-                message = f"{csv_path} line {line_number} is malformed: {','.join(line)!r}"
-                report.add_problem(BadSequenceError(BAD_CSV_ROW, message), strict)
-    return rows, known, report
 
 
 def choose_signs(
@@ -332,20 +163,28 @@ def _made_for(path: Path) -> tuple[str, str] | None:
         return None
 
 
-def check_out_dir(raw_dir: Path, out_dir: Path) -> None:
-    """Refuse an OUT_DIR holding files prepare did not write, before anything is written:
-    they would be overwritten (a raw download's map and LICENSE.txt), or kept with labels
-    that the new map no longer means (a downloaded GISLR set's signer files)."""
-    if not out_dir.is_dir():
-        return
-    if out_dir.resolve() == raw_dir.resolve() or (out_dir / "train.csv").exists():
+def refuse_raw_dir(raw_dir: Path, out_dir: Path) -> None:
+    """OUT_DIR must not be a Kaggle download (RAW_DIR itself, say): its map would be replaced."""
+    if out_dir.is_dir() and (
+        out_dir.resolve() == raw_dir.resolve() or (out_dir / "train.csv").exists()
+    ):
         raise PrepareError(f"{out_dir} is a Kaggle download: convert into a new or empty directory")
-    ours = False  # signer files of an earlier prepare run
+
+
+def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
+    """The signer files an earlier prepare run left in OUT_DIR: name -> (vocabulary JSON,
+    sources digest). Refuses, before anything is written, an OUT_DIR holding files prepare
+    did not write: they would be overwritten (a raw download's map and LICENSE.txt), or kept
+    with labels that the new map no longer means (a downloaded GISLR set's signer files)."""
+    refuse_raw_dir(raw_dir, out_dir)
+    if not out_dir.is_dir():
+        return {}
+    earlier = {}
     for path in sorted(out_dir.glob("*.hdf5")):
-        if _made_for(path) is None:
+        earlier[path.name] = _made_for(path)
+        if earlier[path.name] is None:
             raise PrepareError(f"{out_dir} holds {path.name}, which prepare did not write (or "
                                "is damaged): convert into a new or empty directory")  # fmt: skip
-        ours = True
     license_path = out_dir / "LICENSE.txt"
     our_license = license_path.exists() and license_path.read_text(errors="replace").startswith(
         LICENSE_TEXT.splitlines()[0]
@@ -353,11 +192,12 @@ def check_out_dir(raw_dir: Path, out_dir: Path) -> None:
     theirs = []
     if license_path.exists() and not our_license:
         theirs.append(license_path.name)
-    if (out_dir / MAP_FILE).exists() and not (ours or our_license):
+    if (out_dir / MAP_FILE).exists() and not (earlier or our_license):
         theirs.append(MAP_FILE)
     if theirs:
         raise PrepareError(f"{out_dir} holds {theirs[0]}, which prepare did not write: "
                            "convert into a new or empty directory")  # fmt: skip
+    return earlier
 
 
 @contextmanager
@@ -405,7 +245,7 @@ def convert(
     `workers` > 1 converts signers in parallel processes.
     """
     rows, known, report = read_train_csv(raw_dir, strict)
-    _pyarrow()  # fail now, not in every worker, when the extra is missing
+    pyarrow_parquet()  # fail now, not in every worker, when the extra is missing
     vocabulary = choose_signs(rows, top=top, signs=signs, known=known)
     report.vocabulary = vocabulary
     by_signer: dict[int, dict[int, TrainRow]] = defaultdict(dict)
@@ -423,7 +263,7 @@ def convert(
 
     if not by_signer:
         raise PrepareError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
-    check_out_dir(raw_dir, out_dir)
+    earlier = earlier_output(raw_dir, out_dir)
     if on_total is not None:
         on_total(sum(len(signer_rows) for signer_rows in by_signer.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -439,7 +279,7 @@ def convert(
         items = tuple((r.path, r.sequence_id, vocabulary[r.sign]) for r in signer_rows.values())
         sources = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()
         out_path = out_dir / f"{pid}.hdf5"
-        if out_path.exists() and _made_for(out_path) == (vocabulary_json, sources):
+        if earlier.get(out_path.name) == (vocabulary_json, sources):
             with h5py.File(out_path, "r") as file:
                 report.num_sequences_reused += len(file)
             report.num_signers_reused += 1
@@ -447,9 +287,9 @@ def convert(
                 on_file(len(items))
         elif items:
             jobs.append(_SignerJob(raw_dir, out_path, items, vocabulary_json, sources))
-    for path in out_dir.glob("*.hdf5"):  # an earlier run's, for signers train.csv now lacks
-        if path.stem not in {str(pid) for pid in by_signer}:
-            path.unlink()
+    for name in earlier:  # an earlier run's files, for signers train.csv now lacks
+        if Path(name).stem not in {str(pid) for pid in by_signer}:
+            (out_dir / name).unlink()
             report.num_stale_removed += 1
 
     jobs.sort(key=lambda job: -len(job.items))  # largest first balances the workers

@@ -58,11 +58,11 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
             raise data.DataError(f"{path} holds no sequences")
         return [(f"{path}/{i}", f) for i, f in zip(ids, features, strict=True)]
     if suffix == ".parquet":
-        import prepare
+        import kaggle
 
         try:
-            return [(str(path), prepare.read_sequence(path))]
-        except prepare.PrepareError as error:
+            return [(str(path), kaggle.read_sequence(path))]
+        except kaggle.PrepareError as error:
             raise data.DataError(str(error)) from None
     if suffix == ".npy":
         try:
@@ -192,7 +192,7 @@ def prepare(
         Progress(*columns, console=console, transient=True) as progress,
     ):
         output_directory(out, "OUT")
-        converter.check_out_dir(raw_dir, out)  # before the lock file goes in: OUT may be RAW_DIR
+        converter.refuse_raw_dir(raw_dir, out)  # before the lock file goes in
         held.enter_context(claim(out, "OUT"))  # another prepare into OUT would race this one
         task = progress.add_task("convert", total=None, rate="-")
         started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Tests of prepare.py: Kaggle parquet layout -> GISLR HDF5 layout.
+"""Tests of kaggle.py and prepare.py: Kaggle parquet layout -> GISLR HDF5 layout.
 
 Run: pytest tests/test_prepare.py   (tests reading parquet skip without the [kaggle] extra)
 """
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 import bench_prepare
+import kaggle
 import prepare
-from prepare import PrepareError, TrainRow, choose_signs, convert, read_sequence
+from kaggle import PrepareError, TrainRow, read_sequence
+from prepare import choose_signs, convert
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RAW = DATA / "asl-signs-raw"
@@ -41,7 +43,7 @@ def make_raw(folder: Path, rows: list[dict[str, str]], *, copy: bool = True) -> 
     """A fake Kaggle folder holding `rows` (copies of their real parquet files)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "train.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(prepare.CSV_COLUMNS))
+        writer = csv.DictWriter(file, fieldnames=list(kaggle.CSV_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
     shutil.copy(RAW / "sign_to_prediction_index_map.json", folder)
@@ -190,16 +192,16 @@ def write_bad_inputs(pq, raw: Path) -> dict[str, tuple[list[str], str]]:
     (folder / "3.parquet").write_text("not parquet")
     bad = {}
     for kind, number, sign in [
-        (prepare.BAD_ROW_COUNT, 1, "hello"),
-        (prepare.BAD_ROW_ORDER, 2, "hello"),
-        (prepare.UNREADABLE_FILE, 3, "hello"),
-        (prepare.MISSING_FILE, 4, "hello"),
-        (prepare.UNKNOWN_SIGN, 5, "goodbye"),
+        (kaggle.BAD_ROW_COUNT, 1, "hello"),
+        (kaggle.BAD_ROW_ORDER, 2, "hello"),
+        (kaggle.UNREADABLE_FILE, 3, "hello"),
+        (kaggle.MISSING_FILE, 4, "hello"),
+        (kaggle.UNKNOWN_SIGN, 5, "goodbye"),
     ]:
         path = f"train_landmark_files/2044/{number}.parquet"
         bad[kind] = ([f"{path},2044,{number},{sign}"], path)
-    bad[prepare.BAD_CSV_ROW] = (["train_landmark_files/2044/6.parquet,2044,six,hello"], "six")
-    bad[prepare.DUPLICATE_SEQUENCE] = ([good_line], good_line.split(",")[0])
+    bad[kaggle.BAD_CSV_ROW] = (["train_landmark_files/2044/6.parquet,2044,six,hello"], "six")
+    bad[kaggle.DUPLICATE_SEQUENCE] = ([good_line], good_line.split(",")[0])
     return bad
 
 
@@ -230,13 +232,13 @@ def test_bad_inputs_are_reported_and_skipped(pq, tmp_path):
 @pytest.mark.parametrize(
     "kind",
     [
-        prepare.BAD_ROW_COUNT,
-        prepare.BAD_ROW_ORDER,
-        prepare.UNREADABLE_FILE,
-        prepare.MISSING_FILE,
-        prepare.UNKNOWN_SIGN,
-        prepare.BAD_CSV_ROW,
-        prepare.DUPLICATE_SEQUENCE,
+        kaggle.BAD_ROW_COUNT,
+        kaggle.BAD_ROW_ORDER,
+        kaggle.UNREADABLE_FILE,
+        kaggle.MISSING_FILE,
+        kaggle.UNKNOWN_SIGN,
+        kaggle.BAD_CSV_ROW,
+        kaggle.DUPLICATE_SEQUENCE,
     ],
 )
 def test_strict_raises_on_bad_input(pq, tmp_path, kind):
@@ -255,19 +257,19 @@ def test_read_sequence_rejects_bad_files(pq, tmp_path):
     """read_sequence raises PrepareError of the right kind on a missing or malformed file."""
     raw = make_raw(tmp_path / "raw", few_rows(1))
     bad = write_bad_inputs(pq, raw)
-    for kind in (prepare.BAD_ROW_COUNT, prepare.BAD_ROW_ORDER, prepare.UNREADABLE_FILE):
-        with pytest.raises(prepare.BadSequenceError) as caught:
+    for kind in (kaggle.BAD_ROW_COUNT, kaggle.BAD_ROW_ORDER, kaggle.UNREADABLE_FILE):
+        with pytest.raises(kaggle.BadSequenceError) as caught:
             read_sequence(raw / bad[kind][1])
         assert caught.value.kind == kind and "\n" not in str(caught.value)
     with pytest.raises(PrepareError, match="does not exist"):
-        read_sequence(raw / bad[prepare.MISSING_FILE][1])
+        read_sequence(raw / bad[kaggle.MISSING_FILE][1])
     import pyarrow as pa
 
-    table = pq.read_table(raw / bad[prepare.BAD_ROW_ORDER][1])
+    table = pq.read_table(raw / bad[kaggle.BAD_ROW_ORDER][1])
     text = table.column("landmark_index").cast(pa.string())
     where = table.column_names.index("landmark_index")
     pq.write_table(table.set_column(where, "landmark_index", text), tmp_path / "text.parquet")
-    with pytest.raises(prepare.BadSequenceError, match="landmark_index holds object values"):
+    with pytest.raises(kaggle.BadSequenceError, match="landmark_index holds object values"):
         read_sequence(tmp_path / "text.parquet")  # it said "frame 0 is out of order"
 
 
@@ -357,13 +359,13 @@ def test_folder_with_other_signer_files_is_refused_untouched(pq, tmp_path):
 def test_frames_out_of_order_are_refused(pq, tmp_path):
     """A parquet file whose frames do not rise is a bad row order, not silently reordered."""
     real = pq.read_table(RAW / raw_rows()[0]["path"])
-    blocks = np.arange(real.num_rows).reshape(-1, prepare.NUM_LANDMARKS)
+    blocks = np.arange(real.num_rows).reshape(-1, kaggle.NUM_LANDMARKS)
     pq.write_table(
         real.take(blocks[[1, 0, *range(2, len(blocks))]].ravel()), tmp_path / "x.parquet"
     )
-    with pytest.raises(prepare.BadSequenceError, match="frame 1 is out of order") as caught:
+    with pytest.raises(kaggle.BadSequenceError, match="frame 1 is out of order") as caught:
         read_sequence(tmp_path / "x.parquet")
-    assert caught.value.kind == prepare.BAD_ROW_ORDER
+    assert caught.value.kind == kaggle.BAD_ROW_ORDER
 
 
 @needs_data
