@@ -246,6 +246,9 @@ def bench(
     json_path: Annotated[
         Path | None, option("Also write the figures to this JSON file.", None, "--json")
     ] = None,
+    tutorial: Annotated[
+        bool, option("Also time epochs fed the tutorial's way (DataLoader, per-sample merge).")
+    ] = False,
     device: Device = "auto",
 ) -> None:
     """Training and inference speed in one run: epoch vs model-only, latency, start-up.
@@ -262,7 +265,8 @@ def bench(
         ensure_default_data(data_dir)
         result = benchmark.run(data_dir, data_config, model_config, train_config, augment_config,
                                device=pick_device(device), max_sequences=max_sequences,
-                               repeats=repeats, latency_calls=latency_calls)  # fmt: skip
+                               repeats=repeats, latency_calls=latency_calls,
+                               tutorial=tutorial)  # fmt: skip
     table = Table(
         "figure", "value", title=f"islr bench: preset {recipe.params['preset']} on {data_dir}"
     )
@@ -277,6 +281,16 @@ def bench(
         ("sequences / parameters / threads", f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}"),
         ("load average before the run", f"{result['load_average']:.2f}"),
     ]  # fmt: skip
+    if tutorial:
+        workers = result["tutorial_workers"]
+        rows += [
+            ("(e) no augmentation, samples/s: islr", f"{result['islr_samples_per_second']:,.0f}"),
+            ("(e) tutorial DataLoader, 0 workers", f"{result['tutorial_0_workers_samples_per_second']:,.0f}"),
+            (f"(e) tutorial DataLoader, {workers} workers", f"{result['tutorial_all_workers_samples_per_second']:,.0f}"),
+            ("(e) tutorial batches merged in advance", f"{result['tutorial_model_only_samples_per_second']:,.0f}"),
+            ("(e) islr / tutorial (its faster setting)", f"{result['islr_over_tutorial']:.2f}"),
+            ("(e) frames per sequence: real, islr, tutorial", f"{result['real_frames_per_sequence']:.1f}, {result['islr_frames_per_sequence']:.1f}, {result['tutorial_frames_per_sequence']:.1f}"),
+        ]  # fmt: skip
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -56,6 +56,50 @@ def test_bench_reports_every_figure(tiny_data, one_thread, max_sequences):
     assert torch.get_num_threads() == 1  # the latency pass restored the thread count
 
 
+TUTORIAL_FIGURES = {
+    "islr_samples_per_second", "tutorial_0_workers_samples_per_second",
+    "tutorial_all_workers_samples_per_second", "tutorial_model_only_samples_per_second",
+    "islr_over_tutorial", "islr_frames_per_sequence", "tutorial_frames_per_sequence",
+    "real_frames_per_sequence",
+}  # fmt: skip
+
+
+def test_bench_times_the_tutorial_data_path(tiny_data, one_thread):
+    """(e): every path timed once per round, and padding that only ever adds frames."""
+    result = bench.run(tiny_data, data.DataConfig(), models.ModelConfig(width=16, heads=2, feedforward=32, depth=1),
+                       loops.TrainConfig(batch_size=8), max_sequences=30, repeats=2, latency_calls=5,
+                       tutorial=True)  # fmt: skip
+    assert TUTORIAL_FIGURES <= result.keys()
+    for name in ("islr", "tutorial_0_workers", "tutorial_all_workers", "tutorial_model_only"):
+        assert len(result[f"{name}_runs"]) == 2
+    for name in TUTORIAL_FIGURES:
+        assert math.isfinite(result[name]) and result[name] > 0, (name, result[name])
+    tutorial = max(result["tutorial_0_workers_samples_per_second"],
+                   result["tutorial_all_workers_samples_per_second"])  # fmt: skip
+    ratio = result["islr_samples_per_second"] / tutorial
+    assert result["islr_over_tutorial"] == pytest.approx(ratio)
+    assert result["islr_frames_per_sequence"] >= result["real_frames_per_sequence"]
+    assert result["tutorial_frames_per_sequence"] >= result["real_frames_per_sequence"]
+
+
+def test_the_tutorial_path_trains_on_the_same_features(tiny_data):
+    """The tutorial's samples, deep copies and per-sample merge give islr's padded batch; its
+    mask read from values drops exactly the real frames whose features are all 0."""
+    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    prepared.frames[prepared.offsets[3] + 1] = 0  # a real frame with every landmark missing
+    samples = bench.tutorial_samples(prepared, channels=2)
+    indices = torch.tensor([3, 0, 7, 5])
+    dataset = bench.TutorialDataset(samples)
+    batch = bench.as_batch(bench.tutorial_merge([dataset[i] for i in indices.tolist()]))
+    expected = prepared.merge(indices)
+    assert torch.equal(batch.features, expected.features)
+    assert torch.equal(batch.labels, expected.labels)
+    all_zero = (expected.features == 0).all(-1)
+    assert torch.equal(batch.valid, expected.valid & ~all_zero)
+    assert not batch.valid[0, 1] and expected.valid[0, 1]
+    assert samples[3]["feature"].shape == (2, int(prepared.lengths[3]), 130)  # (C, T, J)
+
+
 def test_subset_shares_frames():
     """subset picks whole sequences by offset and length, without copying frames."""
     prepared = data.Prepared(torch.arange(10.0)[:, None], torch.tensor([0, 3, 7]),
@@ -68,18 +112,21 @@ def test_subset_shares_frames():
 
 
 def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
-    """`islr.py bench` prints a row for (a), (b), (a)/(b), (c) and (d), and writes them as JSON."""
+    """`islr.py bench --tutorial` prints a row for (a) to (e), and writes them as JSON."""
     from conftest import run
 
     report = tmp_path / "bench.json"
     result = run("bench", "--data", tiny_data, "--repeats", "1", "--latency-calls", "10",
-                 "--json", report, "--epochs", "1", "--batch-size", "8", "--threads", "1")  # fmt: skip
+                 "--json", report, "--epochs", "1", "--batch-size", "8", "--threads", "1",
+                 "--tutorial")  # fmt: skip
     assert result.exit_code == 0, result.output
     for label in ("(a) training epoch", "(b) model only", "(a)/(b)", "(c) latency 1 thread",
-                  "(c) latency all 1 thread(s)", "(c) batched inference", "(d) start to first step"):  # fmt: skip
+                  "(c) latency all 1 thread(s)", "(c) batched inference", "(d) start to first step",
+                  "(e) no augmentation, samples/s: islr", "(e) tutorial DataLoader, 0 workers",
+                  "(e) islr / tutorial", "(e) frames per sequence"):  # fmt: skip
         assert label in result.output
     figures = json.loads(report.read_text())
-    assert FIGURES <= figures.keys()
+    assert FIGURES | TUTORIAL_FIGURES <= figures.keys()
     assert all(math.isfinite(figures[name]) and figures[name] > 0 for name in FIGURES)
     missing = tmp_path / "no-dir" / "bench.json"  # refused before the minutes of measuring
     result = run("bench", "--data", tiny_data, "--json", missing)
