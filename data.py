@@ -154,16 +154,20 @@ def read_signer(
 ) -> tuple[list[np.ndarray], list[int], list[str]]:
     """All sequences of one signer file, validated, in one pass over the open file.
 
-    num_classes=None reads files of any vocabulary (tokens unchecked), as `predict` does.
+    num_classes=None reads recordings to predict on: any vocabulary, and a group needs no
+    `token` (its label is then -1; a token there is not read).
     """
+    labelled = num_classes is not None
+    fields = ("feature", "token") if labelled else ("feature",)
     features, labels, ids = [], [], []
     try:
         with h5py.File(path, "r") as file:
             for sequence_id, group in file.items():
                 where = f"{path.name}/{sequence_id}"
-                if not isinstance(group, h5py.Group) or {"feature", "token"} - group.keys():
-                    raise DataError(f"{where} is not a group with `feature` and `token`")
-                feature, token = group["feature"], group["token"]
+                if not isinstance(group, h5py.Group) or set(fields) - group.keys():
+                    names = " and ".join(f"`{field}`" for field in fields)
+                    raise DataError(f"{where} is not a group with {names}")
+                feature = group["feature"]
                 shape = feature.shape
                 # Check the declared shape before reading, so a hostile file cannot make
                 # us allocate more than a real sequence needs.
@@ -173,19 +177,25 @@ def read_signer(
                     raise DataError(
                         f"{where}: feature has {shape[1]} frames (T must be 1..{MAX_FRAMES})"
                     )
-                if token.shape != (1,):
-                    raise DataError(f"{where}: token has shape {token.shape}, expected [1]")
-                if token.dtype.kind not in "iu":
-                    raise DataError(f"{where}: token has type {token.dtype}, expected an integer")
-                label = int(token[0])
-                if num_classes is not None and not 0 <= label < num_classes:
-                    raise DataError(f"{where}: token {label} is outside the vocabulary")
+                label = read_token(group["token"], num_classes, where) if labelled else -1
                 features.append(np.asarray(feature[()], dtype=np.float32))
                 labels.append(label)
                 ids.append(sequence_id)
     except OSError as error:
         raise DataError(f"{path} is not a readable HDF5 file ({error})") from None
     return features, labels, ids
+
+
+def read_token(token: h5py.Dataset, num_classes: int, where: str) -> int:
+    """A sequence's class index, checked: an integer [1] inside the vocabulary."""
+    if token.shape != (1,):
+        raise DataError(f"{where}: token has shape {token.shape}, expected [1]")
+    if token.dtype.kind not in "iu":
+        raise DataError(f"{where}: token has type {token.dtype}, expected an integer")
+    label = int(token[0])
+    if not 0 <= label < num_classes:
+        raise DataError(f"{where}: token {label} is outside the vocabulary")
+    return label
 
 
 def load_dataset(root: Path | str, signers: set[str] | None = None) -> Dataset:

@@ -82,6 +82,15 @@ def _bad_sequence(root, feature=None, token=None):
         group["token"] = token if token is not None else np.array([0])
 
 
+def _unlabelled_copy(source, target):
+    """The sequences of a signer file without their tokens, as recordings to predict on."""
+    with h5py.File(source) as file:
+        features = {name: group["feature"][()] for name, group in file.items()}
+    with h5py.File(target, "w") as file:
+        for name, feature in features.items():
+            file.create_group(name)["feature"] = feature
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -122,6 +131,10 @@ def _bad_sequence(root, feature=None, token=None):
         (
             lambda root: _bad_sequence(root, token=np.array([1.7])),
             "token has type float64, expected an integer",
+        ),
+        (
+            lambda root: _unlabelled_copy(root / "101.hdf5", root / "101.hdf5"),
+            "is not a group with `feature` and `token`",
         ),
     ],
 )

@@ -42,6 +42,21 @@ def test_predict_equals_evaluate(trained, tmp_path):
     assert all(p["landmarks_seen"] for p in predictions)
 
 
+def test_predict_reads_unlabelled_hdf5(trained, tmp_path):
+    """Recordings to predict on need no `token`: the same predictions as the labelled file."""
+    from test_data import _unlabelled_copy
+
+    data_dir, out, _ = trained
+    _unlabelled_copy(data_dir / "16069.hdf5", tmp_path / "new.hdf5")
+    rows = []
+    for path in (data_dir / "16069.hdf5", tmp_path / "new.hdf5"):
+        report = tmp_path / f"{path.stem}.json"
+        result = run("predict", out / "model.safetensors", path, "--json", report)
+        assert result.exit_code == 0, result.output
+        rows.append([row["predictions"] for row in json.loads(report.read_text())])
+    assert rows[0] == rows[1] and len(rows[0]) > 0
+
+
 def test_predict_reads_kaggle_parquet(tmp_path):
     """A raw Kaggle parquet file predicts the same as its converted HDF5 sequence."""
     pytest.importorskip("pyarrow", reason="reading parquet needs the [kaggle] extra")
