@@ -38,6 +38,27 @@ console = Console(highlight=False, soft_wrap=True)  # a long line stays one line
 DATA_PANEL, MODEL_PANEL, TRAIN_PANEL, AUGMENT_PANEL = "Data", "Model", "Training", "Augmentation"
 
 
+def main() -> int:
+    """Run the command line and return its exit code.
+
+    A command line that does not parse (an unknown flag or command, a value out of range) is
+    one line, exit 2, as every other mistake is: typer's own display is a framed box of
+    four lines and more. Without a command, typer's help.
+    """
+    try:
+        code = app(standalone_mode=False, prog_name="islr.py")
+    except typer.TyperException as error:  # typer's usage errors derive from it
+        # Without a command the help is already printed (typer tells this case by name too).
+        if type(error).__name__ != "NoArgsIsHelpError":
+            context = getattr(error, "ctx", None)
+            see = f" (python {context.command_path} --help)" if context is not None else ""
+            console.print(f"[red]error:[/] {error.format_message()}{see}")
+        return error.exit_code
+    except typer.Abort:  # end of input at a prompt (islr has none)
+        return 1
+    return code if isinstance(code, int) else 0  # a typer.Exit's code, or 0
+
+
 @contextmanager
 def user_errors(*more: type[Exception]) -> Iterator[None]:
     """Turn a mistake the user can fix (a path, a file, a flag) into one line and exit 1."""

@@ -65,6 +65,7 @@ from cli import (
     ensure_default_data,
     flag,
     given_options,
+    main,
     new_run_directory,
     note_recipe,
     option,
@@ -434,4 +435,4 @@ import tools  # noqa: F401
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    app()
+    sys.exit(main())

@@ -116,6 +116,30 @@ def _one_line_error(result, message):
     assert message in " ".join(lines), result.output
 
 
+def test_a_command_line_that_does_not_parse_is_one_line(monkeypatch, capsys):
+    """What typer refuses (a value out of range, an unknown flag or command, a missing
+    argument) is one line and exit 2, as islr.py runs it (cli.main); errors of the commands
+    keep their exit code; without a command, the help."""
+    import cli
+    import islr  # noqa: F401  (registers every command)
+
+    for argv, code, message in [
+        (["train", "--epochs", "0"], 2, "Invalid value for '--epochs'"),
+        (["train", "--epoch", "3"], 2, "No such option: --epoch"),
+        (["trian"], 2, "No such command 'trian'. Did you mean 'train'?"),
+        (["evaluate"], 2, "Missing argument 'ckpt'. (python islr.py evaluate --help)"),
+        (["evaluate", "/nowhere.safetensors"], 1, "/nowhere.safetensors does not exist"),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["islr.py", *argv])
+        assert cli.main() == code, argv
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    monkeypatch.setattr(sys, "argv", ["islr.py"])
+    assert cli.main() == 2 and "Usage: islr.py [OPTIONS] COMMAND" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["islr.py", "--help"])
+    assert cli.main() == 0 and "error" not in capsys.readouterr().out
+
+
 def test_user_mistakes_are_one_line_errors(trained, tmp_path):
     """Bad paths, signers, checkpoints and vocabularies exit 1 with one line and no traceback."""
     data_dir, out, _ = trained
