@@ -243,21 +243,23 @@ def metrics_from_logits(
     Top-5 accuracy is None with 5 classes or fewer (every class is in the top 5), and so is
     the accuracy of a class with no sequences (class_counts says which).
     """
-    K = logits.shape[1]
+    K, S = logits.shape[1], len(labels)
     predictions = logits.argmax(-1)  # (S,)
+    # Accuracies are counts divided in Python (float64): 35/36 reads 0.9722222222222222, not
+    # float32's 0.9722222089767456.
     top5 = None
     if K > 5:
-        top5 = (logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean().item()
+        top5 = (logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).sum().item() / S
     confusion = torch.zeros(K, K, dtype=torch.long)  # rows: true sign, columns: predicted
     confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
-    counts = confusion.sum(1)
-    per_class = (confusion.diag() / counts.clamp(min=1)).tolist()
+    counts = confusion.sum(1).tolist()
+    right = confusion.diag().tolist()
     return {
         "loss": F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item(),
-        "accuracy": (predictions == labels).float().mean().item(),
+        "accuracy": sum(right) / S,
         "top5_accuracy": top5,
-        "per_class_accuracy": [a if n else None for a, n in zip(per_class, counts, strict=True)],
-        "class_counts": counts.tolist(),
+        "per_class_accuracy": [r / n if n else None for r, n in zip(right, counts, strict=True)],
+        "class_counts": counts,
         "confusion": confusion.tolist(),
         "samples": len(labels),
     }
