@@ -242,7 +242,7 @@ def as_batch(merged: dict[str, torch.Tensor]) -> Batch:
     [N, C, T, J] to [N, T, C*J] themselves, the same work)."""
     N, C, T, J = merged["feature"].shape
     features = merged["feature"].permute(0, 2, 3, 1).reshape(N, T, J * C)  # (N, T, J*C)
-    valid = merged["feature_pad_mask"]
+    valid = merged["feature_pad_mask"]  # read from values: a frame with nothing seen is a hole
     indices = torch.zeros(N, dtype=torch.long)  # the series' batches do not carry them
     return Batch(features, valid, valid.sum(1), merged["token"][:, 0], indices)
 

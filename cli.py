@@ -20,6 +20,7 @@ import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 import augment
 import checkpoint
@@ -33,7 +34,25 @@ RUNS = Path("runs")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
-console = Console(highlight=False, soft_wrap=True)  # a long line stays one line in logs
+# No markup: paths, sign names and the user's own words print as they are, brackets too
+# (a path "a[/]b" made rich raise). soft_wrap: a long line stays one line in logs.
+console = Console(highlight=False, soft_wrap=True, markup=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # "error: ..." lines
+
+
+def styled(lead: str, style: str, rest: str = "") -> Text:
+    """A line whose first words stand out ("note:", "interrupted"), the rest as it is."""
+    return Text.assemble((lead, style), rest)
+
+
+def note(message: str) -> None:
+    console.print(styled("note:", "yellow", f" {message}"))
+
+
+def say_error(message: str) -> None:
+    """The one line a user mistake gets, on standard error."""
+    errors.print(styled("error:", "red", f" {message}"))
+
 
 DATA_PANEL, MODEL_PANEL, TRAIN_PANEL, AUGMENT_PANEL = "Data", "Model", "Training", "Augmentation"
 
@@ -52,9 +71,10 @@ def main() -> int:
         if type(error).__name__ != "NoArgsIsHelpError":
             context = getattr(error, "ctx", None)
             see = f" (python {context.command_path} --help)" if context is not None else ""
-            console.print(f"[red]error:[/] {error.format_message()}{see}")
+            say_error(f"{error.format_message()}{see}")
         return error.exit_code
-    except typer.Abort:  # end of input at a prompt (islr has none)
+    except typer.Abort:  # how typer reports an EOFError that no command caught
+        say_error("a file or the input ended before it should have")
         return 1
     return code if isinstance(code, int) else 0  # a typer.Exit's code, or 0
 
@@ -65,10 +85,10 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
     try:
         yield
     except (data.DataError, checkpoint.CheckpointError, ValueError, OSError, *more) as error:
-        console.print(f"[red]error:[/] {error}")  # OSError: a path that cannot be written, ...
+        say_error(str(error))  # OSError: a path that cannot be written, ...
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        console.print(styled("interrupted", "yellow"))
         raise typer.Exit(130) from None
 
 
@@ -273,8 +293,10 @@ def resolve_configs(ctx: typer.Context) -> tuple:
 def note_recipe(train_config: loops.TrainConfig) -> None:
     """Say so when a recipe is not what its flags suggest (a short smoke run, usually)."""
     if 0 < train_config.epochs <= train_config.warmup_epochs:
-        console.print(f"[yellow]note:[/] the warm-up ({train_config.warmup_epochs:g} epochs) "
-                      f"lasts all {train_config.epochs}: the learning rate never reaches its peak")  # fmt: skip
+        note(
+            f"the warm-up ({train_config.warmup_epochs:g} epochs) lasts all "
+            f"{train_config.epochs}: the learning rate never reaches its peak"
+        )
 
 
 def given_options(ctx: typer.Context) -> list[str]:

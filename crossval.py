@@ -43,6 +43,7 @@ from cli import (
     refuse_used,
     resolve_configs,
     stopped_by_signals,
+    styled,
     tracked,
     train_flags,
     user_errors,
@@ -122,9 +123,8 @@ def cv(
         else:
             train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
             splits = [(train_signers, val, [test])]
-        console.print(
-            f"[bold]islr cv[/] on {data_dir} ({dataset}): {len(splits)} fold(s) x {seeds} seed(s), out {out}"
-        )
+        console.print(styled("islr cv", "bold", f" on {data_dir} ({dataset}): {len(splits)} "
+                                                f"fold(s) x {seeds} seed(s), out {out}"))  # fmt: skip
         for name, config in (("data", data_config), ("model", model_config),
                              ("train", train_config), ("augment", augment_config)):  # fmt: skip
             console.print(f"  {name}: {asdict(config)}")
@@ -154,14 +154,14 @@ def cv(
                         f"last-epoch {result['test']['last']['accuracy']:.2%}"
                     )
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/] after {len(runs)} of {len(splits) * seeds} "
-                          f"runs (kept in {out}); no summary written: start again with another --out")  # fmt: skip
+            console.print(styled("interrupted", "yellow", f" after {len(runs)} of {len(splits) * seeds} "
+                          f"runs (kept in {out}); no summary written: start again with another --out"))  # fmt: skip
             raise typer.Exit(130) from None
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
         std = accuracies.std().item() if len(runs) > 1 else 0.0
-        console.print(f"[bold]test accuracy {accuracies.mean():.2%} ± {std:.2%}[/] over {len(runs)} runs "
-                      f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters")  # fmt: skip
+        console.print(styled(f"test accuracy {accuracies.mean():.2%} ± {std:.2%}", "bold", f" over {len(runs)} runs "
+                      f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters"))  # fmt: skip
         signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
         shown = (
             f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)

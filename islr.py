@@ -40,6 +40,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 import augment
 import checkpoint
@@ -63,10 +64,12 @@ from cli import (
     claim,
     console,
     ensure_default_data,
+    errors,
     flag,
     given_options,
     main,
     new_run_directory,
+    note,
     note_recipe,
     option,
     output_directory,
@@ -78,6 +81,7 @@ from cli import (
     resolve_configs,
     set_threads,
     stopped_by_signals,
+    styled,
     tracked,
     use_threads,
     user_errors,
@@ -228,7 +232,7 @@ def train(
         held.enter_context(stopped_by_signals())
         device_ = trainer.init_distributed(pick_device(device))
         held.callback(trainer.end_distributed)
-        console.quiet = trainer.rank() != 0  # one process speaks for all
+        console.quiet = errors.quiet = trainer.rank() != 0  # one process speaks for all
         if resume:
             # A resumed run is the same run: its own data, split and configs, into its own folder.
             ignored = [name for name in given_options(ctx) if name not in RESUME_OPTIONS]
@@ -264,13 +268,12 @@ def train(
             )
             split = {"train": train_signers, "val": val, "test": [test] if test else []}
         prepared = data.prepare_split(dataset, **split, config=data_config)
-        console.print(f"[bold]islr train[/] on {data_dir} ({dataset}), device {device_}"
-                      + (f", resuming {resume}" if resume else ""))  # fmt: skip
+        console.print(styled("islr train", "bold", f" on {data_dir} ({dataset}), device {device_}"
+                             + (f", resuming {resume}" if resume else "")))  # fmt: skip
         counts = prepared["train"].labels.bincount(minlength=len(dataset.vocabulary)).tolist()
         unseen = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
         if unseen:
-            console.print(f"[yellow]note:[/] no training sequence of {', '.join(unseen)}: "
-                          "the model cannot learn them")  # fmt: skip
+            note(f"no training sequence of {', '.join(unseen)}: the model cannot learn them")
         console.print(f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
                       f"(picks the epoch from {train_config.first_candidate}-{train_config.epochs}), "
                       f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
@@ -289,10 +292,12 @@ def train(
             )  # fmt: skip
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():
-                console.print(f"[yellow]interrupted[/]: the last completed epoch is saved in {out}; "
-                              f"continue with: python islr.py train --resume {shlex.quote(str(out))}")  # fmt: skip
+                console.print(styled("interrupted", "yellow", f": the last completed epoch is saved in {out}; "
+                              f"continue with: python islr.py train --resume {shlex.quote(str(out))}"))  # fmt: skip
             else:
-                console.print("[yellow]interrupted[/] before the first epoch ended: nothing saved")
+                console.print(
+                    styled("interrupted", "yellow", " before the first epoch ended: nothing saved")
+                )
             raise typer.Exit(130) from None
     best = result["best"]
     console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
@@ -343,7 +348,9 @@ def print_epoch(record: dict, is_best: bool) -> None:
     console.print(
         f"epoch {record['epoch']:3d}  train loss {t['loss']:.4f}  val loss {v['loss']:.4f}  "
         f"val acc {v['accuracy']:.2%}  {t['seconds']:.1f}s  {t['samples_per_second']:,.0f} samples/s"
-        + ("  [green]best[/]" if is_best else "")
+        + ("  " if is_best else ""),
+        Text("best", style="green") if is_best else "",
+        sep="",
     )
 
 
@@ -394,9 +401,8 @@ def evaluate(
         result = loops.evaluate(loaded.model.to(device_), batches, device=device_)
 
     signs = loaded.signs
-    console.print(
-        f"[bold]{ckpt}[/] on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences"
-    )
+    console.print(styled(str(ckpt), "bold", f" on {data_dir}, signer(s) {', '.join(signers)}: "
+                                        f"{result['samples']} sequences"))  # fmt: skip
     console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
     per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
     for sign, count, accuracy in zip(
@@ -407,14 +413,18 @@ def evaluate(
     # Columns by number, so that ten signs fit in 80 columns (names were cut short).
     matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")
     for t, (sign, row) in enumerate(zip(signs, result["confusion"], strict=True)):
-        cells = (f"[bold]{n}[/]" if p == t else (str(n) if n else "·") for p, n in enumerate(row))
+        cells = (
+            Text(str(n), "bold") if p == t else (str(n) if n else "·") for p, n in enumerate(row)
+        )
         matrix.add_row(f"{t} {sign}", *cells)
     console.print(matrix)
     split = loaded.metadata.get("split", {})
     seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]
     if seen:
-        console.print(f"[yellow]note:[/] signer(s) {', '.join(seen)} trained or validated this "
-                      "model: these figures are not held-out accuracy")  # fmt: skip
+        note(
+            f"signer(s) {', '.join(seen)} trained or validated this model: these figures are "
+            "not held-out accuracy"
+        )
     if json_path:
         report = {
             "checkpoint": str(ckpt),

@@ -26,12 +26,14 @@ from cli import (
     claim,
     console,
     ensure_default_data,
+    note,
     option,
     output_directory,
     output_file,
     pick_device,
     refuse_options,
     resolve_configs,
+    styled,
     train_flags,
     use_threads,
     user_errors,
@@ -67,7 +69,7 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)  # never unpickle a user's file
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
             raise data.DataError(f"{path} is not a readable .npy array ({error})") from None
         if array.dtype.kind not in "fiu":
             raise data.DataError(f"{path} holds {array.dtype} values, expected numbers")
@@ -132,8 +134,10 @@ def predict(
     console.print(table)
     for result in results:
         if not result["landmarks_seen"]:
-            console.print(f"[yellow]note:[/] {result['input']}: none of the model's landmarks "
-                          "was detected in any frame; its prediction is a guess")  # fmt: skip
+            note(
+                f"{result['input']}: none of the model's landmarks was detected in any frame; "
+                "its prediction is a guess"
+            )
     if json_path:
         write_json(json_path, results)
 
@@ -206,21 +210,25 @@ def prepare(
                                    strict=strict, on_file=advance,
                                    on_total=lambda n: progress.update(task, total=n))  # fmt: skip
     if report.replaced_vocabulary:
-        console.print(f"[yellow]note:[/] {out} was made for {', '.join(report.replaced_vocabulary)}; "
-                      f"it now holds {', '.join(report.vocabulary)}, converted again")  # fmt: skip
-    if report.num_stale_removed:
-        console.print(f"[yellow]note:[/] removed {report.num_stale_removed} signer files of an "
-                      "earlier run that train.csv no longer gives rows of these signs")  # fmt: skip
-    if top is not None and len(report.vocabulary) < top:
-        console.print(
-            f"[yellow]note:[/] --top {top}: train.csv has only {len(report.vocabulary)} signs"
+        note(
+            f"{out} was made for {', '.join(report.replaced_vocabulary)}; it now holds "
+            f"{', '.join(report.vocabulary)}, converted again"
         )
+    if report.num_stale_removed:
+        note(
+            f"removed {report.num_stale_removed} signer files of an earlier run that train.csv "
+            "no longer gives rows of these signs"
+        )
+    if top is not None and len(report.vocabulary) < top:
+        note(f"--top {top}: train.csv has only {len(report.vocabulary)} signs")
     console.print(
         f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
         f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"
     )
     for kind, count in report.skipped.items():
-        console.print(f"[yellow]skipped {count} ({kind}):[/] " + "; ".join(report.examples[kind]))
+        console.print(
+            styled(f"skipped {count} ({kind}):", "yellow", " " + "; ".join(report.examples[kind]))
+        )
 
 
 # Train flags that bench cannot take: it times epochs on all the data and writes no run.

@@ -190,9 +190,18 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def improves(val: dict, best_val: dict) -> bool:
-    """Whether an epoch's validation metrics beat the kept epoch's: higher accuracy, and on a
-    tie (one validation signer has few clips) lower validation loss."""
-    return (val["accuracy"], -val["loss"]) > (best_val["accuracy"], -best_val["loss"])
+    """Whether an epoch's validation metrics beat the kept epoch's: more clips right, and on a
+    tie (one validation signer has few clips) lower validation loss.
+
+    Counts, not accuracies, are compared: a kept epoch read back from a checkpoint written by
+    an earlier islr holds a float32 accuracy (35/36 as 0.9722222089...), which the same count
+    computed now (0.9722222222...) would beat.
+    """
+
+    def right(metrics: dict) -> int:
+        return round(metrics["accuracy"] * metrics["samples"])
+
+    return (right(val), -val["loss"]) > (right(best_val), -best_val["loss"])
 
 
 def train_run(

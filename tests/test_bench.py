@@ -78,8 +78,9 @@ def test_bench_times_the_tutorial_data_path(tiny_data, one_thread):
                    result["tutorial_all_workers_samples_per_second"])  # fmt: skip
     ratio = result["islr_samples_per_second"] / tutorial
     assert result["islr_over_tutorial"] == pytest.approx(ratio)
+    # Length-bucketed batches pad less than the series' random ones (fixed seeds: no luck).
+    assert result["tutorial_frames_per_sequence"] > result["islr_frames_per_sequence"]
     assert result["islr_frames_per_sequence"] >= result["real_frames_per_sequence"]
-    assert result["tutorial_frames_per_sequence"] >= result["real_frames_per_sequence"]
 
 
 def test_the_tutorial_path_trains_on_the_same_features(tiny_data):

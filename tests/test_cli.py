@@ -118,26 +118,45 @@ def _one_line_error(result, message):
 
 def test_a_command_line_that_does_not_parse_is_one_line(monkeypatch, capsys):
     """What typer refuses (a value out of range, an unknown flag or command, a missing
-    argument) is one line and exit 2, as islr.py runs it (cli.main); errors of the commands
-    keep their exit code; without a command, the help."""
+    argument) is one line on standard error and exit 2, as islr.py runs it (cli.main); errors
+    of the commands keep their exit code; brackets are the user's, not markup; without a
+    command, the help."""
     import cli
     import islr  # noqa: F401  (registers every command)
 
     for argv, code, message in [
         (["train", "--epochs", "0"], 2, "Invalid value for '--epochs'"),
         (["train", "--epoch", "3"], 2, "No such option: --epoch"),
-        (["trian"], 2, "No such command 'trian'. Did you mean 'train'?"),
+        (["trian[/]"], 2, "No such command 'trian[/]'. Did you mean 'train'?"),
         (["evaluate"], 2, "Missing argument 'ckpt'. (python islr.py evaluate --help)"),
-        (["evaluate", "/nowhere.safetensors"], 1, "/nowhere.safetensors does not exist"),
+        (
+            ["evaluate", "/no[bold]where.safetensors"],
+            1,
+            "/no[bold]where.safetensors does not exist",
+        ),
     ]:
         monkeypatch.setattr(sys, "argv", ["islr.py", *argv])
         assert cli.main() == code, argv
-        lines = capsys.readouterr().out.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert not out and len(lines) == 1 and lines[0].startswith("error:"), (out, err)
+        assert message in lines[0], lines
     monkeypatch.setattr(sys, "argv", ["islr.py"])
     assert cli.main() == 2 and "Usage: islr.py [OPTIONS] COMMAND" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", ["islr.py", "--help"])
-    assert cli.main() == 0 and "error" not in capsys.readouterr().out
+    assert cli.main() == 0 and not capsys.readouterr().err
+
+
+def test_islr_py_runs_through_cli_main():
+    """The script itself: a usage error is one line, exit 2 (typer's own display is a box)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "islr.py", "train", "--epochs", "0"], cwd=root,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and not result.stdout, result
+    assert result.stderr.startswith("error: Invalid value for '--epochs'"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_user_mistakes_are_one_line_errors(trained, tmp_path):

@@ -87,6 +87,8 @@ def test_predict_bad_inputs(trained, tmp_path):
     _one_line_error(run("predict", ckpt, tmp_path / "empty.hdf5"), "empty.hdf5 holds no sequences")
     np.save(tmp_path / "huge.npy", np.full((5, 543, 3), 1e30, np.float32))
     _one_line_error(run("predict", ckpt, tmp_path / "huge.npy"), "output is not finite")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    _one_line_error(run("predict", ckpt, tmp_path / "empty.npy"), "not a readable .npy array")
     np.save(tmp_path / "ok.npy", np.zeros((5, 543, 3), np.float32))
     _one_line_error(run("predict", ckpt, tmp_path / "ok.npy", "--json", tmp_path), "is a directory")
 

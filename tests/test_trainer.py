@@ -95,11 +95,17 @@ def _wait_for(path: Path, process, timeout=120.0):
 
 
 def test_ties_in_validation_accuracy_go_to_the_lower_loss():
-    kept = {"accuracy": 0.9, "loss": 0.5}
-    assert trainer.improves({"accuracy": 0.9, "loss": 0.4}, kept)
-    assert not trainer.improves({"accuracy": 0.9, "loss": 0.6}, kept)
-    assert not trainer.improves({"accuracy": 0.9, "loss": 0.5}, kept)  # a full tie: the earlier
-    assert trainer.improves({"accuracy": 0.95, "loss": 9.0}, kept)  # accuracy first
+    kept = {"accuracy": 0.9, "loss": 0.5, "samples": 20}
+    assert trainer.improves({"accuracy": 0.9, "loss": 0.4, "samples": 20}, kept)
+    assert not trainer.improves({"accuracy": 0.9, "loss": 0.6, "samples": 20}, kept)
+    assert not trainer.improves({"accuracy": 0.9, "loss": 0.5, "samples": 20}, kept)  # the earlier
+    assert trainer.improves({"accuracy": 0.95, "loss": 9.0, "samples": 20}, kept)  # accuracy first
+    # A kept epoch from an earlier islr's checkpoint holds float32 accuracies: 35 of 36 clips is
+    # a tie with 35 of 36 computed now, decided by the loss.
+    old = {"accuracy": float(np.float32(35 / 36)), "loss": 0.1, "samples": 36}
+    assert not trainer.improves({"accuracy": 35 / 36, "loss": 0.2, "samples": 36}, old)
+    old = {"accuracy": float(np.float32(33 / 36)), "loss": 0.3, "samples": 36}
+    assert trainer.improves({"accuracy": 33 / 36, "loss": 0.2, "samples": 36}, old)
 
 
 def test_the_kept_epoch_is_the_best_of_the_selectable_ones(tiny_data, tmp_path):
