@@ -345,13 +345,13 @@ def resumed_run(run_dir: Path) -> tuple:
 
 def print_epoch(record: dict, is_best: bool) -> None:
     t, v = record["train"], record["val"]
-    console.print(
+    line = Text(
         f"epoch {record['epoch']:3d}  train loss {t['loss']:.4f}  val loss {v['loss']:.4f}  "
         f"val acc {v['accuracy']:.2%}  {t['seconds']:.1f}s  {t['samples_per_second']:,.0f} samples/s"
-        + ("  " if is_best else ""),
-        Text("best", style="green") if is_best else "",
-        sep="",
     )
+    if is_best:
+        line.append("  best", style="green")
+    console.print(line)
 
 
 @app.command()
