@@ -210,10 +210,11 @@ def train_epoch(
         total_loss += loss.detach() * n
         correct += (logits.argmax(-1) == batch.labels).sum()
         seen += n
+    loss_sum, right = total_loss.item(), correct.item()  # on a GPU: waits for the last step
     seconds = time.perf_counter() - start_time
     return {
-        "loss": total_loss.item() / max(seen, 1),
-        "accuracy": correct.item() / max(seen, 1),
+        "loss": loss_sum / max(seen, 1),
+        "accuracy": right / max(seen, 1),
         "samples": seen,
         "seconds": seconds,
         "samples_per_second": seen / max(seconds, 1e-9),
