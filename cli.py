@@ -49,6 +49,11 @@ def note(message: str) -> None:
     console.print(styled("note:", "yellow", f" {message}"))
 
 
+def say_interrupted(rest: str = "") -> None:
+    """The line a stopped command ends with ("interrupted", then how far it got)."""
+    console.print(styled("interrupted", "yellow", rest))
+
+
 def say_error(message: str) -> None:
     """The one line a user mistake gets, on standard error."""
     errors.print(styled("error:", "red", f" {message}"))
@@ -88,7 +93,7 @@ def user_errors(*more: type[Exception]) -> Iterator[None]:
         say_error(str(error))  # OSError: a path that cannot be written, ...
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print(styled("interrupted", "yellow"))
+        say_interrupted()
         raise typer.Exit(130) from None
 
 

@@ -42,6 +42,7 @@ from cli import (
     refuse_options,
     refuse_used,
     resolve_configs,
+    say_interrupted,
     stopped_by_signals,
     styled,
     tracked,
@@ -154,8 +155,10 @@ def cv(
                         f"last-epoch {result['test']['last']['accuracy']:.2%}"
                     )
         except KeyboardInterrupt:
-            console.print(styled("interrupted", "yellow", f" after {len(runs)} of {len(splits) * seeds} "
-                          f"runs (kept in {out}); no summary written: start again with another --out"))  # fmt: skip
+            say_interrupted(
+                f" after {len(runs)} of {len(splits) * seeds} runs (kept in {out}); "
+                "no summary written: start again with another --out"
+            )
             raise typer.Exit(130) from None
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])

@@ -79,6 +79,7 @@ from cli import (
     pick_device,
     refuse_used,
     resolve_configs,
+    say_interrupted,
     set_threads,
     stopped_by_signals,
     styled,
@@ -292,12 +293,12 @@ def train(
             )  # fmt: skip
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():
-                console.print(styled("interrupted", "yellow", f": the last completed epoch is saved in {out}; "
-                              f"continue with: python islr.py train --resume {shlex.quote(str(out))}"))  # fmt: skip
-            else:
-                console.print(
-                    styled("interrupted", "yellow", " before the first epoch ended: nothing saved")
+                say_interrupted(
+                    f": the last completed epoch is saved in {out}; continue with: "
+                    f"python islr.py train --resume {shlex.quote(str(out))}"
                 )
+            else:
+                say_interrupted(" before the first epoch ended: nothing saved")
             raise typer.Exit(130) from None
     best = result["best"]
     console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
