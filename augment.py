@@ -51,8 +51,19 @@ from landmarks import mirror_permutation, part_of
 from preprocessing import COORDINATES, mirror
 
 # Probabilities and fractions: the fields that must lie in [0, 1].
-_AT_MOST_ONE = {"flip", "affine", "noise", "crop", "crop_min", "resample", "drop_part",
-                "drop_joints", "drop_joints_fraction", "drop_time", "drop_time_fraction"}  # fmt: skip
+_AT_MOST_ONE = {
+    "flip",
+    "affine",
+    "noise",
+    "crop",
+    "crop_min",
+    "resample",
+    "drop_part",
+    "drop_joints",
+    "drop_joints_fraction",
+    "drop_time",
+    "drop_time_fraction",
+}
 
 
 @dataclass(frozen=True)
@@ -96,9 +107,17 @@ class AugmentConfig:
 PRESETS = {
     "none": AugmentConfig(flip=0.0),
     "flip": AugmentConfig(),
-    "all": AugmentConfig(flip=0.5, affine=0.5, noise=0.5, crop=0.5, resample=0.5,
-                         drop_part=0.1, drop_joints=0.3, drop_time=0.3),
-}  # fmt: skip
+    "all": AugmentConfig(
+        flip=0.5,
+        affine=0.5,
+        noise=0.5,
+        crop=0.5,
+        resample=0.5,
+        drop_part=0.1,
+        drop_joints=0.3,
+        drop_time=0.3,
+    ),
+}
 
 
 def _require_normalized(config: DataConfig, what: str) -> None:
@@ -121,7 +140,7 @@ class _Transform:
     def __init__(self, config: DataConfig, *, probability: float):
         self.probability = probability
         self.C = len(COORDINATES[config.coordinates])
-        self.parts = part_of(landmarks.SELECTIONS[config.landmarks])  # (J,)
+        self.parts = torch.tensor(part_of(landmarks.SELECTIONS[config.landmarks]))  # (J,)
 
     def choose(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """(N,) bool: which sequences this augmentation changes."""
@@ -165,8 +184,16 @@ class Affine(_Transform):
     Missing points stay at 0: the linear maps keep 0 at 0 and the shift moves present points.
     """
 
-    def __init__(self, config: DataConfig, *, probability: float, rotation: float,
-                 shear: float, scale: float, shift: float):  # fmt: skip
+    def __init__(
+        self,
+        config: DataConfig,
+        *,
+        probability: float,
+        rotation: float,
+        shear: float,
+        scale: float,
+        shift: float,
+    ):
         _require_normalized(config, "the affine augmentation")
         super().__init__(config, probability=probability)
         self.rotation, self.shear, self.scale, self.shift = rotation, shear, scale, shift
@@ -341,16 +368,28 @@ def build(
         (c.crop, lambda: TemporalCrop(probability=c.crop, min_fraction=c.crop_min)),
         (c.resample, lambda: Resample(probability=c.resample, max_change=c.resample_range)),
         (c.flip, lambda: HorizontalFlip(d, probability=c.flip)),
-        (c.affine, lambda: Affine(d, probability=c.affine, rotation=c.rotation,
-                                  shear=c.shear, scale=c.scale, shift=c.shift)),
-        (c.noise, lambda: Noise(d, probability=c.noise, std=c.noise_std,
-                                uniform=c.noise_uniform)),
+        (
+            c.affine,
+            lambda: Affine(
+                d,
+                probability=c.affine,
+                rotation=c.rotation,
+                shear=c.shear,
+                scale=c.scale,
+                shift=c.shift,
+            ),
+        ),
+        (c.noise, lambda: Noise(d, probability=c.noise, std=c.noise_std, uniform=c.noise_uniform)),
         (c.drop_part, lambda: DropPart(d, probability=c.drop_part)),
-        (c.drop_joints, lambda: DropJoints(d, probability=c.drop_joints,
-                                           fraction=c.drop_joints_fraction)),
-        (c.drop_time, lambda: DropTimeSpan(d, probability=c.drop_time,
-                                           max_fraction=c.drop_time_fraction)),
-    ]  # fmt: skip
+        (
+            c.drop_joints,
+            lambda: DropJoints(d, probability=c.drop_joints, fraction=c.drop_joints_fraction),
+        ),
+        (
+            c.drop_time,
+            lambda: DropTimeSpan(d, probability=c.drop_time, max_fraction=c.drop_time_fraction),
+        ),
+    ]
     transforms = [make() for probability, make in steps if probability > 0]
     if not transforms:
         return None

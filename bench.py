@@ -138,8 +138,9 @@ def run(
             models.build, model_config, data_config.num_features, len(dataset.vocabulary)
         )
         channels = len(data.COORDINATES[data_config.coordinates])
-        result |= tutorial_comparison(train, build, channels, train_config, device=device,
-                                      repeats=repeats)  # fmt: skip
+        result |= tutorial_comparison(
+            train, build, channels, train_config, device=device, repeats=repeats
+        )
     return result
 
 
@@ -148,8 +149,9 @@ def subset(prepared: Prepared, count: int | None, generator: torch.Generator) ->
     if count is None or count >= len(prepared):
         return prepared
     keep = torch.randperm(len(prepared), generator=generator)[:count]
-    return Prepared(prepared.frames, prepared.offsets[keep], prepared.lengths[keep],
-                    prepared.labels[keep])  # fmt: skip
+    return Prepared(
+        prepared.frames, prepared.offsets[keep], prepared.lengths[keep], prepared.labels[keep]
+    )
 
 
 def raw_sequences(
@@ -229,8 +231,9 @@ def tutorial_merge(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 def tutorial_samples(prepared: Prepared, channels: int) -> list[dict[str, np.ndarray]]:
     """Each preprocessed sequence as the series keeps it: feature (C, T, J), token (1,)."""
     samples = []
-    for offset, length, label in zip(prepared.offsets.tolist(), prepared.lengths.tolist(),
-                                     prepared.labels.tolist(), strict=True):  # fmt: skip
+    for offset, length, label in zip(
+        prepared.offsets.tolist(), prepared.lengths.tolist(), prepared.labels.tolist(), strict=True
+    ):
         frames = prepared.frames[offset : offset + length].numpy()  # (T, J*C)
         feature = frames.reshape(length, -1, channels).transpose(2, 0, 1).copy()  # (C, T, J)
         samples.append({"feature": feature, "token": np.array([label], dtype=np.int64)})
@@ -273,9 +276,13 @@ def tutorial_comparison(
 
     def tutorial(generator: torch.Generator, num_workers: int = 0) -> Iterable[Batch]:
         epoch = torch.utils.data.DataLoader(
-            TutorialDataset(samples), batch_size=config.batch_size, shuffle=True,
-            collate_fn=tutorial_merge, num_workers=num_workers, generator=generator,
-        )  # fmt: skip
+            TutorialDataset(samples),
+            batch_size=config.batch_size,
+            shuffle=True,
+            collate_fn=tutorial_merge,
+            num_workers=num_workers,
+            generator=generator,
+        )
         return map(as_batch, epoch)
 
     def merged_in_advance(generator: torch.Generator) -> list[Batch]:
@@ -307,8 +314,10 @@ def tutorial_comparison(
         return sum(b.features.shape[0] * b.features.shape[1] for b in batches) / len(train)
 
     result = {f"{name}_samples_per_second": statistics.median(r) for name, r in runs.items()}
-    tutorial_best = max(result["tutorial_0_workers_samples_per_second"],
-                        result["tutorial_all_workers_samples_per_second"])  # fmt: skip
+    tutorial_best = max(
+        result["tutorial_0_workers_samples_per_second"],
+        result["tutorial_all_workers_samples_per_second"],
+    )
     return result | {
         "tutorial_workers": workers,
         "islr_over_tutorial": result["islr_samples_per_second"] / tutorial_best,

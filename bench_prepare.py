@@ -45,8 +45,12 @@ def _timed_run(paths: list[Path], method: str, write: bool) -> dict:
                     prepare.write_sequence(file, number, feature, 0)
             seconds = time.perf_counter() - start
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"sequences_per_s": len(paths) / seconds, "seconds": seconds,
-            "peak_rss_mib": rss_peak, "rss_before_mib": rss_start}  # fmt: skip
+    return {
+        "sequences_per_s": len(paths) / seconds,
+        "seconds": seconds,
+        "peak_rss_mib": rss_peak,
+        "rss_before_mib": rss_start,
+    }
 
 
 def benchmark(

@@ -125,8 +125,9 @@ def _open(path: Path) -> BinaryIO:
     """
     if path.is_dir():
         inside = [name for name in CHECKPOINTS if (path / name).is_file()] or CHECKPOINTS[:1]
-        raise CheckpointError(f"{path} is a directory: pass a checkpoint in it, such as "
-                              f"{path / inside[0]}")  # fmt: skip
+        raise CheckpointError(
+            f"{path} is a directory: pass a checkpoint in it, such as {path / inside[0]}"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path.open("rb")
@@ -201,8 +202,10 @@ def _describe(header: dict, path: Path) -> tuple[DataConfig, models.ModelConfig,
     if metadata.get("format") != FORMAT:
         found = metadata.get("format", "none").strip('"')  # a resume state's is JSON-quoted
         if found.startswith("islr-resume/"):
-            raise CheckpointError(f"{path} is a resume state (for train --resume), not a model: "
-                                  f"use {path.with_name(CHECKPOINTS[0])} or {CHECKPOINTS[1]}")  # fmt: skip
+            raise CheckpointError(
+                f"{path} is a resume state (for train --resume), not a model: "
+                f"use {path.with_name(CHECKPOINTS[0])} or {CHECKPOINTS[1]}"
+            )
         raise CheckpointError(f"{path} has format {found!r}; this islr reads {FORMAT!r}")
     try:
         data_config = _config(DataConfig, metadata["data_config"], path)

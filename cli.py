@@ -32,8 +32,12 @@ DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use,
 DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
 RUNS = Path("runs")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 # No markup: paths, sign names and the user's own words print as they are, brackets too
 # (a path "a[/]b" made rich raise). soft_wrap: a long line stays one line in logs.
 console = Console(highlight=False, soft_wrap=True, markup=False)
@@ -210,8 +214,12 @@ def tracked(batches: Iterable, total: int, description: str) -> Iterator:
     if not console.is_terminal:
         yield from batches
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         for batch in batches:
@@ -233,8 +241,9 @@ def ensure_default_data(path: Path) -> None:
     try:
         count = synth.generate(path, seed=0)
     except OSError as error:  # e.g. a read-only folder, or `datasets` a dangling link
-        raise data.DataError(f"cannot write the default data to {path} ({error}): "
-                             "pass --data DIR") from None  # fmt: skip
+        raise data.DataError(
+            f"cannot write the default data to {path} ({error}): pass --data DIR"
+        ) from None
     console.print(f"  {count} sequences in {time.perf_counter() - start:.1f}s")
 
 
@@ -262,7 +271,14 @@ def chance(help: str) -> typer.models.OptionInfo:
     return option(f"{help} Probability per training sequence.", AUGMENT_PANEL, min=0, max=1)
 
 
-DataDir = Annotated[Path, option("GISLR dataset directory (default: the synthetic set, made on first use).", DATA_PANEL, "--data")]  # fmt: skip
+DataDir = Annotated[
+    Path,
+    option(
+        "GISLR dataset directory (default: the synthetic set, made on first use).",
+        DATA_PANEL,
+        "--data",
+    ),
+]
 Device = Annotated[str, option("auto (CUDA when present), cpu or cuda.")]
 Threads = Annotated[int, option("CPU threads for PyTorch (0 = its default).", min=0)]
 
@@ -278,8 +294,12 @@ def resolve_configs(ctx: typer.Context) -> tuple:
         raise ValueError(f"unknown preset {ctx.params['preset']!r}: choose one of {names}")
     given = {CONFIG_OPTIONS.get(name, name): ctx.params[name] for name in given_options(ctx)}
     configs = []
-    bases = (preset.get("data", data.DataConfig()), preset["model"], preset["train"],
-             preset["augment"])  # fmt: skip
+    bases = (
+        preset.get("data", data.DataConfig()),
+        preset["model"],
+        preset["train"],
+        preset["augment"],
+    )
     for base in bases:
         names = {f.name for f in fields(base)}
         configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
@@ -289,8 +309,10 @@ def resolve_configs(ctx: typer.Context) -> tuple:
     with torch.device("meta"):
         size = models.num_parameters(models.build(configs[1], configs[0].num_features, 2))
     if size > checkpoint.MAX_PARAMETERS:
-        raise ValueError(f"the model would have {size:,} parameters, more than "
-                         f"{checkpoint.MAX_PARAMETERS:,}: a smaller --width or --feedforward")  # fmt: skip
+        raise ValueError(
+            f"the model would have {size:,} parameters, more than "
+            f"{checkpoint.MAX_PARAMETERS:,}: a smaller --width or --feedforward"
+        )
     set_threads(ctx)
     return tuple(configs)
 
@@ -343,5 +365,6 @@ def train_flags(ctx: typer.Context) -> typer.Context:
     except Exception as error:  # a usage error; shown as is, it names a command "cv train"
         if not hasattr(error, "format_message"):  # (typer keeps its click exceptions private)
             raise
-        raise ValueError(f"{error.format_message()}; the recipe flags are those of "
-                         "`python islr.py train --help`") from None  # fmt: skip
+        raise ValueError(
+            f"{error.format_message()}; the recipe flags are those of `python islr.py train --help`"
+        ) from None

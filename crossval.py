@@ -48,7 +48,7 @@ from cli import (
     tracked,
     train_flags,
     user_errors,
-)  # fmt: skip
+)
 
 # Train flags that cv cannot take, and what to give instead. (--data, --out, --test-signer
 # and --device are cv's own options, wherever they stand.)
@@ -124,10 +124,19 @@ def cv(
         else:
             train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
             splits = [(train_signers, val, [test])]
-        console.print(styled("islr cv", "bold", f" on {data_dir} ({dataset}): {len(splits)} "
-                                                f"fold(s) x {seeds} seed(s), out {out}"))  # fmt: skip
-        for name, config in (("data", data_config), ("model", model_config),
-                             ("train", train_config), ("augment", augment_config)):  # fmt: skip
+        console.print(
+            styled(
+                "islr cv",
+                "bold",
+                f" on {data_dir} ({dataset}): {len(splits)} fold(s) x {seeds} seed(s), out {out}",
+            )
+        )
+        for name, config in (
+            ("data", data_config),
+            ("model", model_config),
+            ("train", train_config),
+            ("augment", augment_config),
+        ):
             console.print(f"  {name}: {asdict(config)}")
         note_recipe(train_config)
         runs = []
@@ -136,18 +145,32 @@ def cv(
                 prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
                 for seed in range(seeds):
                     result = trainer.train_run(
-                        prepared, out / f"fold{fold}-seed{seed}", data_config=data_config,
-                        model_config=model_config, train_config=replace(train_config, seed=seed),
+                        prepared,
+                        out / f"fold{fold}-seed{seed}",
+                        data_config=data_config,
+                        model_config=model_config,
+                        train_config=replace(train_config, seed=seed),
                         augment_config=augment_config,
-                        vocabulary=dataset.vocabulary, device=device_,
-                        metadata=dict(split={"train": train_signers, "val": val, "test": test},
-                                      data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
+                        vocabulary=dataset.vocabulary,
+                        device=device_,
+                        metadata=dict(
+                            split={"train": train_signers, "val": val, "test": test},
+                            data=str(data_dir.resolve()),
+                            command=shlex.join(sys.argv),
+                        ),
                         track=tracked,
-                    )  # fmt: skip
+                    )
                     test_metrics = result["test"]["model"]
-                    runs.append({"fold": fold, "seed": seed, "test_signers": test,
-                                 "val_signers": val, "best_epoch": result["best"]["epoch"],
-                                 **test_metrics})  # fmt: skip
+                    runs.append(
+                        {
+                            "fold": fold,
+                            "seed": seed,
+                            "test_signers": test,
+                            "val_signers": val,
+                            "best_epoch": result["best"]["epoch"],
+                            **test_metrics,
+                        }
+                    )
                     console.print(
                         f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
                         f"epoch {result['best']['epoch']}, "
@@ -163,17 +186,31 @@ def cv(
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
         std = accuracies.std().item() if len(runs) > 1 else 0.0
-        console.print(styled(f"test accuracy {accuracies.mean():.2%} ± {std:.2%}", "bold", f" over {len(runs)} runs "
-                      f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters"))  # fmt: skip
+        console.print(
+            styled(
+                f"test accuracy {accuracies.mean():.2%} ± {std:.2%}",
+                "bold",
+                f" over {len(runs)} runs "
+                f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters",
+            )
+        )
         signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
         shown = (
             f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)
         )
         console.print("per-class: " + ", ".join(shown))
-        summary = {"runs": runs, "mean": accuracies.mean().item(), "std": std, "excluded": excluded,
-                   "signs": signs, "per_class_accuracy": per_class, "model": asdict(model_config),
-                   "train": asdict(train_config), "data": asdict(data_config),
-                   "augment": asdict(augment_config)}  # fmt: skip
+        summary = {
+            "runs": runs,
+            "mean": accuracies.mean().item(),
+            "std": std,
+            "excluded": excluded,
+            "signs": signs,
+            "per_class_accuracy": per_class,
+            "model": asdict(model_config),
+            "train": asdict(train_config),
+            "data": asdict(data_config),
+            "augment": asdict(augment_config),
+        }
         checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
 
 

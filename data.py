@@ -65,8 +65,10 @@ class DataConfig:
             try:
                 landmarks.mirror_permutation(landmarks.SELECTIONS[self.landmarks])
             except ValueError as error:
-                raise DataError(f"--mirror-left: {error} in --landmarks {self.landmarks}; "
-                                "add --no-mirror-left (and --flip 0)") from None  # fmt: skip
+                raise DataError(
+                    f"--mirror-left: {error} in --landmarks {self.landmarks}; "
+                    "add --no-mirror-left (and --flip 0)"
+                ) from None
 
     @property
     def num_features(self) -> int:
@@ -142,8 +144,10 @@ def signer_files(root: Path) -> dict[str, Path]:
     require_directory(root)
     files = {path.stem: path for path in sorted(root.glob("*.hdf5"))}
     if not files and (root / "train.csv").is_file():
-        raise DataError(f"{root} looks like the Kaggle parquet layout: convert it first with "
-                        f"python islr.py prepare {root} OUT_DIR")  # fmt: skip
+        raise DataError(
+            f"{root} looks like the Kaggle parquet layout: convert it first with "
+            f"python islr.py prepare {root} OUT_DIR"
+        )
     if not files:
         raise DataError(f"{root} holds no <participant_id>.hdf5 files")
     return files
@@ -241,8 +245,10 @@ def split_signers(
     if len(available) < (3 if test_signer else 2):
         raise DataError("need at least 3 signers (train, validation, test) or --test-signer none")
     if not train:
-        raise DataError(f"no signer is left to train on ({', '.join(available)}: test "
-                        f"{test_signer or 'none'}, validation {', '.join(val)})")  # fmt: skip
+        raise DataError(
+            f"no signer is left to train on ({', '.join(available)}: test "
+            f"{test_signer or 'none'}, validation {', '.join(val)})"
+        )
     return train, val, test_signer
 
 
@@ -265,8 +271,10 @@ def signer_folds(
 
     def trains_in_every_fold(k: int) -> bool:  # a test group and validation signers leave some
         groups = [available[i::k] for i in range(k)]
-        return all(len(available) - len(groups[i]) - min(val_signers, len(groups[(i + 1) % k]))
-                   for i in range(k))  # fmt: skip
+        return all(
+            len(available) - len(groups[i]) - min(val_signers, len(groups[(i + 1) % k]))
+            for i in range(k)
+        )
 
     if not trains_in_every_fold(folds):
         possible = [k for k in range(2, len(available)) if trains_in_every_fold(k)]

@@ -121,8 +121,10 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
     out = Path(out)
     suffix = FORMATS[format]
     if out.suffix in FORMATS.values() and out.suffix != suffix:
-        raise ValueError(f"{out} is named {out.suffix} but the format is {format}: name it "
-                         f"{out.with_suffix(suffix).name} or choose the other format")  # fmt: skip
+        raise ValueError(
+            f"{out} is named {out.suffix} but the format is {format}: name it "
+            f"{out.with_suffix(suffix).name} or choose the other format"
+        )
     if not out.parent.is_dir():
         raise ValueError(f"output directory {out.parent} does not exist: create it first")
     if format == "onnx":
@@ -142,14 +144,16 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
     sequences, source = parity_sequences(loaded)
     metadata = {
         "vocabulary": json.dumps(loaded.signs),
-        "islr": json.dumps({
-            "input": "landmarks float32 [T, 543, 3], Kaggle landmark order, NaN = missing",
-            "output": "logits float32 [K], in vocabulary order",
-            "checkpoint": str(ckpt_path),
-            "data_config": asdict(loaded.data_config),
-            "model_config": asdict(loaded.model_config),
-        }),
-    }  # fmt: skip
+        "islr": json.dumps(
+            {
+                "input": "landmarks float32 [T, 543, 3], Kaggle landmark order, NaN = missing",
+                "output": "logits float32 [K], in vocabulary order",
+                "checkpoint": str(ckpt_path),
+                "data_config": asdict(loaded.data_config),
+                "model_config": asdict(loaded.model_config),
+            }
+        ),
+    }
     example = random_sequence(torch.Generator().manual_seed(1), TRACE_FRAMES)
     temporary = out.with_name(f".{out.name}.tmp")
     try:

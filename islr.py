@@ -87,7 +87,7 @@ from cli import (
     use_threads,
     user_errors,
     write_json,
-)  # fmt: skip
+)
 
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
 # the --preset chosen, so these only inform; see cli.resolve_configs.)
@@ -228,7 +228,7 @@ def train(
     --preset picks a model with its recipe; the defaults shown are the default preset's.
 
     Any flag given on the command line overrides the preset.
-    """  # fmt: skip
+    """
     with user_errors(), ExitStack() as held:
         held.enter_context(stopped_by_signals())
         device_ = trainer.init_distributed(pick_device(device))
@@ -269,28 +269,50 @@ def train(
             )
             split = {"train": train_signers, "val": val, "test": [test] if test else []}
         prepared = data.prepare_split(dataset, **split, config=data_config)
-        console.print(styled("islr train", "bold", f" on {data_dir} ({dataset}), device {device_}"
-                             + (f", resuming {resume}" if resume else "")))  # fmt: skip
+        console.print(
+            styled(
+                "islr train",
+                "bold",
+                f" on {data_dir} ({dataset}), device {device_}"
+                + (f", resuming {resume}" if resume else ""),
+            )
+        )
         counts = prepared["train"].labels.bincount(minlength=len(dataset.vocabulary)).tolist()
         unseen = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
         if unseen:
             note(f"no training sequence of {', '.join(unseen)}: the model cannot learn them")
-        console.print(f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
-                      f"(picks the epoch from {train_config.first_candidate}-{train_config.epochs}), "
-                      f"test {', '.join(split['test']) or 'none'}")  # fmt: skip
+        console.print(
+            f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
+            f"(picks the epoch from {train_config.first_candidate}-{train_config.epochs}), "
+            f"test {', '.join(split['test']) or 'none'}"
+        )
         console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
-        for name, config in (("data", data_config), ("model", model_config),
-                             ("train", train_config), ("augment", augment_config)):  # fmt: skip
+        for name, config in (
+            ("data", data_config),
+            ("model", model_config),
+            ("train", train_config),
+            ("augment", augment_config),
+        ):
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         note_recipe(train_config)
         try:
             result = trainer.train_run(
-                prepared, out, data_config=data_config, model_config=model_config,
-                train_config=train_config, augment_config=augment_config,
-                vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
-                resume=resume is not None, on_epoch=print_epoch, track=tracked,
-            )  # fmt: skip
+                prepared,
+                out,
+                data_config=data_config,
+                model_config=model_config,
+                train_config=train_config,
+                augment_config=augment_config,
+                vocabulary=dataset.vocabulary,
+                device=device_,
+                metadata=dict(
+                    split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)
+                ),
+                resume=resume is not None,
+                on_epoch=print_epoch,
+                track=tracked,
+            )
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():
                 say_interrupted(
@@ -301,11 +323,15 @@ def train(
                 say_interrupted(" before the first epoch ended: nothing saved")
             raise typer.Exit(130) from None
     best = result["best"]
-    console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
-                  f"val acc {best['val']['accuracy']:.2%}")  # fmt: skip
+    console.print(
+        f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
+        f"val acc {best['val']['accuracy']:.2%}"
+    )
     for name, metrics in result["test"].items():
-        console.print(f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
-                      f"accuracy {metrics['accuracy']:.2%}{top5_text(metrics, ', ')}")  # fmt: skip
+        console.print(
+            f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
+            f"accuracy {metrics['accuracy']:.2%}{top5_text(metrics, ', ')}"
+        )
     console.print(f"checkpoint: {out / 'model.safetensors'}")
 
 
@@ -330,17 +356,21 @@ def resumed_run(run_dir: Path) -> tuple:
     _, saved = trainer.load_resume(path)
     trainer.check_world(saved, run_dir)  # now, before the data is loaded
     try:
-        configs = (data.DataConfig(**saved["data_config"]),
-                   models.ModelConfig(**saved["model_config"]),
-                   loops.TrainConfig(**saved["train_config"]),
-                   augment.AugmentConfig(**saved["augment_config"]))  # fmt: skip
+        configs = (
+            data.DataConfig(**saved["data_config"]),
+            models.ModelConfig(**saved["model_config"]),
+            loops.TrainConfig(**saved["train_config"]),
+            augment.AugmentConfig(**saved["augment_config"]),
+        )
         split, data_dir, done = saved["split"], Path(saved["data"]), len(saved["history"])
         vocabulary = saved["vocabulary"]
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
     if done >= configs[2].epochs:
-        raise ValueError(f"{run_dir} has finished all {done} epochs: nothing to resume "
-                         "(evaluate its model.safetensors)")  # fmt: skip
+        raise ValueError(
+            f"{run_dir} has finished all {done} epochs: nothing to resume "
+            "(evaluate its model.safetensors)"
+        )
     return configs, split, data_dir, vocabulary
 
 
@@ -377,7 +407,7 @@ def evaluate(
     device: Device = "auto",
     threads: Threads = 0,
 ) -> None:
-    """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
+    """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""
     with user_errors():
         use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
@@ -402,8 +432,13 @@ def evaluate(
         result = loops.evaluate(loaded.model.to(device_), batches, device=device_)
 
     signs = loaded.signs
-    console.print(styled(str(ckpt), "bold", f" on {data_dir}, signer(s) {', '.join(signers)}: "
-                                        f"{result['samples']} sequences"))  # fmt: skip
+    console.print(
+        styled(
+            str(ckpt),
+            "bold",
+            f" on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences",
+        )
+    )
     console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
     per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
     for sign, count, accuracy in zip(

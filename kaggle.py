@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-NUM_LANDMARKS = 543
-PARTS = (("face", 468), ("left_hand", 21), ("pose", 33), ("right_hand", 21))  # Kaggle row order
-_PART_CODE = np.repeat(np.arange(len(PARTS), dtype=np.int8), [n for _, n in PARTS])  # (543,)
-_LANDMARK_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for _, n in PARTS])  # (543,)
-_PART_OF = {name: code for code, (name, _) in enumerate(PARTS)}
+from landmarks import NUM_LANDMARKS, PART_SIZES, PARTS
+
+_PART_CODE = np.repeat(np.arange(len(PARTS), dtype=np.int8), PART_SIZES)  # (543,)
+_LANDMARK_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for n in PART_SIZES])  # (543,)
+_PART_OF = {name: code for code, name in enumerate(PARTS)}
 _COLUMNS = ["frame", "type", "landmark_index", "x", "y", "z"]  # row_id is redundant, never read
 CSV_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
 NUM_EXAMPLES = 5  # problems of each kind kept as examples in the report
@@ -132,8 +132,10 @@ def read_sequence(path: Path) -> np.ndarray:
         message = f"{path} has columns of unexpected types ({error})"
         raise BadSequenceError(UNREADABLE_FILE, message) from None
     if not ok.all():
-        message = (f"{path} frame {np.argmin(ok)} is out of order (frames must rise, each in "
-                   f"the order {', '.join(_PART_OF)})")  # fmt: skip
+        message = (
+            f"{path} frame {np.argmin(ok)} is out of order (frames must rise, each in "
+            f"the order {', '.join(_PART_OF)})"
+        )
         raise BadSequenceError(BAD_ROW_ORDER, message)
     return xyz.reshape(3, T, NUM_LANDMARKS)  # (3, T, 543)
 

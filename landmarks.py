@@ -2,7 +2,8 @@
 
 Every frame holds 543 points in Kaggle order: face mesh 0-467, left hand 468-488, pose
 489-521, right hand 522-542 (each hand: wrist 0, then four points per finger from the thumb).
-"Left" and "right" are MediaPipe's: the signer's own hands.
+"Left" and "right" are MediaPipe's: the signer's own hands. Plain Python (no torch), so the
+synthetic generator and the Kaggle reader share these tables with the model code.
 
     import landmarks
     landmarks.SELECTIONS["fullbody"]       # the 130 points the series feeds its models
@@ -11,24 +12,29 @@ Every frame holds 543 points in Kaggle order: face mesh 0-467, left hand 468-488
 
 from functools import cache
 
-import torch
-from torch import Tensor
-
 NUM_LANDMARKS = 543
 FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522
 PARTS = ("face", "left_hand", "pose", "right_hand")
+PART_SIZES = (468, 21, 33, 21)  # points of each part, in Kaggle row order
 LEFT_WRIST, RIGHT_WRIST = LEFT_HAND, RIGHT_HAND  # hand point 0 is the wrist
-PART_RANGES = (
-    (FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, NUM_LANDMARKS)
-)  # fmt: skip
+PART_RANGES = ((FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, 543))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(word) for word in text.split())
+
+
+def _pairs(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple((int(a), int(b)) for a, b in (word.split("-") for word in text.split()))
+
 
 # The 76 face points of the series' "full body" preset: lips, nose, both eyes.
-FULLBODY_FACE = (
-    0, 1, 2, 7, 13, 14, 17, 33, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 98, 133,
-    144, 145, 146, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 178, 181, 185, 191, 246,
-    249, 263, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 327, 362, 373,
-    374, 375, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 402, 405, 409, 415, 466,
-)  # fmt: skip
+FULLBODY_FACE = _ints("""
+    0 1 2 7 13 14 17 33 37 39 40 61 78 80 81 82 84 87 88 91 95 98 133 144 145 146 153 154 155
+    157 158 159 160 161 163 173 178 181 185 191 246 249 263 267 269 270 291 308 310 311 312 314
+    317 318 321 324 327 362 373 374 375 380 381 382 384 385 386 387 388 390 398 402 405 409 415
+    466
+""")
 _FULLBODY = (
     FULLBODY_FACE
     + tuple(range(LEFT_HAND, POSE))
@@ -69,13 +75,11 @@ REFERENCE_POINTS = {
 # Mirror pairs. Face: the fullbody points (lips, nose, the two eye contours in matching
 # order); points on the midline (0, 1, 2, 13, 14, 17) map to themselves. Pose: eyes (inner,
 # centre, outer), ears and mouth corners, then shoulders to thumbs; the nose (0) is central.
-FACE_PAIRS = (
-    (61, 291), (78, 308), (37, 267), (39, 269), (40, 270), (80, 310), (81, 311), (82, 312),
-    (84, 314), (87, 317), (88, 318), (91, 321), (95, 324), (146, 375), (178, 402), (181, 405),
-    (185, 409), (191, 415), (98, 327), (33, 263), (7, 249), (163, 390), (144, 373), (145, 374),
-    (153, 380), (154, 381), (155, 382), (133, 362), (246, 466), (161, 388), (160, 387),
-    (159, 386), (158, 385), (157, 384), (173, 398),
-)  # fmt: skip
+FACE_PAIRS = _pairs("""
+    61-291 78-308 37-267 39-269 40-270 80-310 81-311 82-312 84-314 87-317 88-318 91-321 95-324
+    146-375 178-402 181-405 185-409 191-415 98-327 33-263 7-249 163-390 144-373 145-374 153-380
+    154-381 155-382 133-362 246-466 161-388 160-387 159-386 158-385 157-384 173-398
+""")
 _FACE_MIDLINE = (0, 1, 2, 13, 14, 17)
 POSE_PAIRS = tuple(
     (POSE + a, POSE + b) for a, b in ((1, 4), (2, 5), (3, 6), (7, 8), (9, 10))
@@ -83,21 +87,9 @@ POSE_PAIRS = tuple(
 HAND_PAIRS = tuple((LEFT_HAND + i, RIGHT_HAND + i) for i in range(21))
 
 
-def mirror_permutation(points: tuple[int, ...]) -> Tensor:
-    """For each selected point, the position of its mirror image in the same selection."""
-    return torch.tensor(_mirror_positions(points))
-
-
-def part_of(points: tuple[int, ...]) -> Tensor:
-    """(J,) the index in PARTS of each selected point."""
-    return torch.tensor(_part_indices(points))
-
-
-# The two above run for every preprocessed sequence at inference, so the work is cached per
-# selection; but as plain ints, and each call makes a new tensor: a cached tensor first made
-# while torch.export traces would be a fake one, and every later call would get it.
 @cache
-def _mirror_positions(points: tuple[int, ...]) -> tuple[int, ...]:
+def mirror_permutation(points: tuple[int, ...]) -> tuple[int, ...]:
+    """For each selected point, the position of its mirror image in the same selection."""
     partner = {}
     for a, b in FACE_PAIRS + POSE_PAIRS + HAND_PAIRS:
         partner[a], partner[b] = b, a
@@ -113,5 +105,6 @@ def _mirror_positions(points: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @cache
-def _part_indices(points: tuple[int, ...]) -> tuple[int, ...]:
+def part_of(points: tuple[int, ...]) -> tuple[int, ...]:
+    """The index in PARTS of each selected point."""
     return tuple(next(i for i, (_, end) in enumerate(PART_RANGES) if p < end) for p in points)

@@ -54,10 +54,18 @@ class TrainConfig:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}: choose constant or cosine")
         if not 0 <= self.select_after < 1:
-            raise ValueError(f"select_after={self.select_after} must be in [0, 1): the last "
-                             "epoch must be a candidate")  # fmt: skip
-        numbers = ("learning_rate", "label_smoothing", "weight_decay", "warmup_epochs",
-                   "clip_norm", "ema")  # fmt: skip
+            raise ValueError(
+                f"select_after={self.select_after} must be in [0, 1): the last "
+                "epoch must be a candidate"
+            )
+        numbers = (
+            "learning_rate",
+            "label_smoothing",
+            "weight_decay",
+            "warmup_epochs",
+            "clip_norm",
+            "ema",
+        )
         for name in numbers:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name}={getattr(self, name)} must be a finite number")
@@ -313,9 +321,11 @@ def fit(
         # The validation loss is the training objective, label smoothing included (it breaks
         # accuracy ties); test metrics and `islr.py evaluate` give the plain cross-entropy.
         val_metrics = evaluate(
-            state.eval_model, val.batches(EVAL_BATCH), label_smoothing=config.label_smoothing,
+            state.eval_model,
+            val.batches(EVAL_BATCH),
+            label_smoothing=config.label_smoothing,
             device=device,
-        )  # fmt: skip
+        )
         yield {"epoch": epoch, "train": train_metrics, "val": val_metrics}
 
 
@@ -348,8 +358,16 @@ NO_AUGMENT, FLIP = augment.PRESETS["none"], augment.PRESETS["flip"]
 # The modern recipe (the default's and the newer models'): AdamW, warm-up then cosine,
 # clipping, EMA of weights, and the epoch picked on validation from the second half of
 # training (real folds without 16069: +0.9 points for the default, +1.2 for hybrid).
-MODERN = TrainConfig(optimizer="adamw", learning_rate=1e-3, weight_decay=0.05, warmup_epochs=3,
-                     schedule="cosine", clip_norm=1.0, ema=0.999, select_after=0.5)  # fmt: skip
+MODERN = TrainConfig(
+    optimizer="adamw",
+    learning_rate=1e-3,
+    weight_decay=0.05,
+    warmup_epochs=3,
+    schedule="cosine",
+    clip_norm=1.0,
+    ema=0.999,
+    select_after=0.5,
+)
 # Geometry and timing augmentations on top of the flip, at moderate probabilities.
 RICH = augment.AugmentConfig(flip=0.5, affine=0.5, resample=0.3, crop=0.3, drop_part=0.05)
 
@@ -378,7 +396,7 @@ PRESETS: dict[str, dict] = {
         model=replace(models.CONFIGS["article10"], attention_dropout=0.0),
         train=MODERN,
         augment=FLIP,
-    ),  # fmt: skip
+    ),
     "simple": dict(model=models.CONFIGS["simple"], train=TrainConfig(), augment=NO_AUGMENT),
     # The series' later models with article 10's recipe plus flip, as the series compares them.
     "macaron": dict(
@@ -401,7 +419,7 @@ PRESETS: dict[str, dict] = {
         model=replace(models.CONFIGS["hybrid-large"], velocity=True),
         train=replace(MODERN, late_dropout=10),
         augment=RICH,
-    ),  # fmt: skip
+    ),
 }
 
 

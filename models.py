@@ -401,13 +401,17 @@ def build(config: ModelConfig, num_features: int, num_classes: int) -> nn.Module
     if config.name not in MODELS:
         raise ValueError(f"unknown model {config.name!r}: choose one of {', '.join(MODELS)}")
     if not (1 <= config.depth <= MAX_DEPTH and 0 <= config.conv_blocks <= MAX_DEPTH):
-        raise ValueError(f"depth {config.depth}, conv blocks {config.conv_blocks}: each must be "
-                         f"at most {MAX_DEPTH}")  # fmt: skip
+        raise ValueError(
+            f"depth {config.depth}, conv blocks {config.conv_blocks}: each must be "
+            f"at most {MAX_DEPTH}"
+        )
     if config.name in ("conformer", "hybrid") and not (
         config.kernel_size % 2 == 1 and config.kernel_size <= MAX_KERNEL
     ):
-        raise ValueError(f"kernel size {config.kernel_size} must be odd (centred on each frame) "
-                         f"and at most {MAX_KERNEL}")  # fmt: skip
+        raise ValueError(
+            f"kernel size {config.kernel_size} must be odd (centred on each frame) "
+            f"and at most {MAX_KERNEL}"
+        )
     if config.name == "simple":
         return SimpleISLR(
             num_features=num_features,

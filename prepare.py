@@ -183,8 +183,10 @@ def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
     for path in sorted(out_dir.glob("*.hdf5")):
         earlier[path.name] = _made_for(path)
         if earlier[path.name] is None:
-            raise PrepareError(f"{out_dir} holds {path.name}, which prepare did not write (or "
-                               "is damaged): convert into a new or empty directory")  # fmt: skip
+            raise PrepareError(
+                f"{out_dir} holds {path.name}, which prepare did not write (or "
+                "is damaged): convert into a new or empty directory"
+            )
     license_path = out_dir / "LICENSE.txt"
     our_license = license_path.exists() and license_path.read_text(errors="replace").startswith(
         LICENSE_TEXT.splitlines()[0]
@@ -195,8 +197,10 @@ def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
     if (out_dir / MAP_FILE).exists() and not (earlier or our_license):
         theirs.append(MAP_FILE)
     if theirs:
-        raise PrepareError(f"{out_dir} holds {theirs[0]}, which prepare did not write: "
-                           "convert into a new or empty directory")  # fmt: skip
+        raise PrepareError(
+            f"{out_dir} holds {theirs[0]}, which prepare did not write: "
+            "convert into a new or empty directory"
+        )
     return earlier
 
 
@@ -301,8 +305,10 @@ def convert(
             _convert_in_processes(jobs, min(workers, len(jobs)), strict, on_file, report)
     if report.num_sequences + report.num_sequences_reused == 0:
         kind = max(report.skipped, key=report.skipped.get)
-        raise PrepareError(f"no sequence could be converted: {report.skipped[kind]} {kind}, "
-                           f"e.g. {report.examples[kind][0]}")  # fmt: skip
+        raise PrepareError(
+            f"no sequence could be converted: {report.skipped[kind]} {kind}, "
+            f"e.g. {report.examples[kind][0]}"
+        )
 
     (out_dir / "LICENSE.txt").write_text(LICENSE_TEXT.format(num_signs=len(vocabulary)))
     temporary = map_path.with_suffix(".partial")

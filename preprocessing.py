@@ -112,7 +112,7 @@ def _normalize(
         unit = _segment_mean(unit, found, segments, num_sequences)[segments]
     unit = unit.clamp(*UNIT_RANGE)
 
-    part = landmarks.part_of(selected)  # (J,) the part of each selected landmark
+    part = torch.tensor(landmarks.part_of(selected))  # (J,) the part of each selected landmark
     chosen = local(selected)
     y = (x.index_select(1, chosen) - origin[:, part]) / unit[:, part, None]  # (F, J, C)
     kept = present.index_select(1, chosen) & found[:, part].bool()  # missing point or part -> 0
@@ -130,7 +130,7 @@ def mirror(y: Tensor, selected: tuple[int, ...], *, present: Tensor | None = Non
     (0..1) reflect as x -> 1 - x where `present` (..., J) says a point was detected. Missing
     points stay exactly 0 either way.
     """
-    permutation = landmarks.mirror_permutation(selected)
+    permutation = torch.tensor(landmarks.mirror_permutation(selected))
     mirrored = y.index_select(-2, permutation)
     if present is None:
         return mirrored * _REFLECT_X[: y.shape[-1]]

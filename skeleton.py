@@ -20,9 +20,19 @@ DEG = np.pi / 180
 def _contour(center, size, start: float, lower: int, upper: int) -> np.ndarray:
     """An eye or lip contour in MediaPipe's order: corner, lower lid or lip, corner, upper."""
     turn = -1 if start else 1  # the contour on the person's right (image left) runs back
-    angles = start + turn * np.pi * np.r_[np.arange(lower + 1) / lower,
-                                          1 + np.arange(1, upper + 1) / (upper + 1)]  # fmt: skip
+    angles = (
+        start
+        + turn
+        * np.pi
+        * np.r_[np.arange(lower + 1) / lower, 1 + np.arange(1, upper + 1) / (upper + 1)]
+    )
     return np.add(center, np.multiply(size, np.stack([np.cos(angles), np.sin(angles)], -1)))
+
+
+_SILHOUETTE = """
+    10 338 297 332 284 251 389 356 454 323 361 288 397 365 379 378 400 377
+    152 148 176 149 150 136 172 58 132 93 234 127 162 21 54 103 67 109
+"""
 
 
 def _face_template() -> np.ndarray:
@@ -42,9 +52,7 @@ def _face_template() -> np.ndarray:
     )  # left eye
     points[[1, 2, 98, 327]] = [(0, -0.41), (0, -0.385), (-0.06, -0.385), (0.06, -0.385)]
     center, size = np.array([0, -0.42]), np.array([0.26, 0.24])
-    silhouette = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
-                  400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21,
-                  54, 103, 67, 109]  # fmt: skip
+    silhouette = np.array(_SILHOUETTE.split(), dtype=int)  # the face oval, clockwise
     angles = 2 * np.pi * (np.arange(36) / 36 - 0.25)  # clockwise on screen from the top
     points[silhouette] = center + size * np.stack([np.cos(angles), np.sin(angles)], -1)
     # The rest of the mesh scattered over the oval, the same for every seed.
@@ -61,22 +69,49 @@ FACE_TEMPLATE = _face_template().astype(np.float32)
 # Pose: nose, eyes, ears, mouth, shoulders, arms (filled per frame), hips, legs. The person's
 # left, on the image's right, is 1-3, 7, 9 and the odd indices from 11 on. z is MediaPipe's pose depth (about x's scale,
 # relative to the hips; the legs below the frame are still estimated, as in real tracks).
-POSE_TEMPLATE = np.array([
-    (0, -0.41, -2.2), (0.065, -0.49, -2.08), (0.11, -0.49, -2.08), (0.15, -0.49, -2.08),
-    (-0.065, -0.49, -2.08), (-0.11, -0.49, -2.08), (-0.15, -0.49, -2.08), (0.22, -0.445, -1.1),
-    (-0.22, -0.445, -1.1), (0.05, -0.31, -1.85), (-0.05, -0.31, -1.85), (0.5, 0, -0.6),
-    (-0.5, 0, -0.5), *[(0, 0, 0)] * 10, (0.35, 1.07, -0.2), (-0.35, 1.07, 0.2),
-    (0.34, 1.95, -0.1), (-0.34, 1.95, 0.4), (0.33, 2.73, 1.5), (-0.33, 2.73, 1.7),
-    (0.35, 2.84, 1.55), (-0.35, 2.84, 1.8), (0.22, 2.98, 0.1), (-0.22, 2.98, 0.3),
-])  # fmt: skip
+POSE_TEMPLATE = np.array(
+    [
+        (0, -0.41, -2.2),
+        (0.065, -0.49, -2.08),
+        (0.11, -0.49, -2.08),
+        (0.15, -0.49, -2.08),
+        (-0.065, -0.49, -2.08),
+        (-0.11, -0.49, -2.08),
+        (-0.15, -0.49, -2.08),
+        (0.22, -0.445, -1.1),
+        (-0.22, -0.445, -1.1),
+        (0.05, -0.31, -1.85),
+        (-0.05, -0.31, -1.85),
+        (0.5, 0, -0.6),
+        (-0.5, 0, -0.5),
+        *[(0, 0, 0)] * 10,
+        (0.35, 1.07, -0.2),
+        (-0.35, 1.07, 0.2),
+        (0.34, 1.95, -0.1),
+        (-0.34, 1.95, 0.4),
+        (0.33, 2.73, 1.5),
+        (-0.33, 2.73, 1.7),
+        (0.35, 2.84, 1.55),
+        (-0.35, 2.84, 1.8),
+        (0.22, 2.98, 0.1),
+        (-0.22, 2.98, 0.3),
+    ]
+)
 
 # ---------------------------------------------------------------------------------------------
 # Hand: 21 points in MediaPipe order (wrist; thumb, index, middle, ring, pinky: 4 each), built
 # as a right hand, palm to the camera, in hand units (wrist to middle-finger base = 1).
 
 _BASES = np.array([[0.2, 0.18], [0.33, 0.92], [0.08, 1.0], [-0.15, 0.95], [-0.35, 0.82]])
-_SEGMENTS = np.array([[0.38, 0.32, 0.27], [0.45, 0.27, 0.22], [0.5, 0.3, 0.23],
-                      [0.46, 0.28, 0.22], [0.36, 0.22, 0.2]])  # fmt: skip
+_SEGMENTS = np.array(
+    [
+        [0.38, 0.32, 0.27],
+        [0.45, 0.27, 0.22],
+        [0.5, 0.3, 0.23],
+        [0.46, 0.28, 0.22],
+        [0.36, 0.22, 0.2],
+    ]
+)
 _SPLAY = np.array([50, 6, 0, -6, -14]) * DEG  # finger directions at rest, toward the thumb
 _BEND = np.array([[20, 35, 35]] + [[80, 100, 70]] * 4) * DEG  # per joint, at full curl
 # Curl per finger (thumb, index, middle, ring, pinky; 0 straight, 1 a fist) and V-spread.
@@ -102,10 +137,12 @@ def hand_points(curl, spread, angle, twist) -> tuple[np.ndarray, np.ndarray]:
     splay[:, 0] -= 60 * DEG * curl[:, 0]  # the thumb folds across the palm
     bend = np.cumsum(curl[:, :, None] * _BEND, -1)[..., None]  # (F, 5, 3, 1) per joint
     splay = splay[..., None, None]
-    direction = np.concatenate([np.cos(bend) * np.sin(splay), np.cos(bend) * np.cos(splay),
-                                np.sin(bend)], -1)  # fmt: skip
-    base = np.concatenate([np.broadcast_to(_BASES, (len(curl), 5, 2)), np.zeros((len(curl), 5, 1))],
-                          -1)  # fmt: skip
+    direction = np.concatenate(
+        [np.cos(bend) * np.sin(splay), np.cos(bend) * np.cos(splay), np.sin(bend)], -1
+    )
+    base = np.concatenate(
+        [np.broadcast_to(_BASES, (len(curl), 5, 2)), np.zeros((len(curl), 5, 1))], -1
+    )
     joints = base[:, :, None] + np.cumsum(_SEGMENTS[..., None] * direction, 2)  # (F, 5, 3, 3)
     points = np.concatenate([base[:, :, None], joints], 2).reshape(-1, 20, 3)
     v, u, n = np.moveaxis(np.concatenate([np.zeros((len(curl), 1, 3)), points], 1), -1, 0)

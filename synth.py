@@ -30,21 +30,52 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from landmarks import FACE, LEFT_HAND, NUM_LANDMARKS, PART_SIZES, POSE, RIGHT_HAND
 from skeleton import DEG, FACE_TEMPLATE, HANDSHAPES, POSE_TEMPLATE, hand_points
 
-VOCABULARY = {"listen": 0, "look": 1, "shhh": 2, "donkey": 3, "mouse": 4, "duck": 5,
-              "uncle": 6, "hear": 7, "pretend": 8, "cow": 9}  # fmt: skip
+VOCABULARY = {
+    "listen": 0,
+    "look": 1,
+    "shhh": 2,
+    "donkey": 3,
+    "mouse": 4,
+    "duck": 5,
+    "uncle": 6,
+    "hear": 7,
+    "pretend": 8,
+    "cow": 9,
+}
 # The 21 participant ids of the Kaggle data (names only, no values); 16069, the series'
 # test signer, comes first so that a smaller set still has it.
-PARTICIPANTS = ("16069", "2044", "4718", "18796", "22343", "25571", "26734", "27610", "28656",
-                "29302", "30680", "32319", "34503", "36257", "37055", "37779", "49445", "53618",
-                "55372", "61333", "62590")  # fmt: skip
-FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522  # Kaggle order of the 543 landmarks
+PARTICIPANTS = (
+    "16069",
+    "2044",
+    "4718",
+    "18796",
+    "22343",
+    "25571",
+    "26734",
+    "27610",
+    "28656",
+    "29302",
+    "30680",
+    "32319",
+    "34503",
+    "36257",
+    "37055",
+    "37779",
+    "49445",
+    "53618",
+    "55372",
+    "61333",
+    "62590",
+)
 # Landmark jitter, (3, 543) standard deviations in body units (of uniform noise, hence the
 # sqrt(12) width): the pose shakes most, its z far more; a hand's z is relative to its wrist,
 # so exactly 0 there.
-NOISE = np.repeat([[0.004, 0.006, 0.012, 0.006]] * 2 + [[0.003, 0.004, 0.1, 0.004]],
-                  [468, 21, 33, 21], 1).astype(np.float32) * np.float32(12**0.5)  # fmt: skip
+NOISE = np.repeat(
+    [[0.004, 0.006, 0.012, 0.006]] * 2 + [[0.003, 0.004, 0.1, 0.004]], PART_SIZES, 1
+).astype(np.float32) * np.float32(12**0.5)
 NOISE[2, [LEFT_HAND, RIGHT_HAND]] = 0
 
 
@@ -115,12 +146,18 @@ class Signer:
 
 def _signer(rng: np.random.Generator, participant_id: str, left_handed: bool) -> Signer:
     return Signer(
-        participant_id, left_handed, center=(rng.uniform(0.36, 0.62), rng.uniform(0.52, 0.76)),
-        scale=rng.uniform(0.4, 0.72), roll=rng.normal(0, 4) * DEG, speed=rng.uniform(0.7, 1.4),
-        amplitude=rng.uniform(0.65, 1.35), tremor=rng.uniform(0, 0.012),
-        hand_size=rng.uniform(0.26, 0.32), dropout=rng.uniform(0.5, 2.5),
+        participant_id,
+        left_handed,
+        center=(rng.uniform(0.36, 0.62), rng.uniform(0.52, 0.76)),
+        scale=rng.uniform(0.4, 0.72),
+        roll=rng.normal(0, 4) * DEG,
+        speed=rng.uniform(0.7, 1.4),
+        amplitude=rng.uniform(0.65, 1.35),
+        tremor=rng.uniform(0, 0.012),
+        hand_size=rng.uniform(0.26, 0.32),
+        dropout=rng.uniform(0.5, 2.5),
         accent=rng.normal(0, 1, (len(SIGNS), 8)),
-    )  # fmt: skip
+    )
 
 
 def _lengths(rng: np.random.Generator, n: int, speed: float) -> np.ndarray:
@@ -213,9 +250,12 @@ def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -
     both = two_handed[:, None]
     hanging = np.stack([np.full(num_frames, REST[0]), np.where(raised, 0.5, REST[1])], -1)
     other_wrist = np.where(both, wrist, hanging) + rng.normal(0, 0.03, (num, 2))[clip]
-    other_shape = (np.where(both, curl, RELAXED), np.where(two_handed, spread, RELAXED_SPREAD),
-                   np.where(two_handed, angle, np.where(raised, 120, 170) * DEG),
-                   np.where(two_handed, twist, 0))  # fmt: skip
+    other_shape = (
+        np.where(both, curl, RELAXED),
+        np.where(two_handed, spread, RELAXED_SPREAD),
+        np.where(two_handed, angle, np.where(raised, 120, 170) * DEG),
+        np.where(two_handed, twist, 0),
+    )
 
     def place(wrist: np.ndarray, *shape: np.ndarray) -> np.ndarray:  # (F, 21, 3) body units
         xy, depth = hand_points(*shape)
@@ -241,7 +281,7 @@ def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -
         reach = -2.3 + 1.6 * np.clip(arm[:, 1, 1] + 0.5, 0, 1.5)  # a raised hand is nearer
         pose[:, first:23:2, 2] = np.stack([0.5 * reach - 0.3, *[reach] * 4], -1)
         hand[..., 2] -= hand[:, :1, 2]  # MediaPipe's hand z is relative to the wrist
-    body = np.empty((3, num_frames, 543), np.float32)  # channel first, as stored
+    body = np.empty((3, num_frames, NUM_LANDMARKS), np.float32)  # channel first, as stored
     fx, fy, fz = FACE_TEMPLATE.T  # float32, as the rest of the big arrays: half the time
     sway, tilt = sway.astype(np.float32), tilt.astype(np.float32)
     body[0, :, :LEFT_HAND] = fx - tilt * (fy + 0.42) + sway[:, :1]  # tilted about the face's
@@ -263,8 +303,10 @@ def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -
 
     # Missing, as MediaPipe leaves it: a hand out of the frame or not found (the other hand
     # most of the time), the face now and then, rarely a whole frame.
-    for first, signs_here in ((LEFT_HAND, signer.left_handed),
-                              (RIGHT_HAND, not signer.left_handed)):  # fmt: skip
+    for first, signs_here in (
+        (LEFT_HAND, signer.left_handed),
+        (RIGHT_HAND, not signer.left_handed),
+    ):
         rate = signer.dropout * rng.beta(1.5, 4, num) if signs_here else rng.beta(1.5, 3, num)
         rate = np.minimum(rate, 0.9)  # the tracker finds a hand in view now and then
         palm = image[:2, :, first + 9]
@@ -339,9 +381,12 @@ def generate(
     left[1 + rng.permutation(num_signers - 1)[:num_left]] = True
     ids = 1_000_000 + rng.choice(4_290_000_000, (num_signers, sequences_per_signer), replace=False)
     lefties = ", ".join(np.array(participants)[left]) or "none"
-    made = dict(command=f"python islr.py synth {out_dir} --seed {seed}", left=lefties,
-                count=num_signers * sequences_per_signer,
-                call=f"{seed=}, {num_signers=}, {sequences_per_signer=}")  # fmt: skip
+    made = dict(
+        command=f"python islr.py synth {out_dir} --seed {seed}",
+        left=lefties,
+        count=num_signers * sequences_per_signer,
+        call=f"{seed=}, {num_signers=}, {sequences_per_signer=}",
+    )
     # The README first: it marks the directory as ours, so an interrupted run can be redone.
     # The map last: until it is there, the directory is not a dataset (see `unfinished`).
     _write_text(out_dir / "README.txt", README.format(**made))

@@ -38,7 +38,7 @@ from cli import (
     use_threads,
     user_errors,
     write_json,
-)  # fmt: skip
+)
 
 
 def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
@@ -115,18 +115,27 @@ def predict(
             name for name, p in zip(names, probabilities, strict=True) if not p.isfinite().all()
         ]
         if broken:
-            raise data.DataError(f"{broken[0]}: the model's output is not finite (coordinates far "
-                                 "outside MediaPipe's 0-1 range?)")  # fmt: skip
+            raise data.DataError(
+                f"{broken[0]}: the model's output is not finite (coordinates far "
+                "outside MediaPipe's 0-1 range?)"
+            )
     # Preprocessing leaves a missing landmark at exactly 0: nothing non-zero, nothing seen.
-    seen = [bool(prepared.frames[o : o + n].any()) for o, n in
-            zip(prepared.offsets.tolist(), prepared.lengths.tolist(), strict=True)]  # fmt: skip
+    seen = [
+        bool(prepared.frames[o : o + n].any())
+        for o, n in zip(prepared.offsets.tolist(), prepared.lengths.tolist(), strict=True)
+    ]
     top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
     results = [
-        {"input": name, "landmarks_seen": s,
-         "predictions": [{"sign": loaded.signs[i], "probability": p}
-                         for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]}
+        {
+            "input": name,
+            "landmarks_seen": s,
+            "predictions": [
+                {"sign": loaded.signs[i], "probability": p}
+                for p, i in zip(ps.tolist(), ids.tolist(), strict=True)
+            ],
+        }
         for name, s, ps, ids in zip(names, seen, top.values, top.indices, strict=True)
-    ]  # fmt: skip
+    ]
     table = Table("input", "frames", *(f"#{k + 1}" for k in range(top.indices.shape[1])))
     for result, length in zip(results, prepared.lengths.tolist(), strict=True):
         cells = [f"{p['sign']} {p['probability']:.1%}" for p in result["predictions"]]
@@ -186,9 +195,13 @@ def prepare(
     """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.\\[kaggle]')."""
     import prepare as converter
 
-    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} files/s"),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("converting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} files/s"),
+        TimeElapsedColumn(),
+    )
     chosen = [s.strip() for s in signs.split(",")] if signs else None
     with (
         user_errors(converter.PrepareError),
@@ -206,9 +219,16 @@ def prepare(
             done = progress.tasks[0].completed
             progress.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
 
-        report = converter.convert(raw_dir, out, top=top, signs=chosen, workers=workers,
-                                   strict=strict, on_file=advance,
-                                   on_total=lambda n: progress.update(task, total=n))  # fmt: skip
+        report = converter.convert(
+            raw_dir,
+            out,
+            top=top,
+            signs=chosen,
+            workers=workers,
+            strict=strict,
+            on_file=advance,
+            on_total=lambda n: progress.update(task, total=n),
+        )
     if report.replaced_vocabulary:
         note(
             f"{out} was made for {', '.join(report.replaced_vocabulary)}; it now holds "
@@ -271,34 +291,69 @@ def bench(
         refuse_options(recipe, BENCH_REFUSES, "bench")
         data_config, model_config, train_config, augment_config = resolve_configs(recipe)
         ensure_default_data(data_dir)
-        result = benchmark.run(data_dir, data_config, model_config, train_config, augment_config,
-                               device=pick_device(device), max_sequences=max_sequences,
-                               repeats=repeats, latency_calls=latency_calls,
-                               tutorial=tutorial)  # fmt: skip
+        result = benchmark.run(
+            data_dir,
+            data_config,
+            model_config,
+            train_config,
+            augment_config,
+            device=pick_device(device),
+            max_sequences=max_sequences,
+            repeats=repeats,
+            latency_calls=latency_calls,
+            tutorial=tutorial,
+        )
     table = Table(
         "figure", "value", title=f"islr bench: preset {recipe.params['preset']} on {data_dir}"
     )
     rows = [
         ("(a) training epoch, samples/s", f"{result['train_samples_per_second']:,.0f}"),
-        ("(b) model only (forward + backward + step), samples/s", f"{result['model_samples_per_second']:,.0f}"),
+        (
+            "(b) model only (forward + backward + step), samples/s",
+            f"{result['model_samples_per_second']:,.0f}",
+        ),
         ("(a)/(b)", f"{result['pipeline_ratio']:.2f}"),
-        ("(c) latency 1 thread, median / p95 ms", f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}"),
-        (f"(c) latency all {result['threads']} thread(s), median / p95 ms", f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}"),
+        (
+            "(c) latency 1 thread, median / p95 ms",
+            f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}",
+        ),
+        (
+            f"(c) latency all {result['threads']} thread(s), median / p95 ms",
+            f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}",
+        ),
         ("(c) batched inference, sequences/s", f"{result['inference_sequences_per_second']:,.0f}"),
-        ("(d) start to first step, s", f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})"),
-        ("sequences / parameters / threads", f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}"),
+        (
+            "(d) start to first step, s",
+            f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})",
+        ),
+        (
+            "sequences / parameters / threads",
+            f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}",
+        ),
         ("load average before the run", f"{result['load_average']:.2f}"),
-    ]  # fmt: skip
+    ]
     if tutorial:
         workers = result["tutorial_workers"]
         rows += [
             ("(e) no augmentation, samples/s: islr", f"{result['islr_samples_per_second']:,.0f}"),
-            ("(e) tutorial DataLoader, 0 workers", f"{result['tutorial_0_workers_samples_per_second']:,.0f}"),
-            (f"(e) tutorial DataLoader, {workers} workers", f"{result['tutorial_all_workers_samples_per_second']:,.0f}"),
-            ("(e) tutorial batches merged in advance", f"{result['tutorial_model_only_samples_per_second']:,.0f}"),
+            (
+                "(e) tutorial DataLoader, 0 workers",
+                f"{result['tutorial_0_workers_samples_per_second']:,.0f}",
+            ),
+            (
+                f"(e) tutorial DataLoader, {workers} workers",
+                f"{result['tutorial_all_workers_samples_per_second']:,.0f}",
+            ),
+            (
+                "(e) tutorial batches merged in advance",
+                f"{result['tutorial_model_only_samples_per_second']:,.0f}",
+            ),
             ("(e) islr / tutorial (its faster setting)", f"{result['islr_over_tutorial']:.2f}"),
-            ("(e) frames per sequence: real, islr, tutorial", f"{result['real_frames_per_sequence']:.1f}, {result['islr_frames_per_sequence']:.1f}, {result['tutorial_frames_per_sequence']:.1f}"),
-        ]  # fmt: skip
+            (
+                "(e) frames per sequence: real, islr, tutorial",
+                f"{result['real_frames_per_sequence']:.1f}, {result['islr_frames_per_sequence']:.1f}, {result['tutorial_frames_per_sequence']:.1f}",
+            ),
+        ]
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -325,6 +380,8 @@ def export(
         use_threads(threads)
         output_file(out, "OUT", reading=ckpt)
         result = exporter.export(ckpt, out, format or exporter.format_for(out))
-    console.print(f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
-                  f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
-                  f"{result['parity_source']}")  # fmt: skip
+    console.print(
+        f"{result['path']} ({result['bytes']:,} bytes, {result['format']}): "
+        f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
+        f"{result['parity_source']}"
+    )

@@ -87,8 +87,13 @@ def reduce_metrics(metrics: dict, device: torch.device) -> dict:
     dist.all_reduce(totals)
     loss, correct, seen = totals.tolist()
     seconds = metrics["seconds"]
-    return {**metrics, "loss": loss / seen, "accuracy": correct / seen, "samples": int(seen),
-            "samples_per_second": seen / max(seconds, 1e-9)}  # fmt: skip
+    return {
+        **metrics,
+        "loss": loss / seen,
+        "accuracy": correct / seen,
+        "samples": int(seen),
+        "samples_per_second": seen / max(seconds, 1e-9),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,8 +121,10 @@ def check_world(resumed: dict, out: Path) -> None:
     """A run resumes with as many processes as it had: batches, schedule and RNG follow."""
     world = world_size()
     if resumed.get("world", 1) != world:
-        raise ValueError(f"{out} was trained by {resumed.get('world', 1)} process(es): "
-                         f"resume it with as many, not {world}")  # fmt: skip
+        raise ValueError(
+            f"{out} was trained by {resumed.get('world', 1)} process(es): "
+            f"resume it with as many, not {world}"
+        )
 
 
 def _rank_suffix(rank: int) -> str:
@@ -240,9 +247,14 @@ def train_run(
     augmenter = augment.build(augment_config, data_config)
     # What every checkpoint records: checkpoint.save takes the data and model configs as
     # dataclasses (they rebuild the model) and everything else ready for JSON.
-    saved = dict(data_config=data_config, model_config=model_config, vocabulary=vocabulary,
-                 train_config=asdict(train_config), augment_config=asdict(augment_config),
-                 **(metadata or {}))  # fmt: skip
+    saved = dict(
+        data_config=data_config,
+        model_config=model_config,
+        vocabulary=vocabulary,
+        train_config=asdict(train_config),
+        augment_config=asdict(augment_config),
+        **(metadata or {}),
+    )
     history, best = [], None
     if resume:
         tensors, resumed = load_resume(out / "resume.safetensors")
@@ -251,14 +263,23 @@ def train_run(
         history, best = resumed["history"], resumed["best"]
     writer = rank() == 0
 
-    for record in loops.fit(state, prepared["train"], prepared["val"], train_config, device=device,
-                            augment=augmenter, track=track):  # fmt: skip
+    for record in loops.fit(
+        state,
+        prepared["train"],
+        prepared["val"],
+        train_config,
+        device=device,
+        augment=augmenter,
+        track=track,
+    ):
         record["train"] = reduce_metrics(record["train"], device)
         val = loops.summary(record["val"])
         if not (math.isfinite(record["train"]["loss"]) and math.isfinite(val["loss"])):
-            raise ValueError(f"training diverged in epoch {record['epoch']} (its loss is not "
-                             "finite); the checkpoints of the epochs before it are kept: try a "
-                             "lower --learning-rate or --clip-norm 1")  # fmt: skip
+            raise ValueError(
+                f"training diverged in epoch {record['epoch']} (its loss is not "
+                "finite); the checkpoints of the epochs before it are kept: try a "
+                "lower --learning-rate or --clip-norm 1"
+            )
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
         )
@@ -277,9 +298,19 @@ def train_run(
         if is_best:
             checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
         checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
-        save_resume(out / "resume.safetensors", state, {**saved, "history": history, "best": best,
-                    "data_config": asdict(data_config), "model_config": asdict(model_config),
-                    "world": world}, rng)  # fmt: skip
+        save_resume(
+            out / "resume.safetensors",
+            state,
+            {
+                **saved,
+                "history": history,
+                "best": best,
+                "data_config": asdict(data_config),
+                "model_config": asdict(model_config),
+                "world": world,
+            },
+            rng,
+        )
         checkpoint.write_text(out / "history.json", json.dumps(history, indent=1))
 
     tests = {}

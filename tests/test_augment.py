@@ -137,7 +137,9 @@ def _assert_well_formed(before: data.Batch, after: data.Batch) -> None:
     assert torch.isfinite(after.features).all()
 
 
-PARTS = landmarks.part_of(landmarks.SELECTIONS["fullbody"])  # (J,) part of each landmark
+PARTS = torch.tensor(
+    landmarks.part_of(landmarks.SELECTIONS["fullbody"])
+)  # (J,) part of each landmark
 ALL_ON = {
     "flip": lambda d: augment.HorizontalFlip(d, probability=1.0),
     "affine": lambda d: augment.Affine(
@@ -342,8 +344,11 @@ def test_drop_part_zeroes_exactly_one_part():
     before_x, after_x = _points(batch.features), _points(after.features)
     dropped = []
     for n in range(32):
-        changed = [p for p in range(4) if not torch.equal(after_x[n][:, PARTS == p],
-                                                          before_x[n][:, PARTS == p])]  # fmt: skip
+        changed = [
+            p
+            for p in range(4)
+            if not torch.equal(after_x[n][:, PARTS == p], before_x[n][:, PARTS == p])
+        ]
         zero = [p for p in range(4) if after_x[n][:, PARTS == p].abs().sum() == 0]
         # sequence 1 has no right hand to drop: drawing it there changes nothing
         assert (len(changed) == 1 and set(changed) <= set(zero)) or (n == 1 and zero == [3])
@@ -393,8 +398,9 @@ def test_build_composes_and_switches_off():
         assert a.features.shape != b.features.shape or not torch.equal(a.features, b.features)
     _assert_well_formed(batch, one)
     everything = {name: 1.0 for name in ALL_ON}
-    _assert_well_formed(batch, augment.build(augment.AugmentConfig(**everything),
-                                             DataConfig())(batch, generator))  # fmt: skip
+    _assert_well_formed(
+        batch, augment.build(augment.AugmentConfig(**everything), DataConfig())(batch, generator)
+    )
 
 
 def test_config_rejects_bad_values():

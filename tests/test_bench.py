@@ -13,11 +13,20 @@ import loops
 import models
 
 FIGURES = {
-    "train_samples_per_second", "model_samples_per_second", "pipeline_ratio",
-    "latency_median_ms_1_thread", "latency_p95_ms_1_thread", "latency_median_ms_all_threads",
-    "latency_p95_ms_all_threads", "inference_sequences_per_second", "seconds_to_first_step",
-    "load_seconds", "preprocess_seconds", "build_seconds", "first_step_seconds",
-}  # fmt: skip
+    "train_samples_per_second",
+    "model_samples_per_second",
+    "pipeline_ratio",
+    "latency_median_ms_1_thread",
+    "latency_p95_ms_1_thread",
+    "latency_median_ms_all_threads",
+    "latency_p95_ms_all_threads",
+    "inference_sequences_per_second",
+    "seconds_to_first_step",
+    "load_seconds",
+    "preprocess_seconds",
+    "build_seconds",
+    "first_step_seconds",
+}
 
 
 @pytest.fixture
@@ -57,25 +66,38 @@ def test_bench_reports_every_figure(tiny_data, one_thread, max_sequences):
 
 
 TUTORIAL_FIGURES = {
-    "islr_samples_per_second", "tutorial_0_workers_samples_per_second",
-    "tutorial_all_workers_samples_per_second", "tutorial_model_only_samples_per_second",
-    "islr_over_tutorial", "islr_frames_per_sequence", "tutorial_frames_per_sequence",
+    "islr_samples_per_second",
+    "tutorial_0_workers_samples_per_second",
+    "tutorial_all_workers_samples_per_second",
+    "tutorial_model_only_samples_per_second",
+    "islr_over_tutorial",
+    "islr_frames_per_sequence",
+    "tutorial_frames_per_sequence",
     "real_frames_per_sequence",
-}  # fmt: skip
+}
 
 
 def test_bench_times_the_tutorial_data_path(tiny_data, one_thread):
     """(e): every path timed once per round, and padding that only ever adds frames."""
-    result = bench.run(tiny_data, data.DataConfig(), models.ModelConfig(width=16, heads=2, feedforward=32, depth=1),
-                       loops.TrainConfig(batch_size=8), max_sequences=30, repeats=2, latency_calls=5,
-                       tutorial=True)  # fmt: skip
+    result = bench.run(
+        tiny_data,
+        data.DataConfig(),
+        models.ModelConfig(width=16, heads=2, feedforward=32, depth=1),
+        loops.TrainConfig(batch_size=8),
+        max_sequences=30,
+        repeats=2,
+        latency_calls=5,
+        tutorial=True,
+    )
     assert TUTORIAL_FIGURES <= result.keys()
     for name in ("islr", "tutorial_0_workers", "tutorial_all_workers", "tutorial_model_only"):
         assert len(result[f"{name}_runs"]) == 2
     for name in TUTORIAL_FIGURES:
         assert math.isfinite(result[name]) and result[name] > 0, (name, result[name])
-    tutorial = max(result["tutorial_0_workers_samples_per_second"],
-                   result["tutorial_all_workers_samples_per_second"])  # fmt: skip
+    tutorial = max(
+        result["tutorial_0_workers_samples_per_second"],
+        result["tutorial_all_workers_samples_per_second"],
+    )
     ratio = result["islr_samples_per_second"] / tutorial
     assert result["islr_over_tutorial"] == pytest.approx(ratio)
     # Length-bucketed batches pad less than the series' random ones (fixed seeds: no luck).
@@ -103,8 +125,12 @@ def test_the_tutorial_path_trains_on_the_same_features(tiny_data):
 
 def test_subset_shares_frames():
     """subset picks whole sequences by offset and length, without copying frames."""
-    prepared = data.Prepared(torch.arange(10.0)[:, None], torch.tensor([0, 3, 7]),
-                             torch.tensor([3, 4, 3]), torch.tensor([0, 1, 2]))  # fmt: skip
+    prepared = data.Prepared(
+        torch.arange(10.0)[:, None],
+        torch.tensor([0, 3, 7]),
+        torch.tensor([3, 4, 3]),
+        torch.tensor([0, 1, 2]),
+    )
     part = bench.subset(prepared, 2, torch.Generator().manual_seed(0))
     assert len(part) == 2 and part.frames is prepared.frames
     for offset, length in zip(part.offsets.tolist(), part.lengths.tolist(), strict=True):
@@ -117,14 +143,38 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
     from conftest import run
 
     report = tmp_path / "bench.json"
-    result = run("bench", "--data", tiny_data, "--repeats", "1", "--latency-calls", "10",
-                 "--json", report, "--epochs", "1", "--batch-size", "8", "--threads", "1",
-                 "--tutorial")  # fmt: skip
+    result = run(
+        "bench",
+        "--data",
+        tiny_data,
+        "--repeats",
+        "1",
+        "--latency-calls",
+        "10",
+        "--json",
+        report,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--tutorial",
+    )
     assert result.exit_code == 0, result.output
-    for label in ("(a) training epoch", "(b) model only", "(a)/(b)", "(c) latency 1 thread",
-                  "(c) latency all 1 thread(s)", "(c) batched inference", "(d) start to first step",
-                  "(e) no augmentation, samples/s: islr", "(e) tutorial DataLoader, 0 workers",
-                  "(e) islr / tutorial", "(e) frames per sequence"):  # fmt: skip
+    for label in (
+        "(a) training epoch",
+        "(b) model only",
+        "(a)/(b)",
+        "(c) latency 1 thread",
+        "(c) latency all 1 thread(s)",
+        "(c) batched inference",
+        "(d) start to first step",
+        "(e) no augmentation, samples/s: islr",
+        "(e) tutorial DataLoader, 0 workers",
+        "(e) islr / tutorial",
+        "(e) frames per sequence",
+    ):
         assert label in result.output
     figures = json.loads(report.read_text())
     assert FIGURES | TUTORIAL_FIGURES <= figures.keys()

@@ -21,8 +21,15 @@ def _save(path, config=None, **extra):
     torch.manual_seed(0)
     model = models.build(config, 260, 3)
     vocabulary = {"a": 0, "b": 1, "c": 2}
-    checkpoint.save(path, model, data_config=DataConfig(), model_config=config,
-                    vocabulary=vocabulary, epoch=3, **extra)  # fmt: skip
+    checkpoint.save(
+        path,
+        model,
+        data_config=DataConfig(),
+        model_config=config,
+        vocabulary=vocabulary,
+        epoch=3,
+        **extra,
+    )
     return model
 
 
@@ -102,9 +109,14 @@ def test_a_checkpoint_replaced_while_it_loads_is_read_whole(tmp_path):
     for epoch in (1, 123456):  # metadata of different lengths: the two files differ in size
         torch.manual_seed(epoch)
         model = models.build(models.ModelConfig(), 260, 3)
-        checkpoint.save(tmp_path / f"{epoch}.safetensors", model, data_config=DataConfig(),
-                        model_config=models.ModelConfig(), vocabulary={"a": 0, "b": 1, "c": 2},
-                        epoch=epoch)  # fmt: skip
+        checkpoint.save(
+            tmp_path / f"{epoch}.safetensors",
+            model,
+            data_config=DataConfig(),
+            model_config=models.ModelConfig(),
+            vocabulary={"a": 0, "b": 1, "c": 2},
+            epoch=epoch,
+        )
         versions[epoch] = sum(p.sum().item() for p in model.parameters())
     shutil.copyfile(tmp_path / "1.safetensors", path)
     stop = threading.Event()

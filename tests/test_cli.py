@@ -32,8 +32,11 @@ def test_train_writes_best_and_last_checkpoints(trained):
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
     printed = " ".join(output.split())  # rich wraps long lines
-    configs = {"data": loaded.data_config, "model": loaded.model_config,
-               "train": loops.TrainConfig(**loaded.metadata["train_config"])}  # fmt: skip
+    configs = {
+        "data": loaded.data_config,
+        "model": loaded.model_config,
+        "train": loops.TrainConfig(**loaded.metadata["train_config"]),
+    }
     for name, config in configs.items():  # the resolved configuration, as used
         assert " ".join(f"{name}: {dataclasses.asdict(config)}".split()) in printed
 
@@ -67,11 +70,17 @@ def test_evaluate_reads_the_checkpoint_back(trained, tmp_path):
     assert metrics["loss"] == pytest.approx(test["loss"], rel=1e-5)
     assert f"accuracy {metrics['accuracy']:.2%}" in result.output
     signs = ["alpha", "beta", "gamma"]
-    expected = [[sign, str(n), "-" if a is None else f"{a:.1%}"] for sign, n, a in
-                zip(signs, metrics["class_counts"], metrics["per_class_accuracy"], strict=True)]  # fmt: skip
+    expected = [
+        [sign, str(n), "-" if a is None else f"{a:.1%}"]
+        for sign, n, a in zip(
+            signs, metrics["class_counts"], metrics["per_class_accuracy"], strict=True
+        )
+    ]
     assert _table(result.output, "per-class accuracy") == expected
-    expected = [[f"{t} {sign}", *(str(n) if n or p == t else "·" for p, n in enumerate(row))]
-                for t, (sign, row) in enumerate(zip(signs, metrics["confusion"], strict=True))]  # fmt: skip
+    expected = [
+        [f"{t} {sign}", *(str(n) if n or p == t else "·" for p, n in enumerate(row))]
+        for t, (sign, row) in enumerate(zip(signs, metrics["confusion"], strict=True))
+    ]
     assert _table(result.output, "confusion matrix") == expected  # rows: true sign
     assert metrics["samples"] == 12 and metrics["signers"] == ["16069"]
     assert metrics["seen_in_training"] == [] and "not held-out" not in result.output
@@ -152,8 +161,12 @@ def test_islr_py_runs_through_cli_main():
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([sys.executable, "islr.py", "train", "--epochs", "0"], cwd=root,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "islr.py", "train", "--epochs", "0"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and not result.stdout, result
     assert result.stderr.startswith("error: Invalid value for '--epochs'"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -271,8 +284,11 @@ def test_inference_commands_take_threads_and_predict_a_device(trained, tmp_path)
 
     data_dir, out, _ = trained
     ckpt = out / "model.safetensors"
-    commands = (["evaluate", ckpt], ["predict", ckpt, data_dir / "101.hdf5", "--device", "cpu"],
-                ["export", ckpt, tmp_path / "m.pt"])  # fmt: skip
+    commands = (
+        ["evaluate", ckpt],
+        ["predict", ckpt, data_dir / "101.hdf5", "--device", "cpu"],
+        ["export", ckpt, tmp_path / "m.pt"],
+    )
     try:
         for command in commands:
             torch.set_num_threads(1)
@@ -313,8 +329,13 @@ def test_ctrl_c_while_pytorch_loads_is_quiet(tmp_path):
     import time
 
     root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen([sys.executable, "islr.py", "synth", tmp_path / "set"], cwd=root,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "islr.py", "synth", tmp_path / "set"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
     while "libtorch" not in maps.read_text():  # torch's library is loaded: its import is under way
         assert process.poll() is None and time.monotonic() < deadline
@@ -328,8 +349,18 @@ def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     """--test-signer none trains on every other signer; evaluate then needs --signer. The
     checkpoint records the command as typed."""
     out = tmp_path / "run"
-    argv = ["islr.py", "train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1",
-            "--test-signer", "none"]  # fmt: skip
+    argv = [
+        "islr.py",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--test-signer",
+        "none",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     result = run(*argv[1:])
     assert result.exit_code == 0, result.output
@@ -352,8 +383,23 @@ def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
     """Augmentation probabilities, the crop's shortest span and the epoch rule given as flags
     are what training used."""
     out = tmp_path / "run"
-    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "2", "--crop", "1",
-                 "--crop-min", "0.25", "--resample", "0.5", "--select-after", "0.5")  # fmt: skip
+    result = run(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--crop",
+        "1",
+        "--crop-min",
+        "0.25",
+        "--resample",
+        "0.5",
+        "--select-after",
+        "0.5",
+    )
     assert result.exit_code == 0, result.output
     loaded = checkpoint.load(out / "model.safetensors")
     saved = loaded.metadata["augment_config"]
@@ -367,8 +413,19 @@ def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
 def test_every_preset_trains_and_round_trips(preset, tmp_path, tiny_data):
     """Each preset trains one epoch from the CLI, and its checkpoint evaluates to the same accuracy."""
     out = tmp_path / preset
-    result = run("train", "--data", tiny_data, "--out", out, "--preset", preset, "--epochs", "1",
-                 "--batch-size", "8")  # fmt: skip
+    result = run(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        out,
+        "--preset",
+        preset,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    )
     assert result.exit_code == 0, result.output
     loaded = checkpoint.load(out / "model.safetensors")
     assert loaded.model_config == loops.PRESETS[preset]["model"]
@@ -389,8 +446,25 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
     summary whose mean is the mean of its runs."""
     root = write_gislr(tmp_path / "data", signers=("101", "202", "303", "404", "505", "606"))
     out = tmp_path / "cv"
-    result = run("cv", "--data", root, "--folds", "2", "--seeds", "2", "--val-signers", "2",
-                 "--out", out, "--epochs", "1", "--batch-size", "8", "--preset", "simple")  # fmt: skip
+    result = run(
+        "cv",
+        "--data",
+        root,
+        "--folds",
+        "2",
+        "--seeds",
+        "2",
+        "--val-signers",
+        "2",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--preset",
+        "simple",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "cv.json").read_text())
     runs = summary["runs"]
@@ -405,8 +479,19 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
     assert summary["mean"] == pytest.approx(sum(r["accuracy"] for r in runs) / 4)
     assert summary["std"] == pytest.approx(statistics.stdev(r["accuracy"] for r in runs))
     assert f"test accuracy {summary['mean']:.2%}" in result.output
-    fixed = run("cv", "--data", root, "--test-signer", "606", "--out", tmp_path / "fixed",
-                "--epochs", "1", "--preset", "simple")  # fmt: skip
+    fixed = run(
+        "cv",
+        "--data",
+        root,
+        "--test-signer",
+        "606",
+        "--out",
+        tmp_path / "fixed",
+        "--epochs",
+        "1",
+        "--preset",
+        "simple",
+    )
     assert fixed.exit_code == 0, fixed.output
     assert json.loads((tmp_path / "fixed" / "cv.json").read_text())["runs"][0]["test_signers"] == [
         "606"
@@ -415,8 +500,23 @@ def test_cv_tests_every_signer_once_and_validates_elsewhere(tmp_path):
         run("cv", "--data", root, "--folds", "2", "--val-signers", "4"), "--val-signers"
     )
     held_out = tmp_path / "held-out"
-    result = run("cv", "--data", root, "--folds", "2", "--val-signers", "1", "--exclude", "606",
-                 "--out", held_out, "--epochs", "1", "--preset", "simple")  # fmt: skip
+    result = run(
+        "cv",
+        "--data",
+        root,
+        "--folds",
+        "2",
+        "--val-signers",
+        "1",
+        "--exclude",
+        "606",
+        "--out",
+        held_out,
+        "--epochs",
+        "1",
+        "--preset",
+        "simple",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((held_out / "cv.json").read_text())
     assert summary["excluded"] == ["606"]
@@ -534,9 +634,14 @@ def test_train_help_shows_the_default_presets_values():
     result = run("train", "--help", env={"COLUMNS": "200"})
     assert result.exit_code == 0
     lines = {line.split()[1]: line for line in result.output.splitlines() if "│ --" in line}
-    for flag, shown in (("--optimizer", "adamw"), ("--learning-rate", "0.001"),
-                        ("--ema", "0.999"), ("--select-after", "0.5"),
-                        ("--attention-dropout", "0.0"), ("--mirror-left", "mirror-left")):  # fmt: skip
+    for flag, shown in (
+        ("--optimizer", "adamw"),
+        ("--learning-rate", "0.001"),
+        ("--ema", "0.999"),
+        ("--select-after", "0.5"),
+        ("--attention-dropout", "0.0"),
+        ("--mirror-left", "mirror-left"),
+    ):
         assert f"[default: {shown}]" in lines[flag], lines[flag]
 
 
@@ -551,8 +656,18 @@ def test_every_command_takes_dash_h_and_cv_names_bad_flags_in_one_line():
 
 def test_confusion_matrix_of_ten_signs_fits_80_columns(tmp_path):
     """Ten sign names, none cut short in an 80-column terminal or log (they were: 'donk…')."""
-    signs = ("airplane", "donkey", "pretend", "thankyou", "grandmother", "listen", "because",
-             "bedroom", "giraffe", "yesterday")  # fmt: skip
+    signs = (
+        "airplane",
+        "donkey",
+        "pretend",
+        "thankyou",
+        "grandmother",
+        "listen",
+        "because",
+        "bedroom",
+        "giraffe",
+        "yesterday",
+    )
     root = write_gislr(tmp_path / "d", signs=signs, per_signer=10)
     out = tmp_path / "run"
     trained = run("train", "--data", root, "--out", out, "--epochs", "1", "--preset", "simple")
@@ -578,8 +693,23 @@ def test_interrupted_cv_says_how_far_it_got(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "train_run", second_is_interrupted)
     root = write_gislr(tmp_path / "d")
-    result = run("cv", "--data", root, "--test-signer", "16069", "--seeds", "3", "--val-signers",
-                 "1", "--out", tmp_path / "cv", "--epochs", "1", "--preset", "simple")  # fmt: skip
+    result = run(
+        "cv",
+        "--data",
+        root,
+        "--test-signer",
+        "16069",
+        "--seeds",
+        "3",
+        "--val-signers",
+        "1",
+        "--out",
+        tmp_path / "cv",
+        "--epochs",
+        "1",
+        "--preset",
+        "simple",
+    )
     assert result.exit_code == 130, result.output
     assert f"interrupted after 1 of 3 runs (kept in {tmp_path / 'cv'})" in " ".join(
         result.output.split()
@@ -608,8 +738,19 @@ def test_a_diverged_run_stops_with_an_error(tiny_data, tmp_path):
     """A loss that turns NaN ends the run (exit 1, one error line) instead of being saved and
     reported as a result (the accuracy of NaN logits is the share of class 0)."""
     out = tmp_path / "run"
-    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "3", "--preset",
-                 "article10", "--learning-rate", "1e30")  # fmt: skip
+    result = run(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        out,
+        "--epochs",
+        "3",
+        "--preset",
+        "article10",
+        "--learning-rate",
+        "1e30",
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.output.strip().splitlines()[-1].startswith("error: training diverged in epoch")
     for path in out.glob("*.safetensors"):  # whatever was kept is from a finite epoch
@@ -620,8 +761,17 @@ def test_a_diverged_run_stops_with_an_error(tiny_data, tmp_path):
 def test_select_after_just_below_one_keeps_the_last_epoch(tiny_data, tmp_path):
     """--select-after 0.99999999999 rounds to the last epoch, which stays a candidate."""
     out = tmp_path / "run"
-    result = run("train", "--data", tiny_data, "--out", out, "--epochs", "2",
-                 "--select-after", "0.99999999999")  # fmt: skip
+    result = run(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--select-after",
+        "0.99999999999",
+    )
     assert result.exit_code == 0, result.output
     assert checkpoint.load(out / "model.safetensors").metadata["epoch"] == 2
 

@@ -297,8 +297,10 @@ def test_shuffled_batches_change_batch_mates_and_stay_bucketed():
     offsets = torch.cumsum(lengths, 0) - lengths
     prepared = data.Prepared(torch.zeros(int(lengths.sum()), 1), offsets, lengths, lengths * 0)
     generator = torch.Generator().manual_seed(0)
-    epochs = [[b.indices.tolist() for b in prepared.batches(32, shuffle=True, generator=generator)]
-              for _ in range(2)]  # fmt: skip
+    epochs = [
+        [b.indices.tolist() for b in prepared.batches(32, shuffle=True, generator=generator)]
+        for _ in range(2)
+    ]
     pairs = [{(i, j) for batch in epoch for i in batch for j in batch if i < j} for epoch in epochs]
     assert len(pairs[0] & pairs[1]) / len(pairs[0]) < 0.5
     padded = sum(len(batch) * int(lengths[batch].max()) for batch in epochs[0])

@@ -31,8 +31,14 @@ def make_checkpoint(
     data_config = data_config or data.DataConfig()
     model = models.build(model_config, data_config.num_features, len(SIGNS))
     path = tmp_path / "model.safetensors"
-    checkpoint.save(path, model, data_config=data_config, model_config=model_config,
-                    vocabulary=SIGNS, **metadata)  # fmt: skip
+    checkpoint.save(
+        path,
+        model,
+        data_config=data_config,
+        model_config=model_config,
+        vocabulary=SIGNS,
+        **metadata,
+    )
     return path
 
 
@@ -91,8 +97,9 @@ def test_torchscript_other_models(tmp_path, name):
 
 def test_parity_uses_the_checkpoints_data(tmp_path, tiny_data):
     """With the training data directory present, the check runs on real sequences of it."""
-    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"), data=str(tiny_data),
-                           split={"test": ["16069"]})  # fmt: skip
+    path = make_checkpoint(
+        tmp_path, models.ModelConfig(name="simple"), data=str(tiny_data), split={"test": ["16069"]}
+    )
     report = export.export(path, tmp_path / "model.pt", "torchscript")
     assert "16069.hdf5" in report["parity_source"]
     assert report["parity_sequences"] == 8 + 2
@@ -122,8 +129,10 @@ def test_bad_format_and_paths(tmp_path):
     with pytest.raises(ValueError, match="name it model.onnx"):
         export.export(path, tmp_path / "model.pt", "onnx")
     assert [export.format_for(name) for name in ("m.onnx", "m.pt", "m.bin")] == [
-        "onnx", "torchscript", "torchscript"
-    ]  # fmt: skip
+        "onnx",
+        "torchscript",
+        "torchscript",
+    ]
     assert not (tmp_path / "model.pt").exists()
 
 
@@ -214,14 +223,10 @@ def test_onnx_export_in_a_fresh_process(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "islr.py", "export", path, tmp_path / "model.onnx"],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "onnx" in result.stdout and (tmp_path / "model.onnx").is_file()
-
-
-def test_cached_landmark_tables_are_new_tensors_each_call():
-    points = landmarks.SELECTIONS["fullbody"]
-    assert landmarks.part_of(points) is not landmarks.part_of(points)
-    assert landmarks.mirror_permutation(points) is not landmarks.mirror_permutation(points)
-    assert landmarks.part_of(points).tolist() == [0] * 76 + [1] * 21 + [2] * 12 + [3] * 21

@@ -109,8 +109,15 @@ def test_recipe_options_train(tiny_data, capsys):
         return state, records
 
     _, (*_, plain) = run()
-    state, records = run(optimizer="adamw", weight_decay=0.05, warmup_epochs=1, schedule="cosine",
-                         clip_norm=1.0, ema=0.9, late_dropout=2)  # fmt: skip
+    state, records = run(
+        optimizer="adamw",
+        weight_decay=0.05,
+        warmup_epochs=1,
+        schedule="cosine",
+        clip_norm=1.0,
+        ema=0.9,
+        late_dropout=2,
+    )
     fancy = records[-1]
     steps = prepared.num_batches(8)  # per epoch; each epoch logs the rate of its first step
     factor = partial(loops.learning_rate_factor, warmup=steps, total=3 * steps, schedule="cosine")
@@ -144,8 +151,13 @@ def test_select_after_leaves_the_last_epochs_to_choose_from():
 def test_late_dropout_turns_dropout_off():
     """Before the late-dropout epoch every dropout is off, so training is deterministic; RNNs
     stay in training mode (cuDNN cannot backpropagate them in eval mode) with dropout 0."""
-    batch = data.Batch(torch.randn(4, 9, 260), torch.ones(4, 9, dtype=torch.bool),
-                       torch.full((4,), 9), torch.tensor([0, 1, 2, 0]), torch.arange(4))  # fmt: skip
+    batch = data.Batch(
+        torch.randn(4, 9, 260),
+        torch.ones(4, 9, dtype=torch.bool),
+        torch.full((4,), 9),
+        torch.tensor([0, 1, 2, 0]),
+        torch.arange(4),
+    )
     for name in ("transformer", "lstm"):
         torch.manual_seed(0)
         model = models.build(models.ModelConfig(name=name, dropout=0.5), 260, 3)
@@ -190,8 +202,13 @@ def test_processes_agree_on_batch_order_every_epoch(tiny_data):
         for rank, generator in enumerate(generators):
             batches = list(loops.epoch_batches(prepared, 5, generator, augmenter, rank, world))
             seen += [i for batch in batches for i in batch.indices.tolist()]
-            flipped.append([not torch.equal(b.features[row], prepared.merge(b.indices).features[row])
-                            for b in batches for row in range(len(b.indices))])  # fmt: skip
+            flipped.append(
+                [
+                    not torch.equal(b.features[row], prepared.merge(b.indices).features[row])
+                    for b in batches
+                    for row in range(len(b.indices))
+                ]
+            )
         assert sorted(seen) == list(range(len(prepared)))  # 48 sequences: 10 batches, one of 3
         assert flipped[0] != flipped[1]  # the ranks' draws are not copies of each other
         assert all(torch.equal(g.get_state(), generators[0].get_state()) for g in generators)

@@ -151,8 +151,9 @@ def test_post_norm_switch_changes_the_model():
 def test_encoder_layer_normalises_before_or_after(pre_norm):
     """Pre-LN: x + f(norm(x)); Post-LN: norm(x + f(x)), for the attention and the MLP."""
     torch.manual_seed(0)
-    layer = models.EncoderLayer(width=8, heads=2, feedforward=16, dropout=0.0,
-                                attention_dropout=0.0, pre_norm=pre_norm).eval()  # fmt: skip
+    layer = models.EncoderLayer(
+        width=8, heads=2, feedforward=16, dropout=0.0, attention_dropout=0.0, pre_norm=pre_norm
+    ).eval()
     x, valid = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
     attention, mlp, norm1, norm2 = layer.attention, layer.mlp, layer.norm1, layer.norm2
     if pre_norm:

@@ -27,8 +27,16 @@ def test_predict_equals_evaluate(trained, tmp_path):
     i = 5
     np.save(tmp_path / "one.npy", dataset.features[i].transpose(1, 2, 0))
     report = tmp_path / "p.json"
-    result = run("predict", ckpt, tmp_path / "one.npy", data_dir / "16069.hdf5", "--top-k", "3",
-                 "--json", report)  # fmt: skip
+    result = run(
+        "predict",
+        ckpt,
+        tmp_path / "one.npy",
+        data_dir / "16069.hdf5",
+        "--top-k",
+        "3",
+        "--json",
+        report,
+    )
     assert result.exit_code == 0, result.output
     predictions = json.loads(report.read_text())
     assert len(predictions) == 1 + len(dataset)

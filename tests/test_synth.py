@@ -41,12 +41,26 @@ def _structure(path: Path) -> dict:
 def test_layout_matches_real_data(small):
     """Same files, group and dataset names, dtypes, shapes and filters as a real GISLR file."""
     names = sorted(path.name for path in small.iterdir())
-    assert names == ["16069.hdf5", "2044.hdf5", "4718.hdf5", "LICENSE.txt", "README.txt",
-                     "sign_to_prediction_index_map.json"]  # fmt: skip
+    assert names == [
+        "16069.hdf5",
+        "2044.hdf5",
+        "4718.hdf5",
+        "LICENSE.txt",
+        "README.txt",
+        "sign_to_prediction_index_map.json",
+    ]
     assert json.loads((small / "sign_to_prediction_index_map.json").read_text()) == {
-        "listen": 0, "look": 1, "shhh": 2, "donkey": 3, "mouse": 4,
-        "duck": 5, "uncle": 6, "hear": 7, "pretend": 8, "cow": 9,
-    }  # fmt: skip
+        "listen": 0,
+        "look": 1,
+        "shhh": 2,
+        "donkey": 3,
+        "mouse": 4,
+        "duck": 5,
+        "uncle": 6,
+        "hear": 7,
+        "pretend": 8,
+        "cow": 9,
+    }
     for name in ("README.txt", "LICENSE.txt"):
         text = (small / name).read_text()
         assert "Synthetic" in text and "not the real gislr" in text.lower()
@@ -231,8 +245,13 @@ def test_ctrl_c_stops_synth_at_once(tmp_path):
     import time
 
     root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen([sys.executable, "islr.py", "synth", tmp_path / "set"], cwd=root,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "islr.py", "synth", tmp_path / "set"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (tmp_path / "set" / "README.txt").exists():  # written first, then the signers
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()

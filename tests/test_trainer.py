@@ -30,13 +30,26 @@ def _run(prepared, out, *, epochs, resume=False, stop_at=None, select_after=0.0)
         if record["epoch"] == stop_at:
             raise KeyboardInterrupt  # as Ctrl-C would, before this epoch's files are written
 
-    config = loops.TrainConfig(epochs=epochs, batch_size=8, ema=0.9, schedule="cosine",
-                               warmup_epochs=1, late_dropout=2, select_after=select_after)  # fmt: skip
+    config = loops.TrainConfig(
+        epochs=epochs,
+        batch_size=8,
+        ema=0.9,
+        schedule="cosine",
+        warmup_epochs=1,
+        late_dropout=2,
+        select_after=select_after,
+    )
     return trainer.train_run(
-        prepared, out, data_config=DataConfig(), model_config=models.ModelConfig(),
-        train_config=config, augment_config=augment.AugmentConfig(), vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
-        resume=resume, on_epoch=on_epoch,
-    )  # fmt: skip
+        prepared,
+        out,
+        data_config=DataConfig(),
+        model_config=models.ModelConfig(),
+        train_config=config,
+        augment_config=augment.AugmentConfig(),
+        vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
+        resume=resume,
+        on_epoch=on_epoch,
+    )
 
 
 def test_a_run_stopped_in_its_first_epoch_leaves_no_folder(tiny_data, tmp_path):
@@ -74,16 +87,24 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path):
     tensors, saved = checkpoint.read(tmp_path / "cut" / "resume.safetensors")
     assert saved["world"] == 1
     saved["world"] = 2
-    checkpoint.write(tmp_path / "cut" / "resume.safetensors", tensors,
-                     {k: json.dumps(v) for k, v in saved.items()})  # fmt: skip
+    checkpoint.write(
+        tmp_path / "cut" / "resume.safetensors",
+        tensors,
+        {k: json.dumps(v) for k, v in saved.items()},
+    )
     with pytest.raises(ValueError, match="trained by 2 process"):
         _run(prepared, tmp_path / "cut", epochs=5, resume=True)
 
 
 def _start(args, env=None):
-    return subprocess.Popen([sys.executable, "islr.py", "train", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "islr.py", "train", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _wait_for(path: Path, process, timeout=120.0):
@@ -126,8 +147,20 @@ def test_the_kept_epoch_is_the_best_of_the_selectable_ones(tiny_data, tmp_path):
 def test_killed_training_leaves_loadable_checkpoints(tiny_data, tmp_path):
     """SIGTERM stops cleanly with a resume hint; SIGKILL mid-run leaves every file loadable."""
     out = tmp_path / "run"
-    process = _start(["--data", tiny_data, "--out", out, "--epochs", "200", "--batch-size", "4",
-                      "--select-after", "0"])  # fmt: skip
+    process = _start(
+        [
+            "--data",
+            tiny_data,
+            "--out",
+            out,
+            "--epochs",
+            "200",
+            "--batch-size",
+            "4",
+            "--select-after",
+            "0",
+        ]
+    )
     _wait_for(out / "resume.safetensors", process)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
@@ -156,10 +189,26 @@ def test_two_processes_train_like_one(tmp_path):
 
     root = write_gislr(tmp_path / "d", per_signer=24)
     # Without normalisation the tiny set's class-dependent drift is learnable in a few epochs.
-    args = ["--data", root, "--epochs", "12", "--batch-size", "8", "--flip", "0", "--no-normalize",
-            "--learning-rate", "3e-3"]  # fmt: skip
-    two = subprocess.run([*TORCHRUN, "islr.py", "train", *map(str, args), "--out", tmp_path / "two"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    args = [
+        "--data",
+        root,
+        "--epochs",
+        "12",
+        "--batch-size",
+        "8",
+        "--flip",
+        "0",
+        "--no-normalize",
+        "--learning-rate",
+        "3e-3",
+    ]
+    two = subprocess.run(
+        [*TORCHRUN, "islr.py", "train", *map(str, args), "--out", tmp_path / "two"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stdout + two.stderr
     one = _start([*args, "--out", tmp_path / "one"])
     output, _ = one.communicate(timeout=300)
@@ -194,8 +243,18 @@ def test_two_processes_resume_like_an_uninterrupted_run(tmp_path):
 
     root = write_gislr(tmp_path / "d", per_signer=24)
     # article10: dropout in every layer, so each process's dropout RNG matters
-    args = ["--data", root, "--epochs", "4", "--batch-size", "8", "--threads", "1",
-            "--preset", "article10"]  # fmt: skip
+    args = [
+        "--data",
+        root,
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--preset",
+        "article10",
+    ]
     stop_in_2 = tmp_path / "stop_in_2.py"
     stop_in_2.write_text(
         f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport islr\nshown = islr.print_epoch\n"
@@ -206,8 +265,14 @@ def test_two_processes_resume_like_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(script, *more):
-        return subprocess.run([*TORCHRUN, script, "train", *map(str, more)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [*TORCHRUN, script, "train", *map(str, more)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     whole = launch("islr.py", *args, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stdout + whole.stderr
