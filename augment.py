@@ -46,9 +46,9 @@ import torch
 from torch import Tensor
 
 import landmarks
-from data import Batch, DataConfig
+from data import Batch
 from landmarks import mirror_permutation, part_of
-from preprocessing import COORDINATES, mirror
+from preprocessing import COORDINATES, DataConfig, mirror
 
 # Probabilities and fractions: the fields that must lie in [0, 1].
 _AT_MOST_ONE = {

@@ -16,7 +16,7 @@ Shared machines are noisy: a warm-up epoch comes first, then (a) and (b) alterna
 
     python islr.py bench                         # the default preset on the synthetic set
     python -c "import bench, data, models, loops; print(bench.run('datasets/synthetic-top10',
-        data.DataConfig(), models.ModelConfig(), loops.TrainConfig(), max_sequences=1000))"
+        preprocessing.DataConfig(), models.ModelConfig(), loops.TrainConfig(), max_sequences=1000))"
 """
 
 import copy
@@ -36,7 +36,8 @@ import loops
 import models
 import preprocessing
 from augment import AugmentConfig
-from data import Batch, DataConfig, Prepared
+from data import Batch, Prepared
+from preprocessing import DataConfig
 
 
 def run(
@@ -137,7 +138,7 @@ def run(
         build = partial(
             models.build, model_config, data_config.num_features, len(dataset.vocabulary)
         )
-        channels = len(data.COORDINATES[data_config.coordinates])
+        channels = len(preprocessing.COORDINATES[data_config.coordinates])
         result |= tutorial_comparison(
             train, build, channels, train_config, device=device, repeats=repeats
         )

@@ -1,4 +1,4 @@
-"""Conversion speed of prepare.py against the tutorial way (one pandas DataFrame per file).
+"""Conversion speed of convert.py (`islr.py prepare`) against the tutorial way (one pandas DataFrame per file).
 
 Both methods read the same parquet files and write the same HDF5 file, each in a fresh
 process so that its peak memory is its own; the timed process imports only numpy, h5py,
@@ -19,8 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import convert
 import kaggle
-import prepare
 
 
 def _read_with_pandas(path: Path) -> np.ndarray:
@@ -42,7 +42,7 @@ def _timed_run(paths: list[Path], method: str, write: bool) -> dict:
             for number, path in enumerate(paths):
                 feature = np.asarray(read(path), dtype=np.float32)  # (3, T, 543)
                 if write:
-                    prepare.write_sequence(file, number, feature, 0)
+                    convert.write_sequence(file, number, feature, 0)
             seconds = time.perf_counter() - start
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -65,13 +65,13 @@ def benchmark(
     try:
         import pandas  # noqa: F401  (only the baseline needs it)
     except ImportError:
-        raise kaggle.PrepareError(
+        raise kaggle.KaggleError(
             "the benchmark's baseline needs pandas: pip install pandas"
         ) from None
     rows, _, _ = kaggle.read_train_csv(raw_dir)
     paths = [raw_dir / r.path for r in rows if (raw_dir / r.path).is_file()][:limit]
     if not paths:
-        raise kaggle.PrepareError(f"{raw_dir} holds no landmark files listed in train.csv")
+        raise kaggle.KaggleError(f"{raw_dir} holds no landmark files listed in train.csv")
     for path in paths:
         path.read_bytes()
     paths = paths * repeats
@@ -88,5 +88,5 @@ if __name__ == "__main__":
         sys.exit("usage: python bench_prepare.py RAW_DIR   (a Kaggle asl-signs download)")
     try:
         print(json.dumps(benchmark(Path(sys.argv[1]), repeats=5), indent=1))
-    except kaggle.PrepareError as error:  # a wrong RAW: one line, as the CLI says it
+    except kaggle.KaggleError as error:  # a wrong RAW: one line, as the CLI says it
         sys.exit(f"error: {error}")

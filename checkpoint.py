@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import models
-from data import DataConfig
+from preprocessing import DataConfig
 
 FORMAT = "islr-checkpoint/1"
 CHECKPOINTS = ("model.safetensors", "last.safetensors")  # in a run directory: best, last

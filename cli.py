@@ -27,6 +27,7 @@ import checkpoint
 import data
 import loops
 import models
+import preprocessing
 
 DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
 DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
@@ -295,7 +296,7 @@ def resolve_configs(ctx: typer.Context) -> tuple:
     given = {CONFIG_OPTIONS.get(name, name): ctx.params[name] for name in given_options(ctx)}
     configs = []
     bases = (
-        preset.get("data", data.DataConfig()),
+        preset.get("data", preprocessing.DataConfig()),
         preset["model"],
         preset["train"],
         preset["augment"],

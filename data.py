@@ -27,52 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import landmarks
 from landmarks import NUM_LANDMARKS
-from preprocessing import COORDINATES, preprocess
+from preprocessing import DataConfig, DataError, preprocess
 
 MAX_FRAMES = 100_000  # a declared length past this is a broken or hostile file, not a sign
 LENGTH_JITTER = 0.2  # training batches: log-length noise, so batch-mates change between epochs
 VOCABULARY_FILE = "sign_to_prediction_index_map.json"
-
-
-class DataError(Exception):
-    """A problem with the user's data; the message is one sentence naming the thing and the fix."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    landmarks: str = (
-        "fullbody"  # a landmarks.SELECTIONS key: which of the 543 points the model sees
-    )
-    coordinates: str = "xy"  # "xy" or "xyz": z from MediaPipe is noisy, the series drops it
-    normalize: bool = True  # parts-based normalisation: the series' largest single gain
-    align: str = "framewise"  # origin per frame ("framewise") or one per sequence ("unique")
-    scale: str = "unique"  # unit length per frame ("framewise") or one per sequence ("unique")
-    mirror_left: bool = False  # mirror sequences signed with the left hand: all look right-handed
-
-    def __post_init__(self) -> None:
-        checks = {
-            "landmarks": (self.landmarks, landmarks.SELECTIONS),
-            "coordinates": (self.coordinates, COORDINATES),
-            "align": (self.align, ("framewise", "unique")),
-            "scale": (self.scale, ("framewise", "unique")),
-        }
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise DataError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
-        if self.mirror_left:
-            try:
-                landmarks.mirror_permutation(landmarks.SELECTIONS[self.landmarks])
-            except ValueError as error:
-                raise DataError(
-                    f"--mirror-left: {error} in --landmarks {self.landmarks}; "
-                    "add --no-mirror-left (and --flip 0)"
-                ) from None
-
-    @property
-    def num_features(self) -> int:
-        return len(landmarks.SELECTIONS[self.landmarks]) * len(COORDINATES[self.coordinates])
 
 
 # ---------------------------------------------------------------------------------------------

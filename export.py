@@ -50,7 +50,7 @@ import landmarks
 import loops
 import models
 import preprocessing
-from data import DataConfig
+from preprocessing import DataConfig
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}  # format -> the file suffix it goes with
 TOLERANCE = 1e-4  # float32 graphs may reorder sums (~1e-6); a real mismatch is far larger

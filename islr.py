@@ -47,6 +47,7 @@ import checkpoint
 import data
 import loops
 import models
+import preprocessing
 import trainer
 from cli import (
     AUGMENT_PANEL,
@@ -92,7 +93,7 @@ from cli import (
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
 # the --preset chosen, so these only inform; see cli.resolve_configs.)
 DEFAULT_PRESET = "transformer"
-PRESET_DATA = loops.PRESETS[DEFAULT_PRESET].get("data", data.DataConfig())
+PRESET_DATA = loops.PRESETS[DEFAULT_PRESET].get("data", preprocessing.DataConfig())
 PRESET_MODEL = loops.PRESETS[DEFAULT_PRESET]["model"]
 PRESET_TRAIN = loops.PRESETS[DEFAULT_PRESET]["train"]
 PRESET_AUGMENT = loops.PRESETS[DEFAULT_PRESET]["augment"]
@@ -357,7 +358,7 @@ def resumed_run(run_dir: Path) -> tuple:
     trainer.check_world(saved, run_dir)  # now, before the data is loaded
     try:
         configs = (
-            data.DataConfig(**saved["data_config"]),
+            preprocessing.DataConfig(**saved["data_config"]),
             models.ModelConfig(**saved["model_config"]),
             loops.TrainConfig(**saved["train_config"]),
             augment.AugmentConfig(**saved["augment_config"]),

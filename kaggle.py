@@ -4,8 +4,8 @@
     RAW_DIR/train_landmark_files/<pid>/<sequence_id>.parquet   one row per frame and landmark
     RAW_DIR/sign_to_prediction_index_map.json           the raw vocabulary (optional)
 
-Bad input is a BadSequenceError of one of the kinds below; `prepare.convert` counts and
-skips it (PrepareReport), and `predict` reads single parquet files with `read_sequence`.
+Bad input is a BadSequenceError of one of the kinds below; `convert.convert` counts and
+skips it (ConvertReport), and `predict` reads single parquet files with `read_sequence`.
 Reading parquet needs the optional extra (`pip install '.[kaggle]'`, pyarrow); it is imported
 lazily so the core (training on HDF5) never needs it.
 """
@@ -13,7 +13,7 @@ lazily so the core (training on HDF5) never needs it.
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,6 @@ _LANDMARK_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for n in PART_SIZ
 _PART_OF = {name: code for code, name in enumerate(PARTS)}
 _COLUMNS = ["frame", "type", "landmark_index", "x", "y", "z"]  # row_id is redundant, never read
 CSV_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
-NUM_EXAMPLES = 5  # problems of each kind kept as examples in the report
 MAP_FILE = "sign_to_prediction_index_map.json"
 
 # Kinds of bad input, each reported with a count and examples, and skipped.
@@ -38,11 +37,11 @@ BAD_CSV_ROW = "bad_csv_row"
 DUPLICATE_SEQUENCE = "duplicate_sequence"
 
 
-class PrepareError(Exception):
+class KaggleError(Exception):
     """A problem the user can fix; the message is one sentence naming the thing and the fix."""
 
 
-class BadSequenceError(PrepareError):
+class BadSequenceError(KaggleError):
     """One landmark file or train.csv row is unusable; `kind` is one of the kinds above."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -61,40 +60,11 @@ class TrainRow:
     sign: str
 
 
-@dataclass
-class PrepareReport:
-    vocabulary: dict[str, int]  # sign -> index, as written to the index map
-    num_sequences: int = 0  # written by this run
-    num_signers: int = 0  # signer files written by this run
-    num_signers_reused: int = 0  # complete from an earlier run for the same vocabulary and rows
-    num_sequences_reused: int = 0  # sequences in those files
-    num_stale_removed: int = 0  # signer files of an earlier run no longer wanted, removed
-    replaced_vocabulary: dict[str, int] | None = None  # the map of an earlier run, if another
-    skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> count
-    examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first few messages
-
-    def add_problem(self, error: BadSequenceError, strict: bool) -> None:
-        if strict:
-            raise PrepareError(f"{error} (run without --strict to skip such input)")
-        self.skipped[error.kind] = self.skipped.get(error.kind, 0) + 1
-        examples = self.examples.setdefault(error.kind, [])
-        if len(examples) < NUM_EXAMPLES:
-            examples.append(str(error))
-
-    def merge(self, other: "PrepareReport") -> None:
-        self.num_sequences += other.num_sequences
-        self.num_signers += other.num_signers
-        for kind, count in other.skipped.items():
-            self.skipped[kind] = self.skipped.get(kind, 0) + count
-            self.examples.setdefault(kind, []).extend(other.examples[kind])
-            del self.examples[kind][NUM_EXAMPLES:]
-
-
 def pyarrow_parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise PrepareError("reading parquet needs pyarrow: pip install '.[kaggle]'") from None
+        raise KaggleError("reading parquet needs pyarrow: pip install '.[kaggle]'") from None
     return pq
 
 
@@ -165,32 +135,31 @@ def _rows_in_order(table, T: int) -> np.ndarray:
 
 
 def read_train_csv(
-    raw_dir: Path, strict: bool = False
-) -> tuple[list[TrainRow], dict[str, int] | None, PrepareReport]:
-    """Parse train.csv and the raw index map; bad rows go into the returned report."""
+    raw_dir: Path,
+) -> tuple[list[TrainRow], dict[str, int] | None, list[BadSequenceError]]:
+    """Parse train.csv and the raw index map; returns the rows, the map and the bad rows."""
     if not raw_dir.is_dir():
-        raise PrepareError(f"the raw data folder {raw_dir} does not exist")
+        raise KaggleError(f"the raw data folder {raw_dir} does not exist")
     csv_path = raw_dir / "train.csv"
     if not csv_path.is_file():
-        raise PrepareError(f"{csv_path} is missing: RAW_DIR must be the Kaggle asl-signs folder")
+        raise KaggleError(f"{csv_path} is missing: RAW_DIR must be the Kaggle asl-signs folder")
     known, map_path = None, raw_dir / MAP_FILE
     try:
         if map_path.is_file():
             known = {str(s): int(i) for s, i in json.loads(map_path.read_text()).items()}
     except (ValueError, AttributeError, TypeError):
-        raise PrepareError(f"{map_path} is not a JSON object of sign -> index") from None
+        raise KaggleError(f"{map_path} is not a JSON object of sign -> index") from None
     try:  # the whole file is small: decode it at once, so a bad byte is one clear error
         text = csv_path.read_text(encoding="utf-8-sig")  # a BOM, as Excel writes, is no header
     except UnicodeDecodeError as error:
-        raise PrepareError(f"{csv_path} is not UTF-8 text (byte {error.start})") from None
-    report = PrepareReport(vocabulary={})
-    rows = []
+        raise KaggleError(f"{csv_path} is not UTF-8 text (byte {error.start})") from None
+    rows, bad_rows = [], []
     with io.StringIO(text, newline="") as file:
         reader = csv.reader(file)
         header = next(reader, [])
         if not set(CSV_COLUMNS) <= set(header):
             expected = ",".join(CSV_COLUMNS)
-            raise PrepareError(f"{csv_path} has the header {','.join(header)!r}, not {expected!r}")
+            raise KaggleError(f"{csv_path} has the header {','.join(header)!r}, not {expected!r}")
         where = [header.index(name) for name in CSV_COLUMNS]
         for line_number, line in enumerate(reader, start=2):
             try:
@@ -198,5 +167,5 @@ def read_train_csv(
                 rows.append(TrainRow(path, int(pid), int(sequence_id), sign))
             except (IndexError, ValueError):
                 message = f"{csv_path} line {line_number} is malformed: {','.join(line)!r}"
-                report.add_problem(BadSequenceError(BAD_CSV_ROW, message), strict)
-    return rows, known, report
+                bad_rows.append(BadSequenceError(BAD_CSV_ROW, message))
+    return rows, known, bad_rows

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 import augment
 import models
-from data import Batch, DataConfig, Prepared
+from data import Batch, Prepared
+from preprocessing import DataConfig
 
 
 @dataclass(frozen=True)

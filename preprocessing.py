@@ -11,7 +11,7 @@ statistics are scatter sums and there is no per-sequence Python.
 """
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -19,11 +19,47 @@ from torch import Tensor
 import landmarks
 from landmarks import LEFT_WRIST, PARTS, REFERENCE_POINTS, RIGHT_WRIST
 
-if TYPE_CHECKING:  # data.py imports this module; the config is only an annotation here
-    from data import DataConfig
-
 COORDINATES = {"xy": (0, 1), "xyz": (0, 1, 2)}
 UNIT_RANGE = (1e-3, 5.0)  # the series clips the unit length (per sequence or frame) to this
+
+
+class DataError(Exception):
+    """A problem with the user's data; the message is one sentence naming the thing and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How raw landmarks become model input; saved in every checkpoint."""
+
+    landmarks: str = "fullbody"  # a landmarks.SELECTIONS key: the points the model sees
+    coordinates: str = "xy"  # "xy" or "xyz": z from MediaPipe is noisy, the series drops it
+    normalize: bool = True  # parts-based normalisation: the series' largest single gain
+    align: str = "framewise"  # origin per frame ("framewise") or one per sequence ("unique")
+    scale: str = "unique"  # unit length per frame ("framewise") or one per sequence ("unique")
+    mirror_left: bool = False  # mirror sequences signed with the left hand: all look right-handed
+
+    def __post_init__(self) -> None:
+        checks = {
+            "landmarks": (self.landmarks, landmarks.SELECTIONS),
+            "coordinates": (self.coordinates, COORDINATES),
+            "align": (self.align, ("framewise", "unique")),
+            "scale": (self.scale, ("framewise", "unique")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise DataError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+        if self.mirror_left:
+            try:
+                landmarks.mirror_permutation(landmarks.SELECTIONS[self.landmarks])
+            except ValueError as error:
+                raise DataError(
+                    f"--mirror-left: {error} in --landmarks {self.landmarks}; "
+                    "add --no-mirror-left (and --flip 0)"
+                ) from None
+
+    @property
+    def num_features(self) -> int:
+        return len(landmarks.SELECTIONS[self.landmarks]) * len(COORDINATES[self.coordinates])
 
 
 def _segment_mean(values: Tensor, weights: Tensor, segments: Tensor, num_sequences: int) -> Tensor:
@@ -34,7 +70,7 @@ def _segment_mean(values: Tensor, weights: Tensor, segments: Tensor, num_sequenc
     return total / count.clamp(min=1)
 
 
-def preprocess(frames: Tensor, lengths: Tensor, config: "DataConfig") -> Tensor:
+def preprocess(frames: Tensor, lengths: Tensor, config: DataConfig) -> Tensor:
     """Model input for every frame of one or more sequences laid end to end.
 
     frames: (F, 543, 3) raw landmarks with NaN, F = sum of lengths; lengths: (S,).
@@ -80,7 +116,7 @@ def _normalize(
     num_sequences: int,
     local: Callable[[tuple[int, ...]], Tensor],
     selected: tuple[int, ...],
-    config: "DataConfig",
+    config: DataConfig,
 ) -> tuple[Tensor, Tensor]:
     """Parts-based normalisation of (F, Jn, C) -> ((F, J, C) features, (F, J) kept points).
 

@@ -64,7 +64,7 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
 
         try:
             return [(str(path), kaggle.read_sequence(path))]
-        except kaggle.PrepareError as error:
+        except kaggle.KaggleError as error:
             raise data.DataError(str(error)) from None
     if suffix == ".npy":
         try:
@@ -193,7 +193,7 @@ def prepare(
     ] = False,
 ) -> None:
     """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.\\[kaggle]')."""
-    import prepare as converter
+    import convert
 
     columns = (
         TextColumn("converting"),
@@ -204,12 +204,12 @@ def prepare(
     )
     chosen = [s.strip() for s in signs.split(",")] if signs else None
     with (
-        user_errors(converter.PrepareError),
+        user_errors(convert.ConvertError, convert.KaggleError),
         ExitStack() as held,
         Progress(*columns, console=console, transient=True) as progress,
     ):
         output_directory(out, "OUT")
-        converter.refuse_raw_dir(raw_dir, out)  # before the lock file goes in
+        convert.refuse_raw_dir(raw_dir, out)  # before the lock file goes in
         held.enter_context(claim(out, "OUT"))  # another prepare into OUT would race this one
         task = progress.add_task("convert", total=None, rate="-")
         started = time.perf_counter()
@@ -219,7 +219,7 @@ def prepare(
             done = progress.tasks[0].completed
             progress.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f}")
 
-        report = converter.convert(
+        report = convert.convert(
             raw_dir,
             out,
             top=top,

@@ -33,7 +33,8 @@ import augment
 import checkpoint
 import loops
 import models
-from data import Batch, DataConfig, Prepared
+from data import Batch, Prepared
+from preprocessing import DataConfig
 
 RESUME_FORMAT = "islr-resume/1"
 

@@ -9,8 +9,7 @@ import torch
 import augment
 import data
 import landmarks
-from data import DataConfig
-from preprocessing import preprocess
+from preprocessing import DataConfig, preprocess
 
 
 def _mirror_raw(frames: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import bench
 import data
 import loops
 import models
+import preprocessing
 
 FIGURES = {
     "train_samples_per_second",
@@ -43,7 +44,7 @@ def test_bench_reports_every_figure(tiny_data, one_thread, max_sequences):
     """Every figure is a positive finite number (no timing asserts: the machine is shared)."""
     result = bench.run(
         tiny_data,
-        data.DataConfig(),
+        preprocessing.DataConfig(),
         models.ModelConfig(width=16, heads=2, feedforward=32, depth=1),
         loops.TrainConfig(batch_size=8),
         augment.AugmentConfig(flip=0.5, noise=0.5),
@@ -81,7 +82,7 @@ def test_bench_times_the_tutorial_data_path(tiny_data, one_thread):
     """(e): every path timed once per round, and padding that only ever adds frames."""
     result = bench.run(
         tiny_data,
-        data.DataConfig(),
+        preprocessing.DataConfig(),
         models.ModelConfig(width=16, heads=2, feedforward=32, depth=1),
         loops.TrainConfig(batch_size=8),
         max_sequences=30,
@@ -108,7 +109,7 @@ def test_bench_times_the_tutorial_data_path(tiny_data, one_thread):
 def test_the_tutorial_path_trains_on_the_same_features(tiny_data):
     """The tutorial's samples, deep copies and per-sample merge give islr's padded batch; its
     mask read from values drops exactly the real frames whose features are all 0."""
-    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
     prepared.frames[prepared.offsets[3] + 1] = 0  # a real frame with every landmark missing
     samples = bench.tutorial_samples(prepared, channels=2)
     indices = torch.tensor([3, 0, 7, 5])

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import checkpoint
 import models
 from checkpoint import CheckpointError
-from data import DataConfig
+from preprocessing import DataConfig
 
 
 def _save(path, config=None, **extra):

@@ -10,8 +10,8 @@ from conftest import require_real_data, write_gislr
 
 import data
 import landmarks
-from data import DataConfig, DataError
-from preprocessing import preprocess
+from data import DataError
+from preprocessing import DataConfig, preprocess
 
 
 def test_reads_real_data():

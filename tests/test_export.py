@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import checkpoint
-import data
 import export
 import landmarks
 import models
@@ -23,12 +22,12 @@ SIGNS = {"alpha": 0, "beta": 1, "gamma": 2}
 def make_checkpoint(
     tmp_path: Path,
     model_config: models.ModelConfig,
-    data_config: data.DataConfig | None = None,
+    data_config: preprocessing.DataConfig | None = None,
     **metadata,
 ) -> Path:
     """A freshly built (untrained, seeded) model saved as a checkpoint."""
     torch.manual_seed(0)
-    data_config = data_config or data.DataConfig()
+    data_config = data_config or preprocessing.DataConfig()
     model = models.build(model_config, data_config.num_features, len(SIGNS))
     path = tmp_path / "model.safetensors"
     checkpoint.save(
@@ -69,7 +68,7 @@ def eager_logits(path: Path, sequence: torch.Tensor) -> torch.Tensor:
 def test_torchscript_matches_pytorch_for_other_lengths(tmp_path, mirror_left):
     """A TorchScript export reloads with torch.jit.load and matches preprocess + forward to 1e-5,
     with or without mirroring left-handed clips (a data-dependent choice inside the graph)."""
-    data_config = data.DataConfig(mirror_left=mirror_left)
+    data_config = preprocessing.DataConfig(mirror_left=mirror_left)
     path = make_checkpoint(tmp_path, models.ModelConfig(), data_config)
     out = tmp_path / "model.pt"
     report = export.export(path, out, "torchscript")
@@ -219,7 +218,7 @@ def test_onnx_export_in_a_fresh_process(tmp_path):
     import sys
 
     path = make_checkpoint(
-        tmp_path, models.ModelConfig(width=32), data.DataConfig(mirror_left=True)
+        tmp_path, models.ModelConfig(width=32), preprocessing.DataConfig(mirror_left=True)
     )
     result = subprocess.run(
         [sys.executable, "islr.py", "export", path, tmp_path / "model.onnx"],

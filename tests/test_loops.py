@@ -8,11 +8,12 @@ import torch
 import data
 import loops
 import models
+import preprocessing
 
 
 def _train(tiny_data, seed, weights_seed=None):
     dataset = data.load_dataset(tiny_data)
-    prepared = data.prepare(dataset, data.DataConfig())
+    prepared = data.prepare(dataset, preprocessing.DataConfig())
     torch.manual_seed(seed if weights_seed is None else weights_seed)
     model = models.build(models.ModelConfig(), 260, 3)
     config = loops.TrainConfig(epochs=2, batch_size=8, seed=seed)
@@ -31,7 +32,7 @@ def test_same_seed_same_metrics(tiny_data):
 def test_label_smoothing_reaches_the_training_and_validation_losses(tiny_data):
     """At learning rate 0 the weights stay put, so the epoch's training loss and fit's
     validation loss must both be the smoothed cross-entropy of that model on that data."""
-    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
     torch.manual_seed(0)
     model = models.build(models.ModelConfig(dropout=0.0, attention_dropout=0.0), 260, 3)
     warm = loops.TrainConfig(epochs=5, batch_size=8, learning_rate=3e-3, label_smoothing=0)
@@ -73,7 +74,7 @@ def test_top5_is_none_with_five_classes_or_fewer():
 
 def test_training_learns_the_tiny_set(tiny_data):
     """A few epochs on the tiny set beat chance, and label smoothing raises the loss floor."""
-    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
     torch.manual_seed(0)
     model = models.build(models.ModelConfig(), 260, 3)
     config = loops.TrainConfig(epochs=15, batch_size=8, learning_rate=1e-3, label_smoothing=0.0)
@@ -98,7 +99,7 @@ def test_learning_rate_schedule():
 def test_recipe_options_train(tiny_data, capsys):
     """AdamW, warm-up + cosine, clipping, EMA and late dropout run and change the outcome;
     the loops print nothing (the command line does)."""
-    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
 
     def run(**recipe):
         torch.manual_seed(0)
@@ -193,8 +194,8 @@ def test_processes_agree_on_batch_order_every_epoch(tiny_data):
     once across the processes, and each process augments its own batches differently."""
     import augment
 
-    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
-    augmenter = augment.build(augment.PRESETS["flip"], data.DataConfig())
+    prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
+    augmenter = augment.build(augment.PRESETS["flip"], preprocessing.DataConfig())
     world, shared = 2, torch.Generator().manual_seed(0)
     generators = [torch.Generator().manual_seed(0) for _ in range(world)]
     for _ in range(3):
@@ -222,7 +223,7 @@ def test_processes_agree_on_batch_order_every_epoch(tiny_data):
 
 def test_more_processes_than_batches_all_get_one(tiny_data):
     """Every process gets the same number of batches, even when there are fewer batches."""
-    prepared = data.prepare(data.load_dataset(tiny_data), data.DataConfig())
+    prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
     for world in (4, 8):
         counts = [len(list(prepared.batches(32, rank=r, world=world))) for r in range(world)]
         assert counts == [prepared.num_batches(32, world)] * world == [1] * world

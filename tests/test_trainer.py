@@ -19,7 +19,7 @@ import data
 import loops
 import models
 import trainer
-from data import DataConfig
+from preprocessing import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

@@ -1,6 +1,6 @@
-"""Tests of kaggle.py and prepare.py: Kaggle parquet layout -> GISLR HDF5 layout.
+"""Tests of kaggle.py and convert.py: Kaggle parquet layout -> GISLR HDF5 layout.
 
-Run: pytest tests/test_prepare.py   (tests reading parquet skip without the [kaggle] extra)
+Run: pytest tests/test_convert.py   (tests reading parquet skip without the [kaggle] extra)
 """
 
 import csv
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import bench_prepare
+import convert
 import kaggle
-import prepare
-from kaggle import PrepareError, TrainRow, read_sequence
-from prepare import choose_signs, convert
+from convert import choose_signs
+from kaggle import KaggleError, TrainRow, read_sequence
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RAW = DATA / "asl-signs-raw"
@@ -70,7 +70,7 @@ def few_rows(per_signer: int = 2) -> list[dict[str, str]]:
 def test_convert_equals_published_hdf5(pq, tmp_path, workers):
     """The two raw signers convert to the published HDF5 files value for value, NaNs too."""
     done, total = [], []
-    report = convert(
+    report = convert.convert(
         RAW,
         tmp_path,
         signs=["hello", "thankyou"],
@@ -121,9 +121,9 @@ def test_choose_signs_top_orders_by_count_then_name():
     assert choose_signs(rows, known=known) == known  # neither: the raw order
     assert choose_signs(rows) == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}  # no raw map: by name
     for bad in ({"signs": ["a", "nope"]}, {"signs": []}, {"top": 0}, {"top": 2, "signs": ["a"]}):
-        with pytest.raises(PrepareError):
+        with pytest.raises(KaggleError):
             choose_signs(rows, known=known, **bad)
-    with pytest.raises(PrepareError, match="--signs names f: train.csv has no row of it"):
+    with pytest.raises(KaggleError, match="--signs names f: train.csv has no row of it"):
         choose_signs(rows, signs=["a", "f"], known=known)  # f is a sign, but without sequences
 
 
@@ -134,18 +134,18 @@ def test_rerun_skips_complete_signers_and_redoes_other_vocabulary(pq, tmp_path):
     rows.append(dict(rows[0], participant_id="99", sequence_id="1"))  # a signer with one "hello"
     raw = make_raw(tmp_path / "raw", rows)
     out = tmp_path / "out"
-    first = convert(raw, out, signs=["hello", "thankyou"])
+    first = convert.convert(raw, out, signs=["hello", "thankyou"])
     assert (first.num_signers, first.num_sequences) == (3, 9)
     before = {path.name: path.stat().st_ino for path in out.glob("*.hdf5")}
 
     done = []
-    again = convert(raw, out, signs=["hello", "thankyou"], on_file=done.append)
+    again = convert.convert(raw, out, signs=["hello", "thankyou"], on_file=done.append)
     assert (again.num_signers, again.num_signers_reused, again.num_sequences_reused) == (0, 3, 9)
     assert sum(done) == 9
     assert {path.name: path.stat().st_ino for path in out.glob("*.hdf5")} == before
     assert again.replaced_vocabulary is None
 
-    swapped = convert(raw, out, signs=["thankyou"])  # signer 99 has no "thankyou": removed
+    swapped = convert.convert(raw, out, signs=["thankyou"])  # signer 99 has no "thankyou": removed
     assert (swapped.num_signers, swapped.num_signers_reused, swapped.num_stale_removed) == (2, 0, 1)
     assert swapped.replaced_vocabulary == {"hello": 0, "thankyou": 1}  # the CLI says so
     assert sorted(path.name for path in out.glob("*.hdf5")) == ["2044.hdf5", "37779.hdf5"]
@@ -159,7 +159,7 @@ def test_interrupted_write_leaves_no_final_file(pq, tmp_path, monkeypatch):
     """A run that dies midway leaves only complete signer files, and no temporary one."""
     raw = make_raw(tmp_path / "raw", few_rows())  # 2 signers, 4 sequences each
     out = tmp_path / "out"
-    write = prepare.write_sequence
+    write = convert.write_sequence
     calls = []
 
     def failing_write(*args):
@@ -168,14 +168,14 @@ def test_interrupted_write_leaves_no_final_file(pq, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as a Ctrl-C midway through the second signer
         write(*args)
 
-    monkeypatch.setattr(prepare, "write_sequence", failing_write)
+    monkeypatch.setattr(convert, "write_sequence", failing_write)
     with pytest.raises(KeyboardInterrupt):
-        convert(raw, out)
+        convert.convert(raw, out)
     (finished,) = out.iterdir()  # no index map either: the folder is visibly unfinished
     with h5py.File(finished) as file:
         assert len(file) == 4
-    monkeypatch.setattr(prepare, "write_sequence", write)
-    report = convert(raw, out)
+    monkeypatch.setattr(convert, "write_sequence", write)
+    report = convert.convert(raw, out)
     assert (report.num_signers, report.num_signers_reused) == (1, 1)
 
 
@@ -217,7 +217,7 @@ def test_bad_inputs_are_reported_and_skipped(pq, tmp_path):
     raw = make_raw(tmp_path / "raw", good)
     bad = write_bad_inputs(pq, raw)
     append_lines(raw, [line for lines, _ in bad.values() for line in lines])
-    report = convert(raw, tmp_path / "out")
+    report = convert.convert(raw, tmp_path / "out")
     assert report.skipped == {kind: 1 for kind in bad}
     for kind, (_, text) in bad.items():
         assert text in report.examples[kind][0]
@@ -242,26 +242,26 @@ def test_bad_inputs_are_reported_and_skipped(pq, tmp_path):
     ],
 )
 def test_strict_raises_on_bad_input(pq, tmp_path, kind):
-    """With strict, a bad input of any kind raises PrepareError naming it; no partial file stays."""
+    """With strict, a bad input of any kind raises KaggleError naming it; no partial file stays."""
     raw = make_raw(tmp_path / "raw", few_rows(1))
     lines, text = write_bad_inputs(pq, raw)[kind]
     append_lines(raw, lines)
-    assert convert(raw, tmp_path / "lenient").skipped == {kind: 1}
-    with pytest.raises(PrepareError, match=text):
-        convert(raw, tmp_path / "out", strict=True)
+    assert convert.convert(raw, tmp_path / "lenient").skipped == {kind: 1}
+    with pytest.raises(KaggleError, match=text):
+        convert.convert(raw, tmp_path / "out", strict=True)
     assert not list((tmp_path / "out").glob("*.partial"))
 
 
 @needs_data
 def test_read_sequence_rejects_bad_files(pq, tmp_path):
-    """read_sequence raises PrepareError of the right kind on a missing or malformed file."""
+    """read_sequence raises KaggleError of the right kind on a missing or malformed file."""
     raw = make_raw(tmp_path / "raw", few_rows(1))
     bad = write_bad_inputs(pq, raw)
     for kind in (kaggle.BAD_ROW_COUNT, kaggle.BAD_ROW_ORDER, kaggle.UNREADABLE_FILE):
         with pytest.raises(kaggle.BadSequenceError) as caught:
             read_sequence(raw / bad[kind][1])
         assert caught.value.kind == kind and "\n" not in str(caught.value)
-    with pytest.raises(PrepareError, match="does not exist"):
+    with pytest.raises(KaggleError, match="does not exist"):
         read_sequence(raw / bad[kaggle.MISSING_FILE][1])
     import pyarrow as pa
 
@@ -274,21 +274,21 @@ def test_read_sequence_rejects_bad_files(pq, tmp_path):
 
 
 def test_bad_raw_dir_is_a_user_error(tmp_path):
-    """A missing folder, missing train.csv or wrong train.csv header raises PrepareError."""
-    with pytest.raises(PrepareError, match="does not exist"):
-        convert(tmp_path / "nope", tmp_path / "out")
-    with pytest.raises(PrepareError, match="train.csv is missing"):
-        convert(tmp_path, tmp_path / "out")
+    """A missing folder, missing train.csv or wrong train.csv header raises KaggleError."""
+    with pytest.raises(KaggleError, match="does not exist"):
+        convert.convert(tmp_path / "nope", tmp_path / "out")
+    with pytest.raises(KaggleError, match="train.csv is missing"):
+        convert.convert(tmp_path, tmp_path / "out")
     (tmp_path / "train.csv").write_text("file,pid,sequence,label\n")
-    with pytest.raises(PrepareError, match="header"):
-        convert(tmp_path, tmp_path / "out")
+    with pytest.raises(KaggleError, match="header"):
+        convert.convert(tmp_path, tmp_path / "out")
     (tmp_path / "train.csv").write_bytes(b"path,participant_id,sequence_id,sign\na,1,2,caf\xe9\n")
-    with pytest.raises(PrepareError, match=r"train.csv is not UTF-8 text \(byte 46\)"):
-        convert(tmp_path, tmp_path / "out")
+    with pytest.raises(KaggleError, match=r"train.csv is not UTF-8 text \(byte 46\)"):
+        convert.convert(tmp_path, tmp_path / "out")
     # A byte-order mark (Excel's UTF-8) is not part of the header: the row is read.
     (tmp_path / "train.csv").write_text("\ufeffpath,participant_id,sequence_id,sign\na,1,2,hello\n")
-    with pytest.raises(PrepareError, match="no sequence could be converted: 1 missing_file"):
-        convert(tmp_path, tmp_path / "out")
+    with pytest.raises(KaggleError, match="no sequence could be converted: 1 missing_file"):
+        convert.convert(tmp_path, tmp_path / "out")
     assert not list((tmp_path / "out").iterdir())
 
 
@@ -296,12 +296,12 @@ def test_missing_extra_is_one_line_error(tmp_path, monkeypatch):
     """Without pyarrow, reading parquet fails with one line naming the [kaggle] extra."""
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(PrepareError) as caught:
+    with pytest.raises(KaggleError) as caught:
         read_sequence(tmp_path / "x.parquet")
     assert "pip install '.[kaggle]'" in str(caught.value) and "\n" not in str(caught.value)
     (tmp_path / "train.csv").write_text("path,participant_id,sequence_id,sign\n")
-    with pytest.raises(PrepareError, match="kaggle"):
-        convert(tmp_path, tmp_path / "out")
+    with pytest.raises(KaggleError, match="kaggle"):
+        convert.convert(tmp_path, tmp_path / "out")
 
 
 @needs_data
@@ -350,8 +350,8 @@ def test_folder_with_other_signer_files_is_refused_untouched(pq, tmp_path):
     out = shutil.copytree(GISLR, tmp_path / "out")
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     raw = make_raw(tmp_path / "raw", few_rows(1))
-    with pytest.raises(PrepareError, match="holds 16069.hdf5, which prepare did not write"):
-        convert(raw, out, signs=["thankyou", "hello"])
+    with pytest.raises(KaggleError, match="holds 16069.hdf5, which prepare did not write"):
+        convert.convert(raw, out, signs=["thankyou", "hello"])
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
@@ -373,17 +373,17 @@ def test_nothing_to_convert_and_a_broken_map_in_out(pq, tmp_path):
     """A train.csv without rows of the chosen signs is an error, and so is one whose files all
     fail (with no map written); a broken map in an earlier prepare output is redone."""
     raw = make_raw(tmp_path / "raw", [])
-    with pytest.raises(PrepareError, match="lists no sequence of the chosen signs"):
-        convert(raw, tmp_path / "out")
+    with pytest.raises(KaggleError, match="lists no sequence of the chosen signs"):
+        convert.convert(raw, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     missing = [dict(row, path="nowhere/" + row["path"]) for row in few_rows(1)]
-    with pytest.raises(PrepareError, match=r"no sequence could be converted: 4 missing_file"):
-        convert(make_raw(tmp_path / "raw-missing", missing), tmp_path / "out")
+    with pytest.raises(KaggleError, match=r"no sequence could be converted: 4 missing_file"):
+        convert.convert(make_raw(tmp_path / "raw-missing", missing), tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
     raw = make_raw(tmp_path / "raw2", few_rows(1))
-    convert(raw, tmp_path / "out", signs=["hello"])
+    convert.convert(raw, tmp_path / "out", signs=["hello"])
     (tmp_path / "out" / "sign_to_prediction_index_map.json").write_text("{broken")
-    convert(raw, tmp_path / "out", signs=["hello"])
+    convert.convert(raw, tmp_path / "out", signs=["hello"])
     mapping = json.loads((tmp_path / "out" / "sign_to_prediction_index_map.json").read_text())
     assert mapping == {"hello": 0}
 
@@ -404,8 +404,8 @@ def test_files_prepare_did_not_write_are_refused_untouched(pq, tmp_path, what):
     if what == "a license":
         (out / "LICENSE.txt").write_text("my notes\n")
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    with pytest.raises(PrepareError, match="convert into a new or empty directory"):
-        convert(raw, out, signs=["hello"])
+    with pytest.raises(KaggleError, match="convert into a new or empty directory"):
+        convert.convert(raw, out, signs=["hello"])
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
@@ -415,10 +415,10 @@ def test_signers_gone_from_train_csv_are_removed(pq, tmp_path):
     rows = few_rows(1)
     raw = make_raw(tmp_path / "raw", rows)
     out = tmp_path / "out"
-    convert(raw, out)
+    convert.convert(raw, out)
     gone = rows[0]["participant_id"]
     make_raw(raw, [row for row in rows if row["participant_id"] != gone])
-    report = convert(raw, out)
+    report = convert.convert(raw, out)
     assert (report.num_signers_reused, report.num_stale_removed) == (1, 1)
     assert not (out / f"{gone}.hdf5").exists()
 
@@ -446,7 +446,7 @@ def test_ctrl_c_stops_the_conversion(pq, tmp_path, workers):
     raw = make_raw(tmp_path / "raw", few_rows(3))  # 2 signers, 6 sequences each
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        convert(raw, out, workers=workers, on_file=interrupt_in_a_callback)
+        convert.convert(raw, out, workers=workers, on_file=interrupt_in_a_callback)
     assert (
         not list(out.glob("*.partial")) and not (out / "sign_to_prediction_index_map.json").exists()
     )

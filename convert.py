@@ -23,7 +23,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -35,8 +35,7 @@ from kaggle import (
     MAP_FILE,
     UNKNOWN_SIGN,
     BadSequenceError,
-    PrepareError,
-    PrepareReport,
+    KaggleError,
     TrainRow,
     pyarrow_parquet,
     read_sequence,
@@ -45,6 +44,7 @@ from kaggle import (
 
 # The published GISLR files use exactly these settings (chunks: h5py's automatic guess).
 COMPRESSION = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
+NUM_EXAMPLES = 5  # problems of each kind kept as examples in the report
 VOCABULARY_ATTR = "islr_vocabulary"  # JSON of the vocabulary a signer file was made for
 SOURCES_ATTR = "islr_sources"  # digest of the train.csv rows it was made from
 LICENSE_TEXT = """GISLR-layout conversion of the asl-signs data
@@ -55,6 +55,39 @@ Modification: only {num_signs} signs, re-indexed from 0 in the order of
 sign_to_prediction_index_map.json; packed one HDF5 file per signer
 (feature float32 [3, T, 543], token int64 [1]).
 """  # the attribution CC-BY 4.0 asks for, as in the published GISLR folders
+
+
+class ConvertError(KaggleError):
+    """A conversion the user asked for cannot be done; one sentence naming the fix."""
+
+
+@dataclass
+class ConvertReport:
+    vocabulary: dict[str, int]  # sign -> index, as written to the index map
+    num_sequences: int = 0  # written by this run
+    num_signers: int = 0  # signer files written by this run
+    num_signers_reused: int = 0  # complete from an earlier run for the same vocabulary and rows
+    num_sequences_reused: int = 0  # sequences in those files
+    num_stale_removed: int = 0  # signer files of an earlier run no longer wanted, removed
+    replaced_vocabulary: dict[str, int] | None = None  # the map of an earlier run, if another
+    skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> count
+    examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first few messages
+
+    def add_problem(self, error: BadSequenceError, strict: bool) -> None:
+        if strict:
+            raise ConvertError(f"{error} (run without --strict to skip such input)")
+        self.skipped[error.kind] = self.skipped.get(error.kind, 0) + 1
+        examples = self.examples.setdefault(error.kind, [])
+        if len(examples) < NUM_EXAMPLES:
+            examples.append(str(error))
+
+    def merge(self, other: "ConvertReport") -> None:
+        self.num_sequences += other.num_sequences
+        self.num_signers += other.num_signers
+        for kind, count in other.skipped.items():
+            self.skipped[kind] = self.skipped.get(kind, 0) + count
+            self.examples.setdefault(kind, []).extend(other.examples[kind])
+            del self.examples[kind][NUM_EXAMPLES:]
 
 
 def choose_signs(
@@ -73,20 +106,20 @@ def choose_signs(
     """
     ordered = sorted(known, key=known.__getitem__) if known else sorted({r.sign for r in rows})
     if top is not None and signs is not None:
-        raise PrepareError("give either --top or --signs, not both")
+        raise ConvertError("give either --top or --signs, not both")
     if signs is not None:
         chosen = list(dict.fromkeys(signs))  # drop repeats, keep order
         unknown = [sign for sign in chosen if sign not in set(ordered)]
         if not chosen or unknown:
             names = ", ".join(unknown) or "nothing"
-            raise PrepareError(f"--signs names {names}: not a sign of the raw vocabulary")
+            raise ConvertError(f"--signs names {names}: not a sign of the raw vocabulary")
         present = {r.sign for r in rows}
         absent = [sign for sign in chosen if sign not in present]
         if absent:  # a class without one sequence
-            raise PrepareError(f"--signs names {', '.join(absent)}: train.csv has no row of it")
+            raise ConvertError(f"--signs names {', '.join(absent)}: train.csv has no row of it")
     elif top is not None:
         if top < 1:
-            raise PrepareError(f"--top must be at least 1, not {top}")
+            raise ConvertError(f"--top must be at least 1, not {top}")
         counts = Counter(r.sign for r in rows if r.sign in set(ordered))
         chosen = sorted(counts, key=lambda sign: (-counts[sign], sign))[:top]
     else:
@@ -121,8 +154,8 @@ def write_sequence(file: h5py.File, sequence_id: int, feature: np.ndarray, token
 
 
 def _convert_signer(job: _SignerJob, strict: bool, on_file: Callable[[int], None] | None = None):
-    """Write one signer file via a temporary name; returns this signer's PrepareReport."""
-    report = PrepareReport(vocabulary={})
+    """Write one signer file via a temporary name; returns this signer's ConvertReport."""
+    report = ConvertReport(vocabulary={})
     temporary = job.out_path.with_suffix(".partial")  # no ".hdf5" in it: loaders glob for that
     try:
         with h5py.File(temporary, "w") as file:
@@ -168,7 +201,7 @@ def refuse_raw_dir(raw_dir: Path, out_dir: Path) -> None:
     if out_dir.is_dir() and (
         out_dir.resolve() == raw_dir.resolve() or (out_dir / "train.csv").exists()
     ):
-        raise PrepareError(f"{out_dir} is a Kaggle download: convert into a new or empty directory")
+        raise ConvertError(f"{out_dir} is a Kaggle download: convert into a new or empty directory")
 
 
 def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
@@ -183,7 +216,7 @@ def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
     for path in sorted(out_dir.glob("*.hdf5")):
         earlier[path.name] = _made_for(path)
         if earlier[path.name] is None:
-            raise PrepareError(
+            raise ConvertError(
                 f"{out_dir} holds {path.name}, which prepare did not write (or "
                 "is damaged): convert into a new or empty directory"
             )
@@ -197,7 +230,7 @@ def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
     if (out_dir / MAP_FILE).exists() and not (earlier or our_license):
         theirs.append(MAP_FILE)
     if theirs:
-        raise PrepareError(
+        raise ConvertError(
             f"{out_dir} holds {theirs[0]}, which prepare did not write: "
             "convert into a new or empty directory"
         )
@@ -239,16 +272,19 @@ def convert(
     strict: bool = False,
     on_file: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
-) -> PrepareReport:
+) -> ConvertReport:
     """Convert RAW_DIR (Kaggle layout) into OUT_DIR (GISLR HDF5 layout); see `choose_signs`.
 
     Bad input (see the kinds above) is counted in the report and skipped, or raises
-    PrepareError at the first one with `strict`. For a progress bar: `on_total(n)` is called
+    ConvertError at the first one with `strict`. For a progress bar: `on_total(n)` is called
     once, before any work, with the number of train.csv rows of the chosen signs, and
     `on_file(n)` as n more of them are done (rows of reused signers count as done at once).
     `workers` > 1 converts signers in parallel processes.
     """
-    rows, known, report = read_train_csv(raw_dir, strict)
+    rows, known, bad_rows = read_train_csv(raw_dir)
+    report = ConvertReport(vocabulary={})
+    for error in bad_rows:
+        report.add_problem(error, strict)
     pyarrow_parquet()  # fail now, not in every worker, when the extra is missing
     vocabulary = choose_signs(rows, top=top, signs=signs, known=known)
     report.vocabulary = vocabulary
@@ -266,7 +302,7 @@ def convert(
             by_signer[row.participant_id][row.sequence_id] = row
 
     if not by_signer:
-        raise PrepareError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
+        raise ConvertError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
     earlier = earlier_output(raw_dir, out_dir)
     if on_total is not None:
         on_total(sum(len(signer_rows) for signer_rows in by_signer.values()))
@@ -305,7 +341,7 @@ def convert(
             _convert_in_processes(jobs, min(workers, len(jobs)), strict, on_file, report)
     if report.num_sequences + report.num_sequences_reused == 0:
         kind = max(report.skipped, key=report.skipped.get)
-        raise PrepareError(
+        raise ConvertError(
             f"no sequence could be converted: {report.skipped[kind]} {kind}, "
             f"e.g. {report.examples[kind][0]}"
         )
@@ -317,7 +353,7 @@ def convert(
     return report
 
 
-def _convert_in_processes(jobs, workers, strict, on_file, report: PrepareReport) -> None:
+def _convert_in_processes(jobs, workers, strict, on_file, report: ConvertReport) -> None:
     # spawn, not fork: the CLI process may hold threads (torch, rich) that fork copies unsafely.
     context = multiprocessing.get_context("spawn")
     progress = context.Queue() if on_file is not None else None  # undrained, it would fill up
