@@ -102,24 +102,6 @@ class AugmentConfig:
             raise ValueError("augmentation crop_min=0 must be above 0: a crop keeps a frame")
 
 
-# "all" turns every augmentation on at the magnitudes above; the probabilities are ours (the
-# series does not give them), so treat them as a starting point to tune on validation.
-PRESETS = {
-    "none": AugmentConfig(flip=0.0),
-    "flip": AugmentConfig(),
-    "all": AugmentConfig(
-        flip=0.5,
-        affine=0.5,
-        noise=0.5,
-        crop=0.5,
-        resample=0.5,
-        drop_part=0.1,
-        drop_joints=0.3,
-        drop_time=0.3,
-    ),
-}
-
-
 def _require_normalized(config: DataConfig, what: str) -> None:
     if not config.normalize:
         raise ValueError(f"{what} works on parts-normalised features: drop --no-normalize")

@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +27,8 @@ import checkpoint
 import data
 import loops
 import models
-import preprocessing
+import presets
+from presets import Preset
 
 DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
 DEFAULT_TEST_SIGNER = "16069"  # the series' test signer
@@ -287,35 +288,41 @@ Threads = Annotated[int, option("CPU threads for PyTorch (0 = its default).", mi
 CONFIG_OPTIONS = {"model": "name"}  # CLI option -> config field, where the names differ
 
 
-def resolve_configs(ctx: typer.Context) -> tuple:
-    """(data, model, train, augment configs): the preset's, with every option given applied."""
-    preset = loops.PRESETS.get(ctx.params["preset"])
+def resolve_configs(ctx: typer.Context) -> Preset:
+    """The --preset chosen, with every option given on the command line applied to it."""
+    preset = presets.PRESETS.get(ctx.params["preset"])
     if preset is None:
-        names = ", ".join(loops.PRESETS)
+        names = ", ".join(presets.PRESETS)
         raise ValueError(f"unknown preset {ctx.params['preset']!r}: choose one of {names}")
     given = {CONFIG_OPTIONS.get(name, name): ctx.params[name] for name in given_options(ctx)}
-    configs = []
-    bases = (
-        preset.get("data", preprocessing.DataConfig()),
-        preset["model"],
-        preset["train"],
-        preset["augment"],
-    )
-    for base in bases:
+    changed = {}
+    for part in fields(preset):
+        base = getattr(preset, part.name)
         names = {f.name for f in fields(base)}
-        configs.append(replace(base, **{k: v for k, v in given.items() if k in names}))
+        changed[part.name] = replace(base, **{k: v for k, v in given.items() if k in names})
+    preset = replace(preset, **changed)
     # Refuse a bad combination now, not after loading the data; the model is built without
     # memory (on the meta device), as a checkpoint's is before loading.
-    augment.build(configs[3], configs[0])
+    augment.build(preset.augment, preset.data)
     with torch.device("meta"):
-        size = models.num_parameters(models.build(configs[1], configs[0].num_features, 2))
+        size = models.num_parameters(models.build(preset.model, preset.data.num_features, 2))
     if size > checkpoint.MAX_PARAMETERS:
         raise ValueError(
             f"the model would have {size:,} parameters, more than "
             f"{checkpoint.MAX_PARAMETERS:,}: a smaller --width or --feedforward"
         )
     set_threads(ctx)
-    return tuple(configs)
+    return preset
+
+
+def describe_run(title: str, where: str, preset: Preset, lines: Iterable[str] = ()) -> None:
+    """The head of a train or cv log: what runs where, then every config in full."""
+    console.print(styled(title, "bold", where))
+    for line in lines:
+        console.print(f"  {line}")
+    for part in fields(preset):
+        console.print(f"  {part.name}: {asdict(getattr(preset, part.name))}")
+    note_recipe(preset.train)
 
 
 def note_recipe(train_config: loops.TrainConfig) -> None:

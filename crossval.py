@@ -10,8 +10,6 @@ prints mean ± std test accuracy and writes every run plus a summary (cv.json) u
 
 import json
 import math
-import shlex
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -28,13 +26,12 @@ from cli import (
     DEFAULT_DATA,
     DataDir,
     Device,
-    app,
     claim,
     console,
+    describe_run,
     ensure_default_data,
     given_options,
     new_run_directory,
-    note_recipe,
     option,
     output_directory,
     parse_signers,
@@ -50,6 +47,8 @@ from cli import (
     user_errors,
 )
 
+# cv and bench take any train flag after their own options.
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 # Train flags that cv cannot take, and what to give instead. (--data, --out, --test-signer
 # and --device are cv's own options, wherever they stand.)
 CV_REFUSES = {
@@ -59,7 +58,6 @@ CV_REFUSES = {
 }
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def cv(
     ctx: typer.Context,
     data_dir: DataDir = DEFAULT_DATA,
@@ -102,7 +100,7 @@ def cv(
             raise ValueError(
                 "give --folds or --test-signer, not both: a fixed test signer is one fold"
             )
-        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
+        config = resolve_configs(recipe)
         device_ = pick_device(device)
         made = out is None
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"
@@ -124,39 +122,21 @@ def cv(
         else:
             train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
             splits = [(train_signers, val, [test])]
-        console.print(
-            styled(
-                "islr cv",
-                "bold",
-                f" on {data_dir} ({dataset}): {len(splits)} fold(s) x {seeds} seed(s), out {out}",
-            )
-        )
-        for name, config in (
-            ("data", data_config),
-            ("model", model_config),
-            ("train", train_config),
-            ("augment", augment_config),
-        ):
-            console.print(f"  {name}: {asdict(config)}")
-        note_recipe(train_config)
+        where = f" on {data_dir} ({dataset}): {len(splits)} fold(s) x {seeds} seed(s), out {out}"
+        describe_run("islr cv", where, config)
         runs = []
         try:
             for fold, (train_signers, val, test) in enumerate(splits):
-                prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
+                prepared = data.prepare_split(dataset, train_signers, val, test, config=config.data)
                 for seed in range(seeds):
                     result = trainer.train_run(
                         prepared,
                         out / f"fold{fold}-seed{seed}",
-                        data_config=data_config,
-                        model_config=model_config,
-                        train_config=replace(train_config, seed=seed),
-                        augment_config=augment_config,
+                        replace(config, train=replace(config.train, seed=seed)),
                         vocabulary=dataset.vocabulary,
                         device=device_,
-                        metadata=dict(
-                            split={"train": train_signers, "val": val, "test": test},
-                            data=str(data_dir.resolve()),
-                            command=shlex.join(sys.argv),
+                        metadata=trainer.run_metadata(
+                            {"train": train_signers, "val": val, "test": test}, data_dir
                         ),
                         track=tracked,
                     )
@@ -206,10 +186,10 @@ def cv(
             "excluded": excluded,
             "signs": signs,
             "per_class_accuracy": per_class,
-            "model": asdict(model_config),
-            "train": asdict(train_config),
-            "data": asdict(data_config),
-            "augment": asdict(augment_config),
+            "model": asdict(config.model),
+            "train": asdict(config.train),
+            "data": asdict(config.data),
+            "augment": asdict(config.augment),
         }
         checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
 

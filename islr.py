@@ -34,7 +34,6 @@ if __name__ == "__main__":
 import shlex
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -42,12 +41,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-import augment
 import checkpoint
+import crossval
 import data
 import loops
 import models
-import preprocessing
+import presets
+import tools
 import trainer
 from cli import (
     AUGMENT_PANEL,
@@ -64,6 +64,7 @@ from cli import (
     chance,
     claim,
     console,
+    describe_run,
     ensure_default_data,
     errors,
     flag,
@@ -71,7 +72,6 @@ from cli import (
     main,
     new_run_directory,
     note,
-    note_recipe,
     option,
     output_directory,
     output_file,
@@ -92,11 +92,13 @@ from cli import (
 
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
 # the --preset chosen, so these only inform; see cli.resolve_configs.)
-DEFAULT_PRESET = "transformer"
-PRESET_DATA = loops.PRESETS[DEFAULT_PRESET].get("data", preprocessing.DataConfig())
-PRESET_MODEL = loops.PRESETS[DEFAULT_PRESET]["model"]
-PRESET_TRAIN = loops.PRESETS[DEFAULT_PRESET]["train"]
-PRESET_AUGMENT = loops.PRESETS[DEFAULT_PRESET]["augment"]
+DEFAULT = presets.PRESETS[presets.DEFAULT]
+PRESET_DATA, PRESET_MODEL, PRESET_TRAIN, PRESET_AUGMENT = (
+    DEFAULT.data,
+    DEFAULT.model,
+    DEFAULT.train,
+    DEFAULT.augment,
+)
 RESUME_OPTIONS = ("resume", "threads", "device", "data_dir")  # the options --resume goes with
 
 
@@ -108,8 +110,9 @@ def train(
         Path | None, option("Run directory (default: a new folder under runs/).")
     ] = None,
     preset: Annotated[
-        str, option(f"Model + recipe preset: {', '.join(loops.PRESETS)}. Flags given override it.")
-    ] = DEFAULT_PRESET,
+        str,
+        option(f"Model + recipe preset: {', '.join(presets.PRESETS)}. Flags given override it."),
+    ] = presets.DEFAULT,
     test_signer: Annotated[
         str, option("Held-out test signer, or 'none'.", DATA_PANEL)
     ] = DEFAULT_TEST_SIGNER,
@@ -234,25 +237,13 @@ def train(
         held.enter_context(stopped_by_signals())
         device_ = trainer.init_distributed(pick_device(device))
         held.callback(trainer.end_distributed)
-        console.quiet = errors.quiet = trainer.rank() != 0  # one process speaks for all
-        if resume:
-            # A resumed run is the same run: its own data, split and configs, into its own folder.
-            ignored = [name for name in given_options(ctx) if name not in RESUME_OPTIONS]
-            if ignored:
-                flags = " ".join(flag(ctx, name) for name in ignored)
-                raise ValueError(f"--resume continues {resume} with its own settings: drop {flags}")
-            set_threads(ctx)
-            out, made = resume, False
-            configs, split, recorded, vocabulary = resumed_run(resume)
-            data_config, model_config, train_config, augment_config = configs
-            # The data may have moved since: --data names its new place (same signs, signers).
-            data_dir = data_dir if "data_dir" in given_options(ctx) else recorded
-        else:
-            data_config, model_config, train_config, augment_config = resolve_configs(ctx)
-            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
-            made = out is None and trainer.rank() == 0  # one process makes the default folder
-            out = new_run_directory(name) if made else output_directory(out or RUNS / name, "--out")
-        if trainer.rank() == 0:  # one process writes the run, and generates the synthetic set
+        console.quiet = errors.quiet = loops.rank() != 0  # one process speaks for all
+        resumed = resumed_run(ctx, resume) if resume else None
+        config = resumed.preset if resumed else resolve_configs(ctx)
+        if resumed and "data_dir" not in given_options(ctx):  # --data: where its data moved
+            data_dir = resumed.data_dir
+        out, made = (resume, False) if resume else run_directory(out, preset)
+        if loops.rank() == 0:  # one process writes the run and generates the synthetic set
             held.enter_context(claim(out, made=made))  # until training ends
             if not resume:
                 refuse_used(out)
@@ -260,69 +251,92 @@ def train(
         trainer.barrier()
         started = time.perf_counter()
         dataset = data.load_dataset(data_dir)
-        if resume and dataset.vocabulary != vocabulary:
+        if resumed and dataset.vocabulary != resumed.vocabulary:
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
-        if not resume:
-            train_signers, val, test = data.split_signers(
-                sorted(set(dataset.signers)),
-                parse_signer(test_signer),
-                parse_signers(val_signer, "--val-signer") or 1,
-            )
-            split = {"train": train_signers, "val": val, "test": [test] if test else []}
-        prepared = data.prepare_split(dataset, **split, config=data_config)
-        console.print(
-            styled(
-                "islr train",
-                "bold",
-                f" on {data_dir} ({dataset}), device {device_}"
-                + (f", resuming {resume}" if resume else ""),
-            )
-        )
-        counts = prepared["train"].labels.bincount(minlength=len(dataset.vocabulary)).tolist()
-        unseen = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
-        if unseen:
-            note(f"no training sequence of {', '.join(unseen)}: the model cannot learn them")
-        console.print(
-            f"  signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
-            f"(picks the epoch from {train_config.first_candidate}-{train_config.epochs}), "
-            f"test {', '.join(split['test']) or 'none'}"
-        )
-        console.print("  sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()))
-        for name, config in (
-            ("data", data_config),
-            ("model", model_config),
-            ("train", train_config),
-            ("augment", augment_config),
-        ):
-            console.print(f"  {name}: {asdict(config)}")
+        split = resumed.split if resumed else choose_split(dataset, test_signer, val_signer)
+        prepared = data.prepare_split(dataset, **split, config=config.data)
+        describe_training(data_dir, dataset, prepared, split, config, device_, resume)
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
-        note_recipe(train_config)
-        try:
-            result = trainer.train_run(
-                prepared,
-                out,
-                data_config=data_config,
-                model_config=model_config,
-                train_config=train_config,
-                augment_config=augment_config,
-                vocabulary=dataset.vocabulary,
-                device=device_,
-                metadata=dict(
-                    split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)
-                ),
-                resume=resume is not None,
-                on_epoch=print_epoch,
-                track=tracked,
+        result = train_or_say_how_far(
+            prepared, out, config, dataset.vocabulary, device_, split, data_dir, resume
+        )
+    print_results(result, split, out)
+
+
+def resumed_run(ctx: typer.Context, resume: Path) -> trainer.ResumedRun:
+    """A resumed run is the same run: its own data, split and configs, into its own folder."""
+    ignored = [name for name in given_options(ctx) if name not in RESUME_OPTIONS]
+    if ignored:
+        flags = " ".join(flag(ctx, name) for name in ignored)
+        raise ValueError(f"--resume continues {resume} with its own settings: drop {flags}")
+    set_threads(ctx)
+    return trainer.read_resumed_run(resume)
+
+
+def run_directory(out: Path | None, preset: str) -> tuple[Path, bool]:
+    """(the run directory, whether it was made here): --out, or a new dated folder in runs/."""
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
+    made = out is None and loops.rank() == 0  # one process makes the default folder
+    return (
+        new_run_directory(name) if made else output_directory(out or RUNS / name, "--out")
+    ), made
+
+
+def choose_split(dataset: data.Dataset, test_signer: str, val_signer: str | None) -> dict:
+    """Signers of each part: one held-out test signer, validation signers, the rest train."""
+    train_signers, val, test = data.split_signers(
+        sorted(set(dataset.signers)),
+        parse_signer(test_signer),
+        parse_signers(val_signer, "--val-signer") or 1,
+    )
+    return {"train": train_signers, "val": val, "test": [test] if test else []}
+
+
+def describe_training(data_dir, dataset, prepared, split, config, device, resume) -> None:
+    where = f" on {data_dir} ({dataset}), device {device}" + (
+        f", resuming {resume}" if resume else ""
+    )
+    counts = prepared["train"].labels.bincount(minlength=len(dataset.vocabulary)).tolist()
+    unseen = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
+    if unseen:
+        note(f"no training sequence of {', '.join(unseen)}: the model cannot learn them")
+    lines = [
+        f"signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
+        f"(picks the epoch from {config.train.first_candidate}-{config.train.epochs}), "
+        f"test {', '.join(split['test']) or 'none'}",
+        "sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()),
+    ]
+    describe_run("islr train", where, config, lines)
+
+
+def train_or_say_how_far(
+    prepared, out, config, vocabulary, device, split, data_dir, resume
+) -> dict:
+    """trainer.train_run with its epochs printed; on Ctrl-C, what was kept and how to go on."""
+    try:
+        return trainer.train_run(
+            prepared,
+            out,
+            config,
+            vocabulary=vocabulary,
+            device=device,
+            metadata=trainer.run_metadata(split, data_dir),
+            resume=resume is not None,
+            on_epoch=print_epoch,
+            track=tracked,
+        )
+    except KeyboardInterrupt:
+        if (out / "resume.safetensors").exists():
+            say_interrupted(
+                f": the last completed epoch is saved in {out}; continue with: "
+                f"python islr.py train --resume {shlex.quote(str(out))}"
             )
-        except KeyboardInterrupt:
-            if (out / "resume.safetensors").exists():
-                say_interrupted(
-                    f": the last completed epoch is saved in {out}; continue with: "
-                    f"python islr.py train --resume {shlex.quote(str(out))}"
-                )
-            else:
-                say_interrupted(" before the first epoch ended: nothing saved")
-            raise typer.Exit(130) from None
+        else:
+            say_interrupted(" before the first epoch ended: nothing saved")
+        raise typer.Exit(130) from None
+
+
+def print_results(result: dict, split: dict, out: Path) -> None:
     best = result["best"]
     console.print(
         f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
@@ -340,39 +354,6 @@ def top5_text(metrics: dict, separator: str) -> str:
     """The top-5 figure for a result line; nothing with 5 signs or fewer (always 100% there)."""
     top5 = metrics["top5_accuracy"]
     return "" if top5 is None else f"{separator}top-5 accuracy {top5:.2%}"
-
-
-def resumed_run(run_dir: Path) -> tuple:
-    """((data, model, train, augment configs), split, data dir, vocabulary) recorded in a run's
-    resume state."""
-    path = run_dir / "resume.safetensors"
-    if run_dir.is_file():
-        raise ValueError(
-            f"--resume takes the run directory: --resume {shlex.quote(str(run_dir.parent))}"
-        )
-    if not run_dir.exists():
-        raise ValueError(f"--resume {run_dir} does not exist")
-    if not path.is_file():
-        raise ValueError(f"{run_dir} has no resume.safetensors: it is not a run that can resume")
-    _, saved = trainer.load_resume(path)
-    trainer.check_world(saved, run_dir)  # now, before the data is loaded
-    try:
-        configs = (
-            preprocessing.DataConfig(**saved["data_config"]),
-            models.ModelConfig(**saved["model_config"]),
-            loops.TrainConfig(**saved["train_config"]),
-            augment.AugmentConfig(**saved["augment_config"]),
-        )
-        split, data_dir, done = saved["split"], Path(saved["data"]), len(saved["history"])
-        vocabulary = saved["vocabulary"]
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
-    if done >= configs[2].epochs:
-        raise ValueError(
-            f"{run_dir} has finished all {done} epochs: nothing to resume "
-            "(evaluate its model.safetensors)"
-        )
-    return configs, split, data_dir, vocabulary
 
 
 def print_epoch(record: dict, is_best: bool) -> None:
@@ -474,11 +455,13 @@ def evaluate(
         write_json(json_path, report)
 
 
-# The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,
-# export); importing them registers them on the app, after the commands above so that
-# `--help` lists train and evaluate first.
-import crossval  # noqa: F401
-import tools  # noqa: F401
+# The commands of the other modules: cross-validation, and the tools around training.
+app.command(context_settings=crossval.EXTRA_ARGS)(crossval.cv)
+app.command()(tools.predict)
+app.command()(tools.prepare)
+app.command()(tools.synth)
+app.command(context_settings=crossval.EXTRA_ARGS)(tools.bench)
+app.command()(tools.export)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -20,10 +20,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import augment
 import models
 from data import Batch, Prepared
-from preprocessing import DataConfig
 
 
 @dataclass(frozen=True)
@@ -310,10 +308,10 @@ def fit(
     `augment` transforms each training batch; `track` wraps each epoch's batches in a
     progress bar.
     """
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    shard, world = rank(), world_size()
     while state.epoch < config.epochs:
         epoch = state.epoch + 1
-        batches = epoch_batches(train, config.batch_size, state.generator, augment, rank, world)
+        batches = epoch_batches(train, config.batch_size, state.generator, augment, shard, world)
         batches = track(batches, train.num_batches(config.batch_size, world), f"epoch {epoch}")
         train_metrics = train_epoch(
             state, batches, config, dropout=epoch >= config.late_dropout, device=device
@@ -355,73 +353,14 @@ def epoch_batches(
     return (augment(batch, draws) for batch in batches)
 
 
-NO_AUGMENT, FLIP = augment.PRESETS["none"], augment.PRESETS["flip"]
-# The modern recipe (the default's and the newer models'): AdamW, warm-up then cosine,
-# clipping, EMA of weights, and the epoch picked on validation from the second half of
-# training (real folds without 16069: +0.9 points for the default, +1.2 for hybrid).
-MODERN = TrainConfig(
-    optimizer="adamw",
-    learning_rate=1e-3,
-    weight_decay=0.05,
-    warmup_epochs=3,
-    schedule="cosine",
-    clip_norm=1.0,
-    ema=0.999,
-    select_after=0.5,
-)
-# Geometry and timing augmentations on top of the flip, at moderate probabilities.
-RICH = augment.AugmentConfig(flip=0.5, affine=0.5, resample=0.3, crop=0.3, drop_part=0.05)
+def world_size() -> int:
+    """Processes training together (torchrun); 1 without a process group."""
+    return dist.get_world_size() if dist.is_initialized() else 1
 
-# Every clip as if signed right-handed: left-handed clips are mirrored in preprocessing, at
-# test time too (BENCHMARKS.md: +2.8 points on the real test signer 16069, who signs left-handed).
-MIRRORED = DataConfig(mirror_left=True)
 
-# Presets: a model with its training recipe and augmentations (and, where it matters, its
-# data config). `train --preset NAME`; flags given on the command line override.
-PRESETS: dict[str, dict] = {
-    # Article 10's model and recipe: no augmentation, label smoothing 0.1, Adam 3e-4, 50
-    # epochs. Not its protocol: one of its training signers is held out to pick the epoch (the
-    # article validates on the test signer and reports its best epoch), batches are
-    # length-bucketed, and the weights start from PyTorch's default initialisation (the
-    # series' code sets its own for the head and the attention).
-    "article10": dict(model=models.CONFIGS["article10"], train=TrainConfig(), augment=NO_AUGMENT),
-    # The default: article 10's model with left-handed clips mirrored, horizontal flips and
-    # the modern recipe (synthetic cross-validation at 50 epochs: 92.8% -> 96.0%, every run
-    # better; real data within the noise; BENCHMARKS.md). No dropout on attention weights: it
-    # forces PyTorch's slow attention path on CPU (1.45x faster training without it). With
-    # the mirroring every clip reaches the model right-handed, test clips too, so the flip no
-    # longer stands in for handedness: it adds each sign's mirror image as training data, kept
-    # from the previous default (without it: the same 96.3% on signer 16069, BENCHMARKS.md).
-    "transformer": dict(
-        data=MIRRORED,
-        model=replace(models.CONFIGS["article10"], attention_dropout=0.0),
-        train=MODERN,
-        augment=FLIP,
-    ),
-    "simple": dict(model=models.CONFIGS["simple"], train=TrainConfig(), augment=NO_AUGMENT),
-    # The series' later models with article 10's recipe plus flip, as the series compares them.
-    "macaron": dict(
-        data=MIRRORED, model=models.CONFIGS["macaron"], train=TrainConfig(), augment=FLIP
-    ),
-    "conformer": dict(
-        data=MIRRORED, model=models.CONFIGS["conformer"], train=TrainConfig(), augment=FLIP
-    ),
-    "lstm": dict(data=MIRRORED, model=models.CONFIGS["lstm"], train=MODERN, augment=FLIP),
-    "gru": dict(data=MIRRORED, model=models.CONFIGS["gru"], train=MODERN, augment=FLIP),
-    # Kaggle-1st-place style: conv + Transformer, velocity, the modern recipe, richer augmentation.
-    "hybrid": dict(
-        data=MIRRORED,
-        model=replace(models.CONFIGS["hybrid"], velocity=True),
-        train=MODERN,
-        augment=RICH,
-    ),
-    "hybrid-large": dict(
-        data=MIRRORED,
-        model=replace(models.CONFIGS["hybrid-large"], velocity=True),
-        train=replace(MODERN, late_dropout=10),
-        augment=RICH,
-    ),
-}
+def rank() -> int:
+    """This process's place among them; 0 speaks and writes for all."""
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def summary(metrics: dict) -> dict:

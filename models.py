@@ -9,7 +9,7 @@ Every model is `forward(x, valid) -> logits` with x (N, T, J*C) and valid (N, T)
 masked in attention, recurrence, convolution and pooling, so a sequence's logits do not
 depend on what else is in its batch. The loss lives in loops.py.
 
-    python -c "import models; print(models.build(models.CONFIGS['hybrid'], 260, 10))"
+    python -c "import models; print(models.build(models.ModelConfig(name='hybrid'), 260, 10))"
 """
 
 import math
@@ -376,21 +376,6 @@ class EncoderISLR(nn.Module):
 
 
 MODELS = ("simple", "transformer", "rnn", "lstm", "gru", "macaron", "conformer", "hybrid")
-
-# Named model sizes; loops.PRESETS pairs them with training recipes (`train --preset`). Small
-# enough for 2 CPU cores unless the name says otherwise.
-CONFIGS = {
-    "simple": ModelConfig(name="simple"),
-    "article10": ModelConfig(),  # the series' Transformer, ~117k parameters
-    "lstm": ModelConfig(name="lstm", width=128, depth=2),
-    "gru": ModelConfig(name="gru", width=128, depth=2),
-    "macaron": ModelConfig(name="macaron"),  # article 10's sizes, as the series compares them
-    "conformer": ModelConfig(name="conformer"),
-    "hybrid": ModelConfig(name="hybrid", width=128, depth=1, heads=4, feedforward=256),
-    # The Kaggle 1st place's size (1.63M parameters with 250 signs): for a GPU.
-    "hybrid-large": ModelConfig(name="hybrid", width=192, depth=2, heads=4, feedforward=384),
-}
-
 
 MAX_DEPTH = 64  # layers (and conv blocks per layer): far past any model here; a typo beyond
 MAX_KERNEL = 255  # frames a depthwise convolution sees: longer than most signs

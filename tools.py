@@ -22,7 +22,6 @@ from cli import (
     DataDir,
     Device,
     Threads,
-    app,
     claim,
     console,
     ensure_default_data,
@@ -85,7 +84,6 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
     )
 
 
-@app.command()
 def predict(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
     inputs: Annotated[
@@ -151,7 +149,6 @@ def predict(
         write_json(json_path, results)
 
 
-@app.command()
 def synth(
     out: Annotated[
         Path, typer.Argument(help="Directory to write the synthetic dataset into.")
@@ -172,7 +169,6 @@ def synth(
     )
 
 
-@app.command()
 def prepare(
     raw_dir: Annotated[
         Path,
@@ -260,7 +256,6 @@ BENCH_REFUSES = {
 }
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
     data_dir: DataDir = DEFAULT_DATA,
@@ -289,14 +284,14 @@ def bench(
         output_file(json_path, "--json")
         recipe = train_flags(ctx)
         refuse_options(recipe, BENCH_REFUSES, "bench")
-        data_config, model_config, train_config, augment_config = resolve_configs(recipe)
+        config = resolve_configs(recipe)
         ensure_default_data(data_dir)
         result = benchmark.run(
             data_dir,
-            data_config,
-            model_config,
-            train_config,
-            augment_config,
+            config.data,
+            config.model,
+            config.train,
+            config.augment,
             device=pick_device(device),
             max_sequences=max_sequences,
             repeats=repeats,
@@ -361,7 +356,6 @@ def bench(
         write_json(json_path, result)
 
 
-@app.command()
 def export(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
     out: Annotated[

@@ -21,8 +21,10 @@ import gc
 import json
 import math
 import os
+import shlex
+import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -35,20 +37,13 @@ import loops
 import models
 from data import Batch, Prepared
 from preprocessing import DataConfig
+from presets import Preset
 
 RESUME_FORMAT = "islr-resume/1"
 
 
 # ---------------------------------------------------------------------------------------------
 # Several processes
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def init_distributed(device: torch.device) -> torch.device:
@@ -120,7 +115,7 @@ def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
 
 def check_world(resumed: dict, out: Path) -> None:
     """A run resumes with as many processes as it had: batches, schedule and RNG follow."""
-    world = world_size()
+    world = loops.world_size()
     if resumed.get("world", 1) != world:
         raise ValueError(
             f"{out} was trained by {resumed.get('world', 1)} process(es): "
@@ -161,6 +156,54 @@ def load_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, metadata
 
 
+@dataclass(frozen=True)
+class ResumedRun:
+    """What `--resume RUN_DIR` continues: the run's own configs, split, data and vocabulary."""
+
+    preset: Preset
+    split: dict[str, list[str]]
+    data_dir: Path
+    vocabulary: dict[str, int]
+
+
+def read_resumed_run(run_dir: Path) -> ResumedRun:
+    """The run recorded in RUN_DIR/resume.safetensors, checked before any data is loaded."""
+    path = run_dir / "resume.safetensors"
+    if run_dir.is_file():
+        raise ValueError(
+            f"--resume takes the run directory: --resume {shlex.quote(str(run_dir.parent))}"
+        )
+    if not run_dir.exists():
+        raise ValueError(f"--resume {run_dir} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no resume.safetensors: it is not a run that can resume")
+    _, saved = load_resume(path)
+    check_world(saved, run_dir)
+    try:
+        preset = Preset(
+            DataConfig(**saved["data_config"]),
+            models.ModelConfig(**saved["model_config"]),
+            loops.TrainConfig(**saved["train_config"]),
+            augment.AugmentConfig(**saved["augment_config"]),
+        )
+        run = ResumedRun(preset, saved["split"], Path(saved["data"]), saved["vocabulary"])
+        done = len(saved["history"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path} has an incomplete or foreign configuration ({error})") from None
+    if done >= preset.train.epochs:
+        raise ValueError(
+            f"{run_dir} has finished all {done} epochs: nothing to resume "
+            "(evaluate its model.safetensors)"
+        )
+    return run
+
+
+def run_metadata(split: dict[str, list[str]], data_dir: Path) -> dict:
+    """What every checkpoint of a run records besides its configs: the signers of each part,
+    the data and the command line that trained it."""
+    return dict(split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv))
+
+
 def restore(
     state: loops.TrainState, tensors: dict[str, torch.Tensor], metadata: dict, device: torch.device
 ) -> None:
@@ -180,7 +223,7 @@ def restore(
     state.optimizer.load_state_dict({"state": per_parameter, "param_groups": groups})
     state.scheduler.load_state_dict(metadata["scheduler"])
 
-    suffix = _rank_suffix(rank())
+    suffix = _rank_suffix(loops.rank())
     torch.set_rng_state(tensors[f"rng.torch{suffix}"])
     if f"rng.cuda{suffix}" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], device)
@@ -215,11 +258,8 @@ def improves(val: dict, best_val: dict) -> bool:
 def train_run(
     prepared: dict[str, Prepared],
     out: Path,
+    preset: Preset,
     *,
-    data_config: DataConfig,
-    model_config: models.ModelConfig,
-    train_config: loops.TrainConfig,
-    augment_config: augment.AugmentConfig,
     vocabulary: dict[str, int],
     device: torch.device | str = "cpu",
     metadata: dict | None = None,
@@ -235,17 +275,18 @@ def train_run(
     are added to them. With `resume`, training continues from `out/resume.safetensors`.
     Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
     """
+    data_config, model_config, train_config = preset.data, preset.model, preset.train
     device = torch.device(device)
     torch.manual_seed(train_config.seed)
     model = models.build(model_config, data_config.num_features, len(vocabulary)).to(device)
     parameters = models.num_parameters(model)
     if dist.is_initialized():
         model = nn.parallel.DistributedDataParallel(model)
-    world = world_size()
+    world = loops.world_size()
     state = loops.start(
         model, train_config, prepared["train"].num_batches(train_config.batch_size, world)
     )
-    augmenter = augment.build(augment_config, data_config)
+    augmenter = augment.build(preset.augment, data_config)
     # What every checkpoint records: checkpoint.save takes the data and model configs as
     # dataclasses (they rebuild the model) and everything else ready for JSON.
     saved = dict(
@@ -253,7 +294,7 @@ def train_run(
         model_config=model_config,
         vocabulary=vocabulary,
         train_config=asdict(train_config),
-        augment_config=asdict(augment_config),
+        augment_config=asdict(preset.augment),
         **(metadata or {}),
     )
     history, best = [], None
@@ -262,7 +303,7 @@ def train_run(
         check_world(resumed, out)
         restore(state, tensors, resumed, device)
         history, best = resumed["history"], resumed["best"]
-    writer = rank() == 0
+    writer = loops.rank() == 0
 
     for record in loops.fit(
         state,

@@ -9,6 +9,7 @@ import torch
 import augment
 import data
 import landmarks
+import presets
 from preprocessing import DataConfig, preprocess
 
 
@@ -384,8 +385,8 @@ def test_drop_time_span_keeps_frames_valid():
 
 def test_build_composes_and_switches_off():
     """build is None when all is off; same seed same output, other seed or epoch differs."""
-    assert augment.build(augment.PRESETS["none"], DataConfig()) is None
-    pipeline = augment.build(augment.PRESETS["all"], DataConfig())
+    assert augment.build(presets.NO_AUGMENT, DataConfig()) is None
+    pipeline = augment.build(presets.ALL_AUGMENTATIONS, DataConfig())
     batch = _batch()
     one = pipeline(batch, torch.Generator().manual_seed(7))
     again = pipeline(batch, torch.Generator().manual_seed(7))

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 import checkpoint
 import crossval
 import loops
+import presets
 
 
 def test_train_writes_best_and_last_checkpoints(trained):
@@ -409,7 +410,7 @@ def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
     assert "(picks the epoch from 2-2)" in result.output
 
 
-@pytest.mark.parametrize("preset", list(loops.PRESETS))
+@pytest.mark.parametrize("preset", list(presets.PRESETS))
 def test_every_preset_trains_and_round_trips(preset, tmp_path, tiny_data):
     """Each preset trains one epoch from the CLI, and its checkpoint evaluates to the same accuracy."""
     out = tmp_path / preset
@@ -428,7 +429,7 @@ def test_every_preset_trains_and_round_trips(preset, tmp_path, tiny_data):
     )
     assert result.exit_code == 0, result.output
     loaded = checkpoint.load(out / "model.safetensors")
-    assert loaded.model_config == loops.PRESETS[preset]["model"]
+    assert loaded.model_config == presets.PRESETS[preset].model
     report = tmp_path / "m.json"
     assert run("evaluate", out / "model.safetensors", "--json", report).exit_code == 0
     test = loaded.metadata["metrics"]["test"]

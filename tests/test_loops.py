@@ -9,6 +9,7 @@ import data
 import loops
 import models
 import preprocessing
+import presets
 
 
 def _train(tiny_data, seed, weights_seed=None):
@@ -195,7 +196,7 @@ def test_processes_agree_on_batch_order_every_epoch(tiny_data):
     import augment
 
     prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
-    augmenter = augment.build(augment.PRESETS["flip"], preprocessing.DataConfig())
+    augmenter = augment.build(presets.FLIP, preprocessing.DataConfig())
     world, shared = 2, torch.Generator().manual_seed(0)
     generators = [torch.Generator().manual_seed(0) for _ in range(world)]
     for _ in range(3):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+import presets
 from models import ModelConfig
 
 
@@ -119,9 +120,9 @@ def test_unidirectional_rnn_halves_the_features():
 
 def test_presets():
     """Presets are valid configs; article10 is the default and hybrid-large is Kaggle-sized."""
-    assert models.CONFIGS["article10"] == ModelConfig()
-    assert all(config.name in models.MODELS for config in models.CONFIGS.values())
-    large = models.num_parameters(models.build(models.CONFIGS["hybrid-large"], 260, 250))
+    assert all(preset.model.name in models.MODELS for preset in presets.PRESETS.values())
+    hybrid_large = presets.PRESETS["hybrid-large"].model
+    large = models.num_parameters(models.build(hybrid_large, 260, 250))
     assert 1_000_000 < large < 2_000_000
 
 

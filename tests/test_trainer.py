@@ -18,6 +18,7 @@ import checkpoint
 import data
 import loops
 import models
+import presets
 import trainer
 from preprocessing import DataConfig
 
@@ -42,10 +43,7 @@ def _run(prepared, out, *, epochs, resume=False, stop_at=None, select_after=0.0)
     return trainer.train_run(
         prepared,
         out,
-        data_config=DataConfig(),
-        model_config=models.ModelConfig(),
-        train_config=config,
-        augment_config=augment.AugmentConfig(),
+        presets.Preset(DataConfig(), models.ModelConfig(), config, augment.AugmentConfig()),
         vocabulary={"alpha": 0, "beta": 1, "gamma": 2},
         resume=resume,
         on_epoch=on_epoch,
