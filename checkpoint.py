@@ -168,9 +168,7 @@ def _read_tensors(file: BinaryIO, size: int, path: Path) -> dict[str, torch.Tens
 
 
 def _config(cls, text: str, path: Path):
-    """A config dataclass from its JSON. Unknown fields are refused; missing ones take their
-    defaults, so checkpoints written before a field was added still load as they trained
-    (every new field's default is the behaviour from before it existed)."""
+    """A config dataclass from its JSON; a field it does not know is refused."""
     values = json.loads(text)
     known = {f.name for f in fields(cls)}
     if not isinstance(values, dict) or set(values) - known:

@@ -41,7 +41,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # No markup: paths, sign names and the user's own words print as they are, brackets too
-# (a path "a[/]b" made rich raise). soft_wrap: a long line stays one line in logs.
+# (rich would read "a[/]b" as a closing tag). soft_wrap: a long line stays one line in logs.
 console = Console(highlight=False, soft_wrap=True, markup=False)
 errors = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # "error: ..." lines
 

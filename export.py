@@ -11,7 +11,7 @@ order travel inside the file: `vocabulary.json` among TorchScript's extra files,
 
 The file is written to a temporary name, loaded back and compared with the PyTorch path of
 `islr.py predict` on real sequences (from the checkpoint's data directory, when it exists)
-plus edge cases (1 frame; more frames than the model's position table), and renamed to
+plus edge cases (1 frame; 1,100 frames, longer than any training clip), and renamed to
 `out` only if they agree.
 
     python islr.py export runs/<name>/model.safetensors --format torchscript model.pt
@@ -32,7 +32,6 @@ import copy
 import importlib.util
 import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -62,22 +61,6 @@ class ExportError(ValueError):
     """An export that cannot be made; the message is one sentence naming the cause and the fix."""
 
 
-class AnyLengthPositions(nn.Module):
-    """`models.SinusoidalPositions` computed for the input's own length instead of read from a
-    table: a traced graph cannot extend the table on the fly, so a sequence longer than the
-    table would otherwise fail. The values are the same float32 products as the table's."""
-
-    def __init__(self, *, width: int):
-        super().__init__()
-        frequency = torch.exp(torch.arange(0, width, 2) * (-math.log(10000.0) / width))
-        self.register_buffer("frequency", frequency, persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        position = torch.ones_like(x[0, :, :1]).cumsum(0) - 1  # (T, 1) 0, 1, ..., from x itself
-        angle = position * self.frequency  # (T, D/2)
-        return x + torch.stack([angle.sin(), angle.cos()], -1).flatten(1)  # (T, D) interleaved
-
-
 class Deployable(nn.Module):
     """Raw landmarks of one sequence -> logits: the checkpoint's preprocessing and model in one.
 
@@ -89,11 +72,6 @@ class Deployable(nn.Module):
         super().__init__()
         self.data_config = data_config
         self.model = copy.deepcopy(model).eval()
-        for name, module in list(self.model.named_modules()):
-            if isinstance(module, models.SinusoidalPositions):
-                parent, _, child = name.rpartition(".")
-                width = module.table.shape[1]
-                setattr(self.model.get_submodule(parent), child, AnyLengthPositions(width=width))
 
     def forward(self, landmarks: Tensor) -> Tensor:
         # lengths = [T] computed from the tensor, not read as a Python int, so a traced
@@ -260,7 +238,7 @@ def parity_sequences(loaded: checkpoint.Checkpoint, count: int = 8) -> tuple[lis
 
     Real ones of the checkpoint's test signer (else the first signer) when its data directory
     exists here, from shortest to longest; else random ones. Always also 1 frame and more
-    frames than the model's position table (1024), the edges a traced graph could get wrong.
+    frames than any training clip (1,100), the edges a traced graph could get wrong.
     """
     generator = torch.Generator().manual_seed(0)
     edges = [random_sequence(generator, frames) for frames in (1, 1100)]

@@ -18,9 +18,8 @@ import sys
 
 
 def _quit_quietly(signum: int, frame: object) -> None:
-    # Nothing is written yet, so leave at once. An exception raised here can land inside a
-    # library's import, whose try/except may swallow it: numpy was left half-imported, and
-    # the command ran on to fail later, or to the end with exit 0.
+    # Nothing is written yet, so leave at once: an exception raised here could land inside a
+    # library's import, whose try/except may swallow it and leave the library half-imported.
     print("interrupted", file=sys.stderr, flush=True)
     os._exit(130)
 
@@ -428,7 +427,7 @@ def evaluate(
     ):
         per_class.add_row(sign, str(count), "-" if accuracy is None else f"{accuracy:.1%}")
     console.print(per_class)
-    # Columns by number, so that ten signs fit in 80 columns (names were cut short).
+    # Columns by number, so that ten signs fit in 80 columns with their names whole.
     matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")
     for t, (sign, row) in enumerate(zip(signs, result["confusion"], strict=True)):
         cells = (

@@ -119,22 +119,21 @@ class RecurrentISLR(nn.Module):
 
 
 class SinusoidalPositions(nn.Module):
-    """Adds the fixed sin/cos position code of "Attention is all you need"."""
+    """Adds the fixed sin/cos position code of "Attention is all you need" to (N, T, D).
 
-    def __init__(self, *, width: int, max_frames: int = 1024):
+    Computed for the input's own length on every call, from the input itself rather than from
+    T as a number, so a traced or exported graph takes sequences of any length.
+    """
+
+    def __init__(self, *, width: int):
         super().__init__()
-        position = torch.arange(max_frames)[:, None]  # (T, 1)
         frequency = torch.exp(torch.arange(0, width, 2) * (-math.log(10000.0) / width))
-        table = torch.zeros(max_frames, width)  # (T, D)
-        table[:, 0::2] = torch.sin(position * frequency)
-        table[:, 1::2] = torch.cos(position * frequency)
-        self.register_buffer("table", table, persistent=False)
+        self.register_buffer("frequency", frequency, persistent=False)  # (D/2,)
 
     def forward(self, x: Tensor) -> Tensor:
-        T = x.shape[1]
-        if T > len(self.table):  # longer than ever seen: extend the table on the fly
-            return x + SinusoidalPositions(width=x.shape[-1], max_frames=T).table.to(x)
-        return x + self.table[:T]
+        position = torch.ones_like(x[0, :, :1], dtype=torch.float32).cumsum(0) - 1  # (T, 1)
+        angle = position * self.frequency  # (T, D/2)
+        return x + torch.stack([angle.sin(), angle.cos()], -1).flatten(1)  # (T, D) interleaved
 
 
 class SelfAttention(nn.Module):

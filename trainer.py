@@ -58,9 +58,8 @@ def init_distributed(device: torch.device) -> torch.device:
 
 
 def end_distributed() -> None:
-    """Leave the process group before exit. Left to the interpreter's shutdown, gloo was torn
-    down with its threads still running: now and then a process ended in std::terminate
-    ("terminate called without an active exception", exit -6) after a finished run."""
+    """Leave the process group before exit: gloo torn down by the interpreter's shutdown, with
+    its threads still running, can end a finished run in std::terminate (exit -6)."""
     if dist.is_initialized():
         gc.collect()  # the DistributedDataParallel model (a reference cycle) holds the group
         dist.destroy_process_group()
@@ -244,9 +243,8 @@ def improves(val: dict, best_val: dict) -> bool:
     """Whether an epoch's validation metrics beat the kept epoch's: more clips right, and on a
     tie (one validation signer has few clips) lower validation loss.
 
-    Counts, not accuracies, are compared: a kept epoch read back from a checkpoint written by
-    an earlier islr holds a float32 accuracy (35/36 as 0.9722222089...), which the same count
-    computed now (0.9722222222...) would beat.
+    Counts, not accuracies, are compared: an accuracy that went through float32 (35/36 as
+    0.9722222089...) must tie with the same count in float64 (0.9722222222...).
     """
 
     def right(metrics: dict) -> int:

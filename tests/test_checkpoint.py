@@ -71,7 +71,7 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
 
 def test_a_failed_checkpoint_write_is_an_os_error_and_leaves_the_old_file(tmp_path, monkeypatch):
     """safetensors' own I/O error (a full disk) becomes an OSError, which the CLI prints in one
-    line (it was a traceback); the temporary file goes, the previous checkpoint stays."""
+    line; the temporary file goes, the previous checkpoint stays."""
     from safetensors import SafetensorError
 
     path = tmp_path / "m.safetensors"

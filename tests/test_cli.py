@@ -595,7 +595,7 @@ def test_resume_of_a_finished_run_or_moved_data(trained, tmp_path):
 
 
 def test_resume_honours_threads_and_reads_data_from_anywhere(trained, tmp_path, monkeypatch):
-    """--resume applies --threads (it used to be dropped); the checkpoint records an absolute
+    """--resume applies --threads; the checkpoint records an absolute
     data path, so evaluate and resume work from another working directory."""
     import torch
 
@@ -681,7 +681,7 @@ def test_confusion_matrix_of_ten_signs_fits_80_columns(tmp_path):
 
 
 def test_interrupted_cv_says_how_far_it_got(tmp_path, monkeypatch):
-    """Ctrl-C during cv names the runs finished and where they are (it said only 'interrupted')."""
+    """Ctrl-C during cv names the runs finished and where they are."""
     import trainer
 
     train_run, calls = trainer.train_run, []
@@ -720,7 +720,7 @@ def test_interrupted_cv_says_how_far_it_got(tmp_path, monkeypatch):
 
 def test_flags_past_what_can_train_are_one_line_errors(tiny_data, tmp_path):
     """Non-finite numbers, a 100000-layer model, an even or huge kernel and a model past the
-    parameter cap are refused before any data is read (a typo used to exhaust the memory)."""
+    parameter cap are refused before any data is read."""
     for args, message in (
         (["--learning-rate", "inf"], "learning_rate=inf must be a finite number"),
         (["--warmup-epochs", "inf"], "warmup_epochs=inf must be a finite number"),
@@ -795,8 +795,7 @@ def test_makefile_quotes_paths_and_keeps_other_datasets():
 
 
 def test_default_run_folders_never_collide(tiny_data, tmp_path, monkeypatch):
-    """Two runs started in the same second get runs/NAME and runs/NAME-2 (the second was
-    refused as "in use"); a default folder left empty by a mistake is removed."""
+    """Two runs started in the same second get runs/NAME and runs/NAME-2; a default folder left empty by a mistake is removed."""
     import cli
 
     monkeypatch.setattr(cli, "RUNS", tmp_path / "runs")

@@ -270,7 +270,7 @@ def test_read_sequence_rejects_bad_files(pq, tmp_path):
     where = table.column_names.index("landmark_index")
     pq.write_table(table.set_column(where, "landmark_index", text), tmp_path / "text.parquet")
     with pytest.raises(kaggle.BadSequenceError, match="landmark_index holds object values"):
-        read_sequence(tmp_path / "text.parquet")  # it said "frame 0 is out of order"
+        read_sequence(tmp_path / "text.parquet")
 
 
 def test_bad_raw_dir_is_a_user_error(tmp_path):

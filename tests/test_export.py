@@ -208,12 +208,8 @@ def test_export_from_the_command_line(tmp_path):
 
 @pytest.mark.skipif(not HAVE_ONNX, reason="onnx, onnxruntime and onnxscript not installed")
 def test_onnx_export_in_a_fresh_process(tmp_path):
-    """A user's `islr.py export CKPT model.onnx`: nothing computed before the export to lean on.
-
-    (A tensor cached by landmarks.py during torch.export's tracing was a fake one, and the
-    parity check after it crashed; in-process tests hid it when an earlier test filled the
-    cache with real tensors.)
-    """
+    """A user's `islr.py export CKPT model.onnx` works in a process that computed nothing before
+    the export (no cached tensor made during tracing is reused)."""
     import subprocess
     import sys
 

@@ -175,7 +175,7 @@ def test_interrupted_run_leaves_no_half_file(tmp_path, monkeypatch):
 
 def test_interrupted_default_set_is_generated_again(tmp_path, monkeypatch):
     """Ctrl-C while the default set is first generated: the next run generates it again, and
-    `synth` accepts the unfinished directory (before, both refused it until it was deleted)."""
+    `synth` accepts the unfinished directory."""
     from functools import partial
 
     from conftest import run

@@ -119,8 +119,8 @@ def test_ties_in_validation_accuracy_go_to_the_lower_loss():
     assert not trainer.improves({"accuracy": 0.9, "loss": 0.6, "samples": 20}, kept)
     assert not trainer.improves({"accuracy": 0.9, "loss": 0.5, "samples": 20}, kept)  # the earlier
     assert trainer.improves({"accuracy": 0.95, "loss": 9.0, "samples": 20}, kept)  # accuracy first
-    # A kept epoch from an earlier islr's checkpoint holds float32 accuracies: 35 of 36 clips is
-    # a tie with 35 of 36 computed now, decided by the loss.
+    # An accuracy that went through float32 ties with the same count in float64: 35 of 36 clips
+    # against 35 of 36 is decided by the loss.
     old = {"accuracy": float(np.float32(35 / 36)), "loss": 0.1, "samples": 36}
     assert not trainer.improves({"accuracy": 35 / 36, "loss": 0.2, "samples": 36}, old)
     old = {"accuracy": float(np.float32(33 / 36)), "loss": 0.3, "samples": 36}
