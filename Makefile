@@ -11,7 +11,7 @@ CKPT ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,onnx]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,onnx,bench]'
 	touch $@
 
 .PHONY: help setup train evaluate bench synth bench-prepare test test-slow lint format clean
@@ -37,11 +37,7 @@ synth: $(VENV)/.installed ## Generate the synthetic top-10 set into datasets/syn
 		echo "datasets/synthetic-top10 is already there (make clean removes it)"; \
 	else $(PY) islr.py synth $(ARGS); fi
 
-$(VENV)/.bench: $(VENV)/.installed
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,bench]'
-	touch $@
-
-bench-prepare: $(VENV)/.bench ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
+bench-prepare: $(VENV)/.installed ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
 	$(PY) bench_prepare.py "$(or $(RAW),../shared/data/asl-signs-raw)"
 
 test: $(VENV)/.installed ## Run the tests (fast ones; real-data tests skip without ../shared/data)

@@ -154,12 +154,6 @@ ALL_ON = {
 }
 
 
-def test_part_of_fullbody():
-    """The 130 fullbody points split into face 76, left hand 21, pose 12, right hand 21."""
-    assert torch.bincount(PARTS).tolist() == [76, 21, 12, 21]
-    assert PARTS[76:97].eq(1).all() and PARTS[109:].eq(3).all()
-
-
 @pytest.mark.parametrize("name", sorted(ALL_ON))
 def test_each_augmentation_keeps_the_batch_well_formed(name):
     """At probability 1: labels kept, valid == arange < lengths, padding 0, no NaN."""

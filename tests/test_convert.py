@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 
-import bench_prepare
 import convert
 import kaggle
 from convert import choose_signs
@@ -302,15 +301,6 @@ def test_missing_extra_is_one_line_error(tmp_path, monkeypatch):
     (tmp_path / "train.csv").write_text("path,participant_id,sequence_id,sign\n")
     with pytest.raises(KaggleError, match="kaggle"):
         convert.convert(tmp_path, tmp_path / "out")
-
-
-@needs_data
-def test_benchmark_reports_both_methods(pq):
-    """benchmark measures read_sequence and the pandas-per-file baseline on the same files."""
-    pytest.importorskip("pandas", reason="the benchmark baseline needs pandas")
-    result = bench_prepare.benchmark(RAW, limit=3, write=False)
-    assert result["num_sequences"] == 3
-    assert result["islr"]["sequences_per_s"] > 0 and result["pandas"]["sequences_per_s"] > 0
 
 
 @needs_data

@@ -1,13 +1,10 @@
 """Model shapes, sizes, training and independence from batch-mates."""
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import models
-import presets
 from models import ModelConfig
 
 
@@ -116,23 +113,6 @@ def test_unidirectional_rnn_halves_the_features():
     """bidirectional=False reads forwards only, with a head on width features."""
     model = models.build(ModelConfig(name="gru", bidirectional=False), 20, 3)
     assert not model.rnn.bidirectional and model.head.in_features == 64
-
-
-def test_presets():
-    """Presets are valid configs; article10 is the default and hybrid-large is Kaggle-sized."""
-    assert all(preset.model.name in models.MODELS for preset in presets.PRESETS.values())
-    hybrid_large = presets.PRESETS["hybrid-large"].model
-    large = models.num_parameters(models.build(hybrid_large, 260, 250))
-    assert 1_000_000 < large < 2_000_000
-
-
-def test_new_fields_default_to_the_old_models():
-    """A config saved before the new fields existed rebuilds the same article-10 model."""
-    old = {f: getattr(ModelConfig(), f) for f in ("name", "width", "depth", "heads")}
-    old |= {"feedforward": 256, "dropout": 0.1, "pre_norm": True}
-    rebuilt = models.build(ModelConfig(**old), 260, 10)
-    assert dataclasses.asdict(ModelConfig(**old)) == dataclasses.asdict(ModelConfig())
-    assert models.num_parameters(rebuilt) == 117_450
 
 
 def test_article10_transformer_size():
