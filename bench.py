@@ -79,11 +79,8 @@ def run(
     augmenter = augment.build(augment_config, data_config) if augment_config else None
 
     def batches():
-        """One epoch's batches exactly as `loops.fit` makes them (a generator: lazy)."""
-        epoch = train.batches(train_config.batch_size, shuffle=True, generator=state.generator)
-        if augmenter is None:
-            return epoch
-        return (augmenter(batch, state.generator) for batch in epoch)
+        """One epoch's batches, made by the function `loops.fit` uses (a generator: lazy)."""
+        return loops.epoch_batches(train, train_config.batch_size, state.generator, augmenter)
 
     first = next(iter(batches()))
     loops.train_epoch(state, [first], train_config, device=device)  # the first training step

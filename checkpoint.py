@@ -11,6 +11,8 @@ checkpoint is ever executed: no pickle, and the header is checked before any lar
 import json
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import BinaryIO
@@ -69,31 +71,37 @@ def save(
     write(path, tensors, metadata)
 
 
-def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically: a temporary file first, then a rename over `path`."""
+@contextmanager
+def replacing(path: Path | str) -> Iterator[Path]:
+    """A temporary name beside `path` to write to, renamed over `path` when the block ends
+    without an error and removed when it does not: a reader (or a killed writer) only ever
+    leaves the old file or the new one, whole. Every file islr writes goes through here."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     try:
-        save_file(tensors, temporary, metadata=metadata)
-        umask = os.umask(0)  # safetensors creates the file owner-only; give it the usual mode
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        yield temporary
         os.replace(temporary, path)
-    except SafetensorError as error:  # its writer's I/O errors: a full disk, say
-        raise OSError(f"cannot write {path}: {error}") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (`replacing`)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    try:
+        with replacing(path) as temporary:
+            save_file(tensors, temporary, metadata=metadata)
+            umask = os.umask(0)  # safetensors creates the file owner-only; give the usual mode
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
+    except SafetensorError as error:  # its writer's I/O errors: a full disk, say
+        raise OSError(f"cannot write {path}: {error}") from None
 
 
 def write_text(path: Path, text: str) -> None:
-    """Replace a text file atomically."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
+    """Replace a text file atomically (`replacing`)."""
+    with replacing(path) as temporary:
         temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

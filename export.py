@@ -32,7 +32,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -133,8 +132,7 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
         ),
     }
     example = random_sequence(torch.Generator().manual_seed(1), TRACE_FRAMES)
-    temporary = out.with_name(f".{out.name}.tmp")
-    try:
+    with checkpoint.replacing(out) as temporary:  # renamed to `out` only if parity holds
         save = save_torchscript if format == "torchscript" else save_onnx
         save(deployable, temporary, example, metadata)
         run, signs = (load_torchscript if format == "torchscript" else load_onnx)(temporary)
@@ -149,9 +147,6 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
                 f"the exported {format} model differs from the PyTorch model by {difference:.3g} "
                 f"(more than {TOLERANCE:g}) on {source}: not written"
             )
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
     lengths = [len(sequence) for sequence in sequences]
     return {
         "path": str(out),
