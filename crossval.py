@@ -21,6 +21,7 @@ from typing import Annotated
 import torch
 import typer
 
+import cache
 import checkpoint
 import data
 import trainer
@@ -110,7 +111,7 @@ def cv(
         held.enter_context(claim(out, made=made))  # until the summary is written
         refuse_used(out)
         ensure_default_data(data_dir)
-        dataset = data.load_dataset(data_dir)
+        dataset = cache.load(data_dir, data_config, track=tracked)  # streamed, or mapped
         signers = sorted(set(dataset.signers))
         excluded = parse_signers(exclude, "--exclude")
         for signer in excluded:
@@ -142,7 +143,7 @@ def cv(
         runs = []
         try:
             for fold, (train_signers, val, test) in enumerate(splits):
-                prepared = data.prepare_split(dataset, train_signers, val, test, config=data_config)
+                prepared = dataset.split(train_signers, val, test)
                 for seed in range(seeds):
                     result = trainer.train_run(
                         prepared,

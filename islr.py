@@ -43,6 +43,7 @@ from rich.table import Table
 from rich.text import Text
 
 import augment
+import cache
 import checkpoint
 import data
 import loops
@@ -259,7 +260,7 @@ def train(
             ensure_default_data(data_dir)
         trainer.barrier()
         started = time.perf_counter()
-        dataset = data.load_dataset(data_dir)
+        dataset = cache.load(data_dir, data_config, track=tracked)  # streamed, or mapped
         if resume and dataset.vocabulary != vocabulary:
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
         if not resume:
@@ -269,7 +270,7 @@ def train(
                 parse_signers(val_signer, "--val-signer") or 1,
             )
             split = {"train": train_signers, "val": val, "test": [test] if test else []}
-        prepared = data.prepare_split(dataset, **split, config=data_config)
+        prepared = dataset.split(**split)
         console.print(
             styled(
                 "islr train",
@@ -424,8 +425,8 @@ def evaluate(
             raise ValueError(
                 f"{data_dir} has a different vocabulary from {ckpt}: they do not fit together"
             )
-        dataset = data.load_dataset(data_dir, signers=set(signers))
-        prepared = data.prepare(dataset, loaded.data_config)
+        dataset = cache.load(data_dir, loaded.data_config, signers=set(signers), track=tracked)
+        prepared = dataset.prepared
         device_ = pick_device(device)
         batches = tracked(
             prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating"
@@ -479,6 +480,8 @@ def evaluate(
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
 import tools  # noqa: F401
+
+app.command()(cache.cache)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
