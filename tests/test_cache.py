@@ -5,7 +5,6 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import REAL_GISLR, require_real_data, run, write_gislr
