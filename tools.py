@@ -157,6 +157,12 @@ def synth(
         Path, typer.Argument(help="Directory to write the synthetic dataset into.")
     ] = DEFAULT_DATA,
     seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+    signs: Annotated[int, typer.Option(min=2, help="Signs: the ten, then made-up ones.")] = 10,
+    signers: Annotated[int, typer.Option(min=1, help="Signer files.")] = 21,
+    per_sign: Annotated[int, typer.Option(min=1, help="Sequences of each sign per signer.")] = 19,
+    layout: Annotated[
+        str, typer.Option(help="gislr (HDF5) or kaggle (train.csv + parquet, for prepare).")
+    ] = "gislr",
 ) -> None:
     """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
     import synth as synthetic
@@ -166,7 +172,14 @@ def synth(
         if out.exists() and any(out.iterdir()) and not synthetic.unfinished(out):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
-        count = synthetic.generate(out, seed=seed)
+        count = synthetic.generate(
+            out,
+            seed=seed,
+            num_signers=signers,
+            sequences_per_signer=signs * per_sign,
+            num_signs=signs,
+            layout=layout,
+        )
     console.print(
         f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
     )
