@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import augment
 import cache
 import checkpoint
+import classtables
 import data
 import loops
 import models
@@ -442,20 +442,7 @@ def evaluate(
         )
     )
     console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
-    per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
-    for sign, count, accuracy in zip(
-        signs, result["class_counts"], result["per_class_accuracy"], strict=True
-    ):
-        per_class.add_row(sign, str(count), "-" if accuracy is None else f"{accuracy:.1%}")
-    console.print(per_class)
-    # Columns by number, so that ten signs fit in 80 columns (names were cut short).
-    matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")
-    for t, (sign, row) in enumerate(zip(signs, result["confusion"], strict=True)):
-        cells = (
-            Text(str(n), "bold") if p == t else (str(n) if n else "·") for p, n in enumerate(row)
-        )
-        matrix.add_row(f"{t} {sign}", *cells)
-    console.print(matrix)
+    classtables.print_class_tables(console, signs, result)  # short past 20 signs
     split = loaded.metadata.get("split", {})
     seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]
     if seen:
