@@ -198,6 +198,22 @@ def _in_memory(
     return Features(vocabulary, prepared, np.array(signers), np.array(ids), False)
 
 
+def prepare_inputs(inputs: list[Path], read, config: DataConfig) -> tuple[list[str], Prepared]:
+    """(names, Prepared) of recordings read file by file with `read(path)` -> [(name, (3, T,
+    543) array)], each file preprocessed before the next is read (labels -1)."""
+    names, parts = [], []
+    for path in inputs:
+        recordings = read(path)
+        names += [name for name, _ in recordings]
+        features = [feature for _, feature in recordings]
+        parts.append(data.prepare_arrays(features, np.full(len(features), -1), config))
+        del recordings, features
+    lengths = torch.cat([part.lengths for part in parts])
+    frames = torch.cat([part.frames for part in parts])
+    labels = torch.cat([part.labels for part in parts])
+    return names, Prepared(frames, torch.cumsum(lengths, 0) - lengths, lengths, labels)
+
+
 def _empty(config: DataConfig) -> Prepared:
     nothing = torch.zeros(0, dtype=torch.long)
     return Prepared(torch.zeros(0, config.num_features), nothing, nothing, nothing)

@@ -10,9 +10,17 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+import cache
 import checkpoint
 import data
 import landmarks
@@ -105,9 +113,8 @@ def predict(
         output_file(json_path, "--json", reading=ckpt)
         device_ = pick_device(device)
         loaded = checkpoint.load(ckpt)
-        recordings = [recording for path in inputs for recording in read_recordings(path)]
-        names, features = zip(*recordings, strict=True)
-        prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
+        # one input file at a time: its raw arrays go once preprocessed
+        names, prepared = cache.prepare_inputs(inputs, read_recordings, loaded.data_config)
         model = loaded.model.to(device_)
         logits, _, order = loops.predict(model, prepared.batches(loops.EVAL_BATCH), device_)
         probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
@@ -212,8 +219,10 @@ def prepare(
         TextColumn("converting"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} files/s"),
+        TextColumn("{task.fields[rate]} sequences/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     chosen = [s.strip() for s in signs.split(",")] if signs else None
     with (
@@ -254,9 +263,11 @@ def prepare(
         )
     if top is not None and len(report.vocabulary) < top:
         note(f"--top {top}: train.csv has only {len(report.vocabulary)} signs")
+    seconds = time.perf_counter() - started
     console.print(
         f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
         f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"
+        f" in {seconds:.0f}s, {report.num_sequences / max(seconds, 1e-9):,.0f} sequences/s"
     )
     for kind, count in report.skipped.items():
         console.print(
