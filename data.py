@@ -11,7 +11,9 @@ The path from disk to model input:
     Prepared.batches(...)          padded merge by index arithmetic             (N, T, J*C)
 
 Preprocessing runs once per dataset, vectorised over all frames (preprocessing.py), so
-there is no per-sample Python on the training path.
+there is no per-sample Python on the training path. train, cv and evaluate go through
+cache.load instead: the same path one signer file (`read_signer_chunks`) at a time, into a
+memory-mapped cache of the preprocessed frames, so memory holds the features, not the raw data.
 
     python -c "import data; print(data.load_dataset('datasets/synthetic-top10'))"
 """
