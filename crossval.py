@@ -19,6 +19,7 @@ from typing import Annotated
 import torch
 import typer
 
+import cache
 import checkpoint
 import data
 import trainer
@@ -108,7 +109,7 @@ def cv(
         held.enter_context(claim(out, made=made))  # until the summary is written
         refuse_used(out)
         ensure_default_data(data_dir)
-        dataset = data.load_dataset(data_dir)
+        dataset = cache.load(data_dir, config.data, track=tracked)  # streamed, or mapped
         signers = sorted(set(dataset.signers))
         excluded = parse_signers(exclude, "--exclude")
         for signer in excluded:
@@ -127,7 +128,7 @@ def cv(
         runs = []
         try:
             for fold, (train_signers, val, test) in enumerate(splits):
-                prepared = data.prepare_split(dataset, train_signers, val, test, config=config.data)
+                prepared = dataset.split(train_signers, val, test)
                 for seed in range(seeds):
                     result = trainer.train_run(
                         prepared,

@@ -11,7 +11,9 @@ The path from disk to model input:
     Prepared.batches(...)          padded merge by index arithmetic             (N, T, J*C)
 
 Preprocessing runs once per dataset, vectorised over all frames (preprocessing.py), so
-there is no per-sample Python on the training path.
+there is no per-sample Python on the training path. train, cv and evaluate go through
+cache.load instead: the same path one signer file (`read_signer_chunks`) at a time, into a
+memory-mapped cache of the preprocessed frames, so memory holds the features, not the raw data.
 
     python -c "import data; print(data.load_dataset('datasets/synthetic-top10'))"
 """
@@ -121,9 +123,22 @@ def read_signer(
     num_classes=None reads recordings to predict on: any vocabulary, and a group needs no
     `token` (its label is then -1; a token there is not read).
     """
+    features, labels, ids = [], [], []
+    for chunk_features, chunk_labels, chunk_ids in read_signer_chunks(path, num_classes, None):
+        features += chunk_features
+        labels += chunk_labels
+        ids += chunk_ids
+    return features, labels, ids
+
+
+def read_signer_chunks(
+    path: Path, num_classes: int | None, max_frames: int | None
+) -> Iterator[tuple[list[np.ndarray], list[int], list[str]]]:
+    """The sequences of one signer file in chunks of at most `max_frames` frames (a longer
+    sequence is a chunk of its own; None: the whole file in one chunk), validated as read."""
     labelled = num_classes is not None
     fields = ("feature", "token") if labelled else ("feature",)
-    features, labels, ids = [], [], []
+    features, labels, ids, frames = [], [], [], 0
     try:
         with h5py.File(path, "r") as file:
             for sequence_id, group in file.items():
@@ -141,13 +156,18 @@ def read_signer(
                     raise DataError(
                         f"{where}: feature has {shape[1]} frames (T must be 1..{MAX_FRAMES})"
                     )
+                if max_frames is not None and features and frames + shape[1] > max_frames:
+                    yield features, labels, ids
+                    features, labels, ids, frames = [], [], [], 0
                 label = read_token(group["token"], num_classes, where) if labelled else -1
                 features.append(np.asarray(feature[()], dtype=np.float32))
                 labels.append(label)
                 ids.append(sequence_id)
+                frames += shape[1]
     except OSError as error:
         raise DataError(f"{path} is not a readable HDF5 file ({error})") from None
-    return features, labels, ids
+    if features:
+        yield features, labels, ids
 
 
 def read_token(token: h5py.Dataset, num_classes: int, where: str) -> int:

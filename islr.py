@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
+import cache
 import checkpoint
+import classtables
 import crossval
 import data
 import loops
@@ -249,11 +250,11 @@ def train(
             ensure_default_data(data_dir)
         trainer.barrier()
         started = time.perf_counter()
-        dataset = data.load_dataset(data_dir)
+        dataset = cache.load(data_dir, config.data, track=tracked)  # streamed, or mapped
         if resumed and dataset.vocabulary != resumed.vocabulary:
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
         split = resumed.split if resumed else choose_split(dataset, test_signer, val_signer)
-        prepared = data.prepare_split(dataset, **split, config=config.data)
+        prepared = dataset.split(**split)
         describe_training(data_dir, dataset, prepared, split, config, device_, resume)
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         result = train_or_say_how_far(
@@ -404,8 +405,8 @@ def evaluate(
             raise ValueError(
                 f"{data_dir} has a different vocabulary from {ckpt}: they do not fit together"
             )
-        dataset = data.load_dataset(data_dir, signers=set(signers))
-        prepared = data.prepare(dataset, loaded.data_config)
+        dataset = cache.load(data_dir, loaded.data_config, signers=set(signers), track=tracked)
+        prepared = dataset.prepared
         device_ = pick_device(device)
         batches = tracked(
             prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating"
@@ -421,20 +422,7 @@ def evaluate(
         )
     )
     console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
-    per_class = Table("sign", "sequences", "accuracy", title="per-class accuracy")
-    for sign, count, accuracy in zip(
-        signs, result["class_counts"], result["per_class_accuracy"], strict=True
-    ):
-        per_class.add_row(sign, str(count), "-" if accuracy is None else f"{accuracy:.1%}")
-    console.print(per_class)
-    # Columns by number, so that ten signs fit in 80 columns with their names whole.
-    matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")
-    for t, (sign, row) in enumerate(zip(signs, result["confusion"], strict=True)):
-        cells = (
-            Text(str(n), "bold") if p == t else (str(n) if n else "·") for p, n in enumerate(row)
-        )
-        matrix.add_row(f"{t} {sign}", *cells)
-    console.print(matrix)
+    classtables.print_class_tables(console, signs, result)  # short past 20 signs
     split = loaded.metadata.get("split", {})
     seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]
     if seen:
@@ -461,6 +449,7 @@ app.command()(tools.prepare)
 app.command()(tools.synth)
 app.command(context_settings=crossval.EXTRA_ARGS)(tools.bench)
 app.command()(tools.export)
+app.command()(cache.cache)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

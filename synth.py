@@ -141,10 +141,12 @@ class Signer:
     tremor: float  # body units: a shake of the signing hand
     hand_size: float  # wrist to middle-finger base, body units
     dropout: float  # scales how often the tracker loses the signing hand
-    accent: np.ndarray  # (10, 8) this person's version of each sign: place, angle, curl
+    accent: np.ndarray  # (signs, 8) this person's version of each sign: place, angle, curl
 
 
-def _signer(rng: np.random.Generator, participant_id: str, left_handed: bool) -> Signer:
+def _signer(
+    rng: np.random.Generator, participant_id: str, left_handed: bool, num_signs: int = 10
+) -> Signer:
     return Signer(
         participant_id,
         left_handed,
@@ -156,7 +158,7 @@ def _signer(rng: np.random.Generator, participant_id: str, left_handed: bool) ->
         tremor=rng.uniform(0, 0.012),
         hand_size=rng.uniform(0.26, 0.32),
         dropout=rng.uniform(0.5, 2.5),
-        accent=rng.normal(0, 1, (len(SIGNS), 8)),
+        accent=rng.normal(0, 1, (num_signs, 8)),
     )
 
 
@@ -206,8 +208,11 @@ def _arm(shoulder: np.ndarray, hand: np.ndarray, outward: float) -> np.ndarray:
     return np.concatenate([elbow[:, None], wrist[:, None], fingers], 1)
 
 
-def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -> list[np.ndarray]:
-    """One float32 (3, T, 543) array per label, NaN where a landmark is missing."""
+def signer_clips(
+    rng: np.random.Generator, signer: Signer, labels: np.ndarray, signs: list[Sign] | None = None
+) -> list[np.ndarray]:
+    """One float32 (3, T, 543) array per label (an index into `signs`, default the ten of
+    VOCABULARY), NaN where a landmark is missing."""
     num = len(labels)
     lengths = _lengths(rng, num, signer.speed)
     clip, frame, phase, at_rest = _timeline(rng, lengths)
@@ -218,8 +223,8 @@ def signer_clips(rng: np.random.Generator, signer: Signer, labels: np.ndarray) -
     spread, angle, twist, tip = np.zeros((4, num_frames))
     two_handed = np.zeros(num_frames, bool)
     amplitude = signer.amplitude * rng.uniform(0.8, 1.2, num)[clip, None]
-    for name, index in VOCABULARY.items():
-        sign, mine, accent = SIGNS[name], labels[clip] == index, signer.accent[index]
+    for index, sign in enumerate(signs or [SIGNS[name] for name in VOCABULARY]):
+        mine, accent = labels[clip] == index, signer.accent[index]
         s = 1 - phase[mine] if sign.reverse else phase[mine]
         twice = 0.5 - 0.5 * np.cos(4 * np.pi * s)  # 0 -> 1 -> 0, two times
         shape, spread[mine] = HANDSHAPES[sign.handshape]
@@ -337,36 +342,79 @@ def _atomic(path: Path, write) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _signer_file(path: Path, seed: int, index: int, left_handed: bool, ids: np.ndarray) -> int:
-    """Generate and write one signer; their own generator makes them independent of the rest."""
+CLIPS_AT_ONCE = 1_000  # a signer with more clips is made in parts of this many (memory)
+
+
+def _signer_file(
+    path: Path,
+    seed: int,
+    index: int,
+    left_handed: bool,
+    ids: np.ndarray,
+    num_signs: int = 10,
+    layout: str = "gislr",
+) -> int | list:
+    """Generate and write one signer; their own generator makes them independent of the rest.
+
+    The gislr layout returns the number of sequences; the kaggle layout their train.csv rows.
+    """
+    import synthsize
+
     rng = np.random.default_rng([seed, index])
-    signer = _signer(rng, path.stem, left_handed)
-    labels = rng.permutation(np.arange(len(ids)) % len(VOCABULARY))  # balanced classes
-    clips = signer_clips(rng, signer, labels)
+    signer = _signer(rng, path.stem, left_handed, num_signs)
+    labels = rng.permutation(np.arange(len(ids)) % num_signs)  # balanced classes
+    names, signs = synthsize.vocabulary(num_signs)
+    parts = range(0, len(ids), CLIPS_AT_ONCE)
+    clips = (signer_clips(rng, signer, labels[i : i + CLIPS_AT_ONCE], signs) for i in parts)
+    if layout == "kaggle":
+        pieces = (
+            (ids[i : i + CLIPS_AT_ONCE], part, labels[i : i + CLIPS_AT_ONCE])
+            for i, part in zip(parts, clips, strict=True)
+        )
+        return synthsize.write_kaggle_signer(path.parent, path.stem, pieces, list(names))
 
     def write(partial: Path) -> None:
         with h5py.File(partial, "w") as file:
-            for sequence_id, feature, label in zip(ids, clips, labels, strict=True):
-                group = file.create_group(str(sequence_id))
-                # No timestamps: the same seed gives byte-identical files.
-                group.create_dataset("feature", data=feature, track_times=False, **COMPRESSION)
-                group.create_dataset("token", data=np.array([label], np.int64), track_times=False)
+            for i, part in zip(parts, clips, strict=True):
+                some = ids[i : i + CLIPS_AT_ONCE], part, labels[i : i + CLIPS_AT_ONCE]
+                for sequence_id, feature, label in zip(*some, strict=True):
+                    group = file.create_group(str(sequence_id))
+                    # No timestamps: the same seed gives byte-identical files.
+                    group.create_dataset("feature", data=feature, track_times=False, **COMPRESSION)
+                    token = np.array([label], np.int64)
+                    group.create_dataset("token", data=token, track_times=False)
 
     _atomic(path, write)
     return len(ids)
 
 
 def generate(
-    out_dir: Path, *, seed: int = 0, num_signers: int = 21, sequences_per_signer: int = 190
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    num_signers: int = 21,
+    sequences_per_signer: int = 190,
+    num_signs: int = 10,
+    layout: str = "gislr",
 ) -> int:
-    """Write the dataset; return the number of sequences written."""
+    """Write the dataset; return the number of sequences written.
+
+    `num_signs` past the ten: made-up signs (synthsize.vocabulary); layout "kaggle": the raw
+    asl-signs layout (train.csv and parquet files, synthsize.write_kaggle_signer).
+    """
+    import synthsize
+
     if num_signers < 1 or sequences_per_signer < 1:
         raise ValueError("num_signers and sequences_per_signer must be at least 1")
+    if layout not in ("gislr", "kaggle"):
+        raise ValueError(f"unknown layout {layout!r}: choose gislr or kaggle")
+    vocabulary, _ = synthsize.vocabulary(num_signs)
     out_dir = Path(out_dir)
     if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
         raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MAP).unlink(missing_ok=True)  # written last, once the set is whole again
+    (out_dir / "train.csv").unlink(missing_ok=True)  # the kaggle layout's: written last too
     participants = [*PARTICIPANTS, *(str(90001 + i) for i in range(num_signers - 21))][:num_signers]
     for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
         stale.unlink()  # from an earlier synthetic set with more signers
@@ -387,22 +435,35 @@ def generate(
         count=num_signers * sequences_per_signer,
         call=f"{seed=}, {num_signers=}, {sequences_per_signer=}",
     )
+    if (num_signs, layout) != (10, "gislr"):  # the default set's README stays as it was
+        per_sign = sequences_per_signer // num_signs
+        made["command"] += (
+            f" --signs {num_signs} --signers {num_signers} --per-sign {per_sign} --layout {layout}"
+        )
+        made["call"] += f", {num_signs=}, {layout=}"
     # The README first: it marks the directory as ours, so an interrupted run can be redone.
     # The map last: until it is there, the directory is not a dataset (see `unfinished`).
     _write_text(out_dir / "README.txt", README.format(**made))
     _write_text(out_dir / "LICENSE.txt", LICENSE.format(**made))
-    jobs = [(out_dir / f"{p}.hdf5", seed, i, left[i], ids[i]) for i, p in enumerate(participants)]
+    jobs = [
+        (out_dir / f"{p}.hdf5", seed, i, left[i], ids[i], num_signs, layout)
+        for i, p in enumerate(participants)
+    ]
     workers = min(os.cpu_count() or 1, num_signers)
     if workers > 1:  # compression takes most of the time: a process per core
-        count = _in_processes(jobs, workers)
+        results = _in_processes(jobs, workers)
     else:
-        count = sum(_signer_file(*job) for job in jobs)
-    _write_text(out_dir / MAP, json.dumps(VOCABULARY, indent=4) + "\n")
-    return count
+        results = [_signer_file(*job) for job in jobs]
+    if layout == "kaggle":
+        rows = [row for signer_rows in results for row in signer_rows]
+        _write_text(out_dir / "train.csv", synthsize.train_csv(rows))
+        results = [len(rows)]
+    _write_text(out_dir / MAP, json.dumps(vocabulary, indent=4) + "\n")
+    return sum(results)
 
 
-def _in_processes(jobs: list[tuple], workers: int) -> int:
-    """_signer_file for every job in `workers` processes; the number of sequences written.
+def _in_processes(jobs: list[tuple], workers: int) -> list:
+    """_signer_file for every job in `workers` processes; their results, in job order.
 
     Ctrl-C is the parent's to handle: it cancels the signers not started and waits for the
     few being written. The handler only sets a flag that the wait checks: a KeyboardInterrupt
@@ -423,7 +484,7 @@ def _in_processes(jobs: list[tuple], workers: int) -> int:
                     done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
                     if any(future.exception() for future in done):
                         break  # result() below raises it
-                return sum(future.result() for future in futures)
+                return [future.result() for future in futures]
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise

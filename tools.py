@@ -10,9 +10,17 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+import cache
 import checkpoint
 import data
 import landmarks
@@ -103,9 +111,8 @@ def predict(
         output_file(json_path, "--json", reading=ckpt)
         device_ = pick_device(device)
         loaded = checkpoint.load(ckpt)
-        recordings = [recording for path in inputs for recording in read_recordings(path)]
-        names, features = zip(*recordings, strict=True)
-        prepared = data.prepare_arrays(list(features), [0] * len(features), loaded.data_config)
+        # one input file at a time: its raw arrays go once preprocessed
+        names, prepared = cache.prepare_inputs(inputs, read_recordings, loaded.data_config)
         model = loaded.model.to(device_)
         logits, _, order = loops.predict(model, prepared.batches(loops.EVAL_BATCH), device_)
         probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
@@ -154,6 +161,12 @@ def synth(
         Path, typer.Argument(help="Directory to write the synthetic dataset into.")
     ] = DEFAULT_DATA,
     seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+    signs: Annotated[int, typer.Option(min=2, help="Signs: the ten, then made-up ones.")] = 10,
+    signers: Annotated[int, typer.Option(min=1, help="Signer files.")] = 21,
+    per_sign: Annotated[int, typer.Option(min=1, help="Sequences of each sign per signer.")] = 19,
+    layout: Annotated[
+        str, typer.Option(help="gislr (HDF5) or kaggle (train.csv + parquet, for prepare).")
+    ] = "gislr",
 ) -> None:
     """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
     import synth as synthetic
@@ -163,7 +176,14 @@ def synth(
         if out.exists() and any(out.iterdir()) and not synthetic.unfinished(out):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
-        count = synthetic.generate(out, seed=seed)
+        count = synthetic.generate(
+            out,
+            seed=seed,
+            num_signers=signers,
+            sequences_per_signer=signs * per_sign,
+            num_signs=signs,
+            layout=layout,
+        )
     console.print(
         f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
     )
@@ -195,8 +215,10 @@ def prepare(
         TextColumn("converting"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} files/s"),
+        TextColumn("{task.fields[rate]} sequences/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     chosen = [s.strip() for s in signs.split(",")] if signs else None
     with (
@@ -237,9 +259,11 @@ def prepare(
         )
     if top is not None and len(report.vocabulary) < top:
         note(f"--top {top}: train.csv has only {len(report.vocabulary)} signs")
+    seconds = time.perf_counter() - started
     console.print(
         f"{report.num_sequences} sequences of {report.num_signers} signers written to {out}"
         f" ({report.num_signers_reused} signers already complete, {len(report.vocabulary)} signs)"
+        f" in {seconds:.0f}s, {report.num_sequences / max(seconds, 1e-9):,.0f} sequences/s"
     )
     for kind, count in report.skipped.items():
         console.print(

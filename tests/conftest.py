@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random GISLR dataset, and the real data in ../shared/data."""
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -10,6 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 import islr
+
+# The preprocessed cache (cache.py) of the test runs goes to a temporary folder, not ~/.cache.
+os.environ.setdefault("ISLR_CACHE_DIR", tempfile.mkdtemp(prefix="islr-test-cache-"))
 
 # One thread: the tests' models are tiny, and on a shared 2-core machine a second thread
 # mostly waits for the other processes (measured 10-100x slower under load).

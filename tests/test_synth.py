@@ -203,8 +203,8 @@ def test_interrupted_default_set_is_generated_again(tmp_path, monkeypatch):
     assert not synth.unfinished(cli.DEFAULT_DATA)
 
     (cli.DEFAULT_DATA / data.VOCABULARY_FILE).unlink()  # unfinished again
-    result = run("synth", cli.DEFAULT_DATA)
-    assert result.exit_code == 0 and "84 synthetic sequences written" in result.output
+    result = run("synth", cli.DEFAULT_DATA, "--per-sign", "1")
+    assert result.exit_code == 0 and "210 synthetic sequences written" in result.output
 
 
 def test_refuses_a_directory_of_other_data(tmp_path):
@@ -216,13 +216,10 @@ def test_refuses_a_directory_of_other_data(tmp_path):
 
 def test_synth_from_the_command_line(tmp_path, monkeypatch):
     """`islr.py synth DIR` writes a loadable set; a file or a non-empty directory is refused."""
-    from functools import partial
 
     from conftest import run
 
-    small = partial(synth.generate, num_signers=2, sequences_per_signer=5)
-    monkeypatch.setattr(synth, "generate", small)
-    result = run("synth", tmp_path / "set", "--seed", "3")
+    result = run("synth", tmp_path / "set", *"--seed 3 --signers 2 --signs 5 --per-sign 1".split())
     assert result.exit_code == 0 and "10 synthetic sequences written" in result.output
     assert len(data.load_dataset(tmp_path / "set")) == 10
     (tmp_path / "note.txt").write_text("not a directory")
