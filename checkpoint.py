@@ -11,8 +11,6 @@ checkpoint is ever executed: no pickle, and the header is checked before any lar
 import json
 import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import models
+import safely
 from preprocessing import DataConfig
 
 FORMAT = "islr-checkpoint/1"
@@ -71,25 +70,11 @@ def save(
     write(path, tensors, metadata)
 
 
-@contextmanager
-def replacing(path: Path | str) -> Iterator[Path]:
-    """A temporary name beside `path` to write to, renamed over `path` when the block ends
-    without an error and removed when it does not: a reader (or a killed writer) only ever
-    leaves the old file or the new one, whole. Every file islr writes goes through here."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically (`replacing`)."""
+    """Write a safetensors file atomically (`safely.replacing`)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     try:
-        with replacing(path) as temporary:
+        with safely.replacing(path) as temporary:
             save_file(tensors, temporary, metadata=metadata)
             umask = os.umask(0)  # safetensors creates the file owner-only; give the usual mode
             os.umask(umask)
@@ -99,8 +84,8 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 
 def write_text(path: Path, text: str) -> None:
-    """Replace a text file atomically (`replacing`)."""
-    with replacing(path) as temporary:
+    """Replace a text file atomically (`safely.replacing`)."""
+    with safely.replacing(path) as temporary:
         temporary.write_text(text)
 
 

@@ -8,7 +8,6 @@ import fcntl
 import itertools
 import json
 import os
-import signal
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -123,22 +122,6 @@ def refuse_used(out: Path) -> None:
         raise ValueError(f"{out} already holds a trained model: choose another --out")
     if (out / "cv.json").exists() or any(out.glob("fold*-seed*")):
         raise ValueError(f"{out} already holds cross-validation runs: choose another --out")
-
-
-@contextmanager
-def stopped_by_signals() -> Iterator[None]:
-    """SIGTERM (a polite kill) and SIGINT stop a run like Ctrl-C: KeyboardInterrupt, so that
-    what was saved stays whole and the command says how far it got."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def new_run_directory(name: str) -> Path:

@@ -18,11 +18,9 @@ import hashlib
 import json
 import multiprocessing
 import os
-import signal
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import safely
 from kaggle import (
     DUPLICATE_SEQUENCE,
     MAP_FILE,
@@ -137,14 +136,12 @@ class _SignerJob:
 
 
 _progress_queue = None  # set in worker processes: where they report files done
-_interrupted = threading.Event()  # set by Ctrl-C in the main process, see _interrupt_between_files
 
 
 def _init_worker(progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
-    # Ctrl-C is the parent's to handle: it terminates the workers and removes their temporaries.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    safely.ignore_in_worker()  # the parent terminates the workers, removes their temporaries
 
 
 def write_sequence(file: h5py.File, sequence_id: int, feature: np.ndarray, token: int) -> None:
@@ -153,15 +150,21 @@ def write_sequence(file: h5py.File, sequence_id: int, feature: np.ndarray, token
     group.create_dataset("token", data=np.array([token], dtype=np.int64))
 
 
-def _convert_signer(job: _SignerJob, strict: bool, on_file: Callable[[int], None] | None = None):
-    """Write one signer file via a temporary name; returns this signer's ConvertReport."""
+def _convert_signer(
+    job: _SignerJob,
+    strict: bool,
+    on_file: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+):
+    """Write one signer file via a temporary name; returns this signer's ConvertReport.
+    `stop` (safely.deferred, in the main process) is checked between files."""
     report = ConvertReport(vocabulary={})
     temporary = job.out_path.with_suffix(".partial")  # no ".hdf5" in it: loaders glob for that
     try:
         with h5py.File(temporary, "w") as file:
             for path, sequence_id, token in job.items:
-                if _interrupted.is_set():
-                    raise KeyboardInterrupt
+                if stop is not None:
+                    safely.check(stop)
                 try:
                     write_sequence(file, sequence_id, read_sequence(job.raw_dir / path), token)
                     report.num_sequences += 1
@@ -235,23 +238,6 @@ def earlier_output(raw_dir: Path, out_dir: Path) -> dict[str, tuple[str, str]]:
             "convert into a new or empty directory"
         )
     return earlier
-
-
-@contextmanager
-def _interrupt_between_files() -> Iterator[None]:
-    """Ctrl-C sets a flag that the conversion checks between files. A KeyboardInterrupt
-    raised at any moment can land in a callback of h5py's object clean-up, where Python
-    prints it and drops it, and the conversion went on to the end with exit 0."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread
-        return
-    _interrupted.clear()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: _interrupted.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        _interrupted.clear()
 
 
 def _read_json(path: Path) -> object:
@@ -333,12 +319,12 @@ def convert(
             report.num_stale_removed += 1
 
     jobs.sort(key=lambda job: -len(job.items))  # largest first balances the workers
-    with _interrupt_between_files():
+    with safely.deferred() as stop:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
-                report.merge(_convert_signer(job, strict, on_file))
+                report.merge(_convert_signer(job, strict, on_file, stop))
         else:
-            _convert_in_processes(jobs, min(workers, len(jobs)), strict, on_file, report)
+            _convert_in_processes(jobs, min(workers, len(jobs)), strict, on_file, report, stop)
     if report.num_sequences + report.num_sequences_reused == 0:
         kind = max(report.skipped, key=report.skipped.get)
         raise ConvertError(
@@ -347,13 +333,12 @@ def convert(
         )
 
     (out_dir / "LICENSE.txt").write_text(LICENSE_TEXT.format(num_signs=len(vocabulary)))
-    temporary = map_path.with_suffix(".partial")
-    temporary.write_text(json.dumps(vocabulary, indent=4) + "\n")
-    os.replace(temporary, map_path)
+    with safely.replacing(map_path) as temporary:
+        temporary.write_text(json.dumps(vocabulary, indent=4) + "\n")
     return report
 
 
-def _convert_in_processes(jobs, workers, strict, on_file, report: ConvertReport) -> None:
+def _convert_in_processes(jobs, workers, strict, on_file, report: ConvertReport, stop) -> None:
     # spawn, not fork: the CLI process may hold threads (torch, rich) that fork copies unsafely.
     context = multiprocessing.get_context("spawn")
     progress = context.Queue() if on_file is not None else None  # undrained, it would fill up
@@ -361,21 +346,13 @@ def _convert_in_processes(jobs, workers, strict, on_file, report: ConvertReport)
     # Leaving the block terminates the workers (Ctrl-C, strict error) instead of waiting for
     # the signers they are on; their .partial files are removed below.
     try:
-        # The workers start with SIGINT ignored (a setting that survives their exec), so a
-        # Ctrl-C while they start up (a second or more) prints no traceback there.
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
-        try:
+        with safely.ignored_while_starting_workers():
             pool = context.Pool(workers, _init_worker, (progress,))
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
         with pool:
             results = pool.imap_unordered(partial(_convert_signer, strict=strict), jobs)
             for _ in jobs:
                 while True:
-                    if _interrupted.is_set():
-                        raise KeyboardInterrupt
+                    safely.check(stop)
                     try:
                         signer_report = results.next(timeout=0.2)  # re-raises a worker's error
                         break

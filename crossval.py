@@ -22,6 +22,7 @@ import typer
 import cache
 import checkpoint
 import data
+import safely
 import trainer
 from cli import (
     DEFAULT_DATA,
@@ -41,7 +42,6 @@ from cli import (
     refuse_used,
     resolve_configs,
     say_interrupted,
-    stopped_by_signals,
     styled,
     tracked,
     train_flags,
@@ -94,7 +94,7 @@ def cv(
     signers never choose anything.
     """
     with user_errors(), ExitStack() as held:
-        held.enter_context(stopped_by_signals())
+        held.enter_context(safely.raised())
         recipe = train_flags(ctx)
         refuse_options(recipe, CV_REFUSES, "cv")
         if test_signer is not None and "folds" in given_options(ctx):

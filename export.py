@@ -48,6 +48,7 @@ import landmarks
 import loops
 import models
 import preprocessing
+import safely
 from preprocessing import DataConfig
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}  # format -> the file suffix it goes with
@@ -132,7 +133,7 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
         ),
     }
     example = random_sequence(torch.Generator().manual_seed(1), TRACE_FRAMES)
-    with checkpoint.replacing(out) as temporary:  # renamed to `out` only if parity holds
+    with safely.replacing(out) as temporary:  # renamed to `out` only if parity holds
         save = save_torchscript if format == "torchscript" else save_onnx
         save(deployable, temporary, example, metadata)
         run, signs = (load_torchscript if format == "torchscript" else load_onnx)(temporary)

@@ -47,6 +47,7 @@ import data
 import loops
 import models
 import presets
+import safely
 import tools
 import trainer
 from cli import (
@@ -82,7 +83,6 @@ from cli import (
     resolve_configs,
     say_interrupted,
     set_threads,
-    stopped_by_signals,
     styled,
     tracked,
     use_threads,
@@ -234,7 +234,7 @@ def train(
     Any flag given on the command line overrides the preset.
     """
     with user_errors(), ExitStack() as held:
-        held.enter_context(stopped_by_signals())
+        held.enter_context(safely.raised())
         device_ = trainer.init_distributed(pick_device(device))
         held.callback(trainer.end_distributed)
         console.quiet = errors.quiet = loops.rank() != 0  # one process speaks for all

@@ -21,8 +21,6 @@ right-handed signer, mirrored for left-handed ones, then placed in the image per
 
 import json
 import os
-import signal
-import threading
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import safely
 from landmarks import FACE, LEFT_HAND, NUM_LANDMARKS, PART_SIZES, POSE, RIGHT_HAND
 from skeleton import DEG, FACE_TEMPLATE, HANDSHAPES, POSE_TEMPLATE, hand_points
 
@@ -332,16 +331,6 @@ MAP = "sign_to_prediction_index_map.json"  # data.VOCABULARY_FILE; this module s
 COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)  # real: 9, 3x slower
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a hidden temporary name, so an interrupted run leaves no half file."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 CLIPS_AT_ONCE = 1_000  # a signer with more clips is made in parts of this many (memory)
 
 
@@ -373,18 +362,16 @@ def _signer_file(
         )
         return synthsize.write_kaggle_signer(path.parent, path.stem, pieces, list(names))
 
-    def write(partial: Path) -> None:
-        with h5py.File(partial, "w") as file:
-            for i, part in zip(parts, clips, strict=True):
-                some = ids[i : i + CLIPS_AT_ONCE], part, labels[i : i + CLIPS_AT_ONCE]
-                for sequence_id, feature, label in zip(*some, strict=True):
-                    group = file.create_group(str(sequence_id))
-                    # No timestamps: the same seed gives byte-identical files.
-                    group.create_dataset("feature", data=feature, track_times=False, **COMPRESSION)
-                    token = np.array([label], np.int64)
-                    group.create_dataset("token", data=token, track_times=False)
+    with safely.replacing(path) as temporary, h5py.File(temporary, "w") as file:
+        for i, part in zip(parts, clips, strict=True):
+            some = ids[i : i + CLIPS_AT_ONCE], part, labels[i : i + CLIPS_AT_ONCE]
+            for sequence_id, feature, label in zip(*some, strict=True):
+                group = file.create_group(str(sequence_id))
+                # No timestamps: the same seed gives byte-identical files.
+                group.create_dataset("feature", data=feature, track_times=False, **COMPRESSION)
+                token = np.array([label], np.int64)
+                group.create_dataset("token", data=token, track_times=False)
 
-    _atomic(path, write)
     return len(ids)
 
 
@@ -418,7 +405,7 @@ def generate(
     participants = [*PARTICIPANTS, *(str(90001 + i) for i in range(num_signers - 21))][:num_signers]
     for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
         stale.unlink()  # from an earlier synthetic set with more signers
-    for stale in out_dir.glob(".*.partial"):
+    for stale in out_dir.glob(".*.tmp"):
         stale.unlink()  # from a worker stopped while writing
 
     rng = np.random.default_rng(seed)
@@ -465,31 +452,25 @@ def generate(
 def _in_processes(jobs: list[tuple], workers: int) -> list:
     """_signer_file for every job in `workers` processes; their results, in job order.
 
-    Ctrl-C is the parent's to handle: it cancels the signers not started and waits for the
-    few being written. The handler only sets a flag that the wait checks: a KeyboardInterrupt
-    raised while the pool forks a worker lands in an at-fork hook, where Python prints it and
-    drops it ("Exception ignored in _releaseLock"), and the run went on to the end.
-    A worker that dies raises BrokenProcessPool.
+    Ctrl-C is the parent's to handle (safely.deferred): it cancels the signers not started
+    and waits for the few being written. A worker that dies raises BrokenProcessPool.
     """
-    interrupted = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    try:
-        with ProcessPoolExecutor(workers, initializer=_ignore_interrupt) as pool:
-            futures = [pool.submit(_signer_file, *job) for job in jobs]
-            try:
-                pending = futures
-                while pending:
-                    if interrupted.is_set():
-                        raise KeyboardInterrupt
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                    if any(future.exception() for future in done):
-                        break  # result() below raises it
-                return [future.result() for future in futures]
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with (
+        safely.deferred() as stop,
+        ProcessPoolExecutor(workers, initializer=safely.ignore_in_worker) as pool,
+    ):
+        futures = [pool.submit(_signer_file, *job) for job in jobs]
+        try:
+            pending = futures
+            while pending:
+                safely.check(stop)
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                if any(future.exception() for future in done):
+                    break  # result() below raises it
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def unfinished(out_dir: Path) -> bool:
@@ -503,12 +484,9 @@ def _ours(out_dir: Path) -> bool:
     return readme.is_file() and readme.read_text().startswith(MARKER)
 
 
-def _ignore_interrupt() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda partial: partial.write_text(text))
+    with safely.replacing(path) as temporary:
+        temporary.write_text(text)
 
 
 README = """Synthetic GISLR top-10 stand-in -- NOT the real GISLR data.
