@@ -284,12 +284,15 @@ def train(
             console.print(f"  {name}: {asdict(config)}")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         note_recipe(train_config)
+        if not plots.available():
+            note(f"no curves.png: drawing needs matplotlib, {plots.EXTRA_HINT}")
         try:
             result = trainer.train_run(
                 prepared, out, data_config=data_config, model_config=model_config,
                 train_config=train_config, augment_config=augment_config,
                 vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                 resume=resume is not None, on_epoch=print_epoch, track=tracked,
+                on_saved=plots.curves_writer(out / "curves.png", train_config.first_candidate),
             )  # fmt: skip
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():
@@ -376,11 +379,27 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1)] = loops.EVAL_BATCH,
     device: Device = "auto",
     threads: Threads = 0,
+    plots_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="Write confusion.png, top_confusions.png and per_class.png into this directory "
+            "(e.g. the run directory).",
+        ),
+    ] = None,
+    errors_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors",
+            help="Write one animation per misclassified clip into this directory (worst first).",
+        ),
+    ] = None,
 ) -> None:
     """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""  # fmt: skip
     with user_errors():
         use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
+        show.check_picture_directories(plots_dir, errors_dir)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
@@ -436,13 +455,21 @@ def evaluate(
             **result,
         }
         write_json(json_path, report)
+    with user_errors():
+        show.evaluation_pictures(plots_dir, errors_dir, result, loaded, dataset, prepared, device_)
 
 
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,
 # export); importing them registers them on the app, after the commands above so that
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
+import plots
+import report
+import show
 import tools  # noqa: F401
+
+app.command()(show.show)
+app.command()(report.report)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
