@@ -33,6 +33,7 @@ td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; vertical-al
 img { max-width: 100%; }
 .animations img { width: 300px; margin: 4px; border: 1px solid #ddd; }
 code { background: #f4f4f4; }
+.row { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 """
 
 
@@ -93,10 +94,12 @@ def build_page(run: Path, loaded, history, result, dataset, prepared, device, er
     configuration = table({"command": loaded.metadata.get("command", "?"),
                            "data": loaded.metadata.get("data", "?"),
                            **{f"{k} signers": ", ".join(v) for k, v in split.items()}})  # fmt: skip
+    boxes = ""
     for name, values in (("data", loaded.data_config.__dict__),
                          ("model", loaded.model_config.__dict__), ("train", train_config),
                          ("augment", loaded.metadata.get("augment_config", {}))):  # fmt: skip
-        configuration += f"<h3>{name}</h3>" + table(values)
+        boxes += f"<div><h3>{name}</h3>{table(values)}</div>"
+    configuration += f'<div class="row">{boxes}</div>'
     parts = [section("configuration", "Configuration", configuration),
              section("metrics", "Metrics", metrics_table(loaded, result))]  # fmt: skip
     if history:
