@@ -23,6 +23,7 @@ import typer
 
 import checkpoint
 import data
+import plots
 import trainer
 from cli import (
     DEFAULT_DATA,
@@ -143,6 +144,8 @@ def cv(
                         metadata=dict(split={"train": train_signers, "val": val, "test": test},
                                       data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                         track=tracked,
+                        on_saved=plots.curves_writer(out / f"fold{fold}-seed{seed}" / "curves.png",
+                                                     train_config.first_candidate),
                     )  # fmt: skip
                     test_metrics = result["test"]["model"]
                     runs.append({"fold": fold, "seed": seed, "test_signers": test,
@@ -175,6 +178,9 @@ def cv(
                    "train": asdict(train_config), "data": asdict(data_config),
                    "augment": asdict(augment_config)}  # fmt: skip
         checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
+        if plots.available():
+            plots.write_cv(out / "cv.png", runs)
+            console.print(f"picture: {out / 'cv.png'}")
 
 
 def mean_per_class(runs: list[list[float | None]]) -> list[float | None]:

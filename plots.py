@@ -275,12 +275,14 @@ def write_evaluation(directory: Path, result: dict, signs: list[str]) -> list[Pa
 def cv_figure(runs: list[dict]):
     """Test accuracy of every run, one column per fold (seeds side by side), with the mean
     as a line and mean ± standard deviation shaded."""
+    from matplotlib.ticker import PercentFormatter
+
     accuracies = np.array([run["accuracy"] for run in runs])
     mean = accuracies.mean()
     std = accuracies.std(ddof=1) if len(runs) > 1 else 0.0
     folds = sorted({run["fold"] for run in runs})
     seeds = sorted({run["seed"] for run in runs})
-    figure = new_figure(max(5, 1.2 * len(folds) + 2), 4)
+    figure = new_figure(max(6, 1.8 * len(folds) + 2), 4.5)
     axes = figure.subplots()
     axes.axhspan(mean - std, mean + std, color="tab:blue", alpha=0.15, label="mean ± std")
     axes.axhline(mean, color="tab:blue", label=f"mean {mean:.1%}")
@@ -289,13 +291,20 @@ def cv_figure(runs: list[dict]):
         offset = 0.25 * (seed - (len(seeds) - 1) / 2) / max(len(seeds) - 1, 1)
         axes.plot([folds.index(run["fold"]) + offset for run in chosen],
                   [run["accuracy"] for run in chosen], "o", label=f"seed {seed}")  # fmt: skip
-    names = {run["fold"]: ", ".join(run["test_signers"]) for run in runs}
-    axes.set_xticks(range(len(folds)), [f"fold {f}\n{names[f]}" for f in folds], fontsize="small")
+    names = {run["fold"]: signer_lines(run["test_signers"]) for run in runs}
+    axes.set_xticks(range(len(folds)), [f"fold {f}\n{names[f]}" for f in folds], fontsize="x-small")
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set(ylabel="test accuracy", xlim=(-0.6, len(folds) - 0.4),
              title=f"cross-validation: {mean:.1%} ± {std:.1%} over {len(runs)} runs")  # fmt: skip
     axes.grid(alpha=0.3, axis="y")
-    axes.legend(fontsize="small", loc="lower right")
+    axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return figure
+
+
+def signer_lines(signers: list[str], per_line: int = 3) -> str:
+    """Test signers under a fold's tick, a few per line."""
+    lines = [", ".join(signers[i : i + per_line]) for i in range(0, len(signers), per_line)]
+    return "\n".join(lines)
 
 
 def write_cv(path: Path, runs: list[dict]) -> None:
