@@ -168,6 +168,8 @@ def confusion_figure(confusion, signs: list[str]):
     """The confusion matrix, rows normalised (each true sign's clips add up to 1), in
     `confused_order`; counts in the cells up to CELL_COUNTS_UP_TO signs, names up to
     NAMES_UP_TO. Returns (figure, order)."""
+    from matplotlib.colors import PowerNorm
+
     confusion = np.asarray(confusion)
     K = len(signs)
     order = confused_order(confusion)
@@ -176,13 +178,15 @@ def confusion_figure(confusion, signs: list[str]):
     side = min(max(4.5, 0.32 * K + 2.5), 16)
     figure = new_figure(side + 1.2, side)
     axes = figure.subplots()
-    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    # A square-root colour scale: a mistake in 5% of a sign's clips is still visible.
+    scale = PowerNorm(0.5, vmin=0, vmax=1)
+    image = axes.imshow(rates, cmap="Blues", norm=scale, interpolation="nearest")
     figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true sign's clips")
     if K <= CELL_COUNTS_UP_TO:
         for t in range(K):
             for p in range(K):
                 if counts[t, p]:
-                    color = "white" if rates[t, p] > 0.5 else "black"
+                    color = "white" if rates[t, p] > 0.4 else "black"
                     axes.text(p, t, str(counts[t, p]), ha="center", va="center", color=color,
                               fontsize="small" if K <= 15 else "x-small")  # fmt: skip
     if K <= NAMES_UP_TO:
