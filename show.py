@@ -144,21 +144,26 @@ def animation(points: np.ndarray, title: str, background: list[np.ndarray] | Non
     return figure, FuncAnimation(figure, draw, frames=T, interval=1000 / FPS, blit=False)
 
 
+def check_animation_path(path: Path) -> Path:
+    """A .gif, or an .mp4 where ffmpeg is installed; anything else is a one-line error."""
+    from matplotlib.animation import writers
+
+    path = Path(path)
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"{path}: name a .gif or .mp4 file")
+    if path.suffix.lower() == ".mp4" and not writers.is_available("ffmpeg"):
+        raise ValueError(f"{path}: MP4 needs ffmpeg on the PATH (apt-get install ffmpeg); "
+                         "write a .gif instead")  # fmt: skip
+    return path
+
+
 def write_animation(path: Path, points: np.ndarray, title: str, background=None) -> None:
     """Write the animation of a (T, 543, 3) sequence to a .gif (Pillow) or .mp4 (ffmpeg)."""
     plots.require()
-    from matplotlib.animation import FFMpegWriter, PillowWriter, writers
+    from matplotlib.animation import FFMpegWriter, PillowWriter
 
-    path = Path(path)
-    if path.suffix.lower() == ".mp4":
-        if not writers.is_available("ffmpeg"):
-            raise ValueError(f"{path}: MP4 needs ffmpeg on the PATH (apt-get install ffmpeg); "
-                             "write a .gif instead")  # fmt: skip
-        writer = FFMpegWriter(fps=FPS)
-    elif path.suffix.lower() == ".gif":
-        writer = PillowWriter(fps=FPS)
-    else:
-        raise ValueError(f"{path}: name a .gif or .mp4 file")
+    path = check_animation_path(path)
+    writer = FFMpegWriter(fps=FPS) if path.suffix.lower() == ".mp4" else PillowWriter(fps=FPS)
     figure, animated = animation(points, title, background)
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     animated.save(temporary, writer=writer, dpi=plots.DPI)
@@ -274,6 +279,8 @@ def show(
     """Animate a landmark sequence: skeleton of hands and arms, face outline, frame number."""
     with user_errors():
         plots.require()
+        if out is not None:
+            check_animation_path(output_file(out, "--out", reading=input))
         clip = read_clip(input, sequence_id)
         out = output_file(out or Path(f"{clip.name}.gif"), "--out", reading=input)
         prediction = predicted(ckpt, clip.points) if ckpt else None
