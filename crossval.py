@@ -163,6 +163,8 @@ def cv(
                 "no summary written: start again with another --out"
             )
             raise typer.Exit(130) from None
+        finally:
+            plots.wait_for_drawing()  # each run's curves.png, before the lock is let go
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
         std = accuracies.std().item() if len(runs) > 1 else 0.0

@@ -303,6 +303,8 @@ def train(
             else:
                 say_interrupted(" before the first epoch ended: nothing saved")
             raise typer.Exit(130) from None
+        finally:
+            plots.wait_for_drawing()  # curves.png of the last epoch, before the lock is let go
     best = result["best"]
     console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
                   f"val acc {best['val']['accuracy']:.2%}")  # fmt: skip

@@ -1,8 +1,11 @@
 """The pictures: what each must contain (sizes, marks, order, frame counts), not only files."""
 
 import gc
+import io
 import json
 import re
+import threading
+import time
 
 import h5py
 import numpy as np
@@ -58,6 +61,27 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left
 
 
+def test_curves_writer_draws_the_latest_history_in_the_background(tmp_path, monkeypatch):
+    """Requests made while one is drawn collapse into the newest; once drawing is waited
+    for, the last request's history is the one on disk."""
+    drawn, started = [], threading.Event()
+
+    def slow_write(path, history, kept_epoch, first_candidate):
+        started.set()
+        time.sleep(0.2)
+        drawn.append((len(history), kept_epoch, first_candidate))
+
+    monkeypatch.setattr(plots, "write_curves", slow_write)
+    writer = plots.CurvesWriter(tmp_path / "curves.png", first_candidate=2)
+    history = history_of(6)
+    writer(history[:1], None)
+    started.wait(5)
+    for epochs in range(2, 7):
+        writer(history[:epochs], {"epoch": epochs})
+    plots.wait_for_drawing()
+    assert drawn[0] == (1, None, 2) and drawn[-1] == (6, 6, 2) and len(drawn) == 2
+
+
 def test_train_keeps_curves_png_of_its_history(trained):
     """`train` leaves curves.png in the run directory, drawn from the whole history."""
     _, out, _ = trained
@@ -92,7 +116,7 @@ def test_confusion_matrix_counts_names_and_size():
     big[7, 9] = 3
     figure, _ = plots.confusion_figure(big, [f"s{i}" for i in range(250)])
     assert not figure.axes[0].texts and not figure.axes[0].get_yticklabels()
-    width, height = Image.open(__import__("io").BytesIO(plots.png_bytes(figure))).size
+    width, height = Image.open(io.BytesIO(plots.png_bytes(figure))).size
     assert width <= 1720 and height <= 1600
     ranked = plots.top_confusions(big, [f"s{i}" for i in range(250)])
     assert ranked == [("s7", "s9", 3, 3 / 7)]
