@@ -22,6 +22,7 @@ import typer
 import cache
 import checkpoint
 import data
+import plots
 import safely
 import trainer
 from cli import (
@@ -140,6 +141,10 @@ def cv(
                             {"train": train_signers, "val": val, "test": test}, data_dir
                         ),
                         track=tracked,
+                        on_saved=plots.curves_writer(
+                            out / f"fold{fold}-seed{seed}" / "curves.png",
+                            config.train.first_candidate,
+                        ),
                     )
                     test_metrics = result["test"]["model"]
                     runs.append(
@@ -164,6 +169,8 @@ def cv(
                 "no summary written: start again with another --out"
             )
             raise typer.Exit(130) from None
+        finally:
+            plots.wait_for_drawing()  # each run's curves.png, before the lock is let go
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
         std = accuracies.std().item() if len(runs) > 1 else 0.0
@@ -193,6 +200,9 @@ def cv(
             "augment": asdict(config.augment),
         }
         checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
+        if plots.available():
+            plots.write_cv(out / "cv.png", runs)
+            console.print(f"picture: {out / 'cv.png'}")
 
 
 def mean_per_class(runs: list[list[float | None]]) -> list[float | None]:

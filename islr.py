@@ -46,8 +46,11 @@ import crossval
 import data
 import loops
 import models
+import plots
 import presets
+import report
 import safely
+import show
 import tools
 import trainer
 from cli import (
@@ -257,6 +260,8 @@ def train(
         prepared = dataset.split(**split)
         describe_training(data_dir, dataset, prepared, split, config, device_, resume)
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
+        if not plots.available():
+            note(f"no curves.png: drawing needs matplotlib, {plots.EXTRA_HINT}")
         result = train_or_say_how_far(
             prepared, out, config, dataset.vocabulary, device_, split, data_dir, resume
         )
@@ -324,6 +329,7 @@ def train_or_say_how_far(
             resume=resume is not None,
             on_epoch=print_epoch,
             track=tracked,
+            on_saved=plots.curves_writer(out / "curves.png", config.train.first_candidate),
         )
     except KeyboardInterrupt:
         if (out / "resume.safetensors").exists():
@@ -334,6 +340,8 @@ def train_or_say_how_far(
         else:
             say_interrupted(" before the first epoch ended: nothing saved")
         raise typer.Exit(130) from None
+    finally:
+        plots.wait_for_drawing()  # curves.png of the last epoch, before the lock is let go
 
 
 def print_results(result: dict, split: dict, out: Path) -> None:
@@ -388,11 +396,27 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1)] = loops.EVAL_BATCH,
     device: Device = "auto",
     threads: Threads = 0,
+    plots_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="Write confusion.png, top_confusions.png and per_class.png into this directory "
+            "(e.g. the run directory).",
+        ),
+    ] = None,
+    errors_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors",
+            help="Write one animation per misclassified clip into this directory (worst first).",
+        ),
+    ] = None,
 ) -> None:
     """Accuracy, top-5, per-class accuracy and the confusion matrix of a checkpoint."""
     with user_errors():
         use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
+        show.check_picture_directories(plots_dir, errors_dir)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
@@ -440,6 +464,10 @@ def evaluate(
             **result,
         }
         write_json(json_path, report)
+    with user_errors():
+        show.evaluation_pictures(
+            plots_dir, errors_dir, result, loaded, dataset, prepared, device_, data_dir
+        )
 
 
 # The commands of the other modules: cross-validation, and the tools around training.
@@ -450,6 +478,8 @@ app.command()(tools.synth)
 app.command(context_settings=crossval.EXTRA_ARGS)(tools.bench)
 app.command()(tools.export)
 app.command()(cache.cache)
+app.command()(show.show)
+app.command()(report.report)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

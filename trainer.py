@@ -266,11 +266,13 @@ def train_run(
     track: Callable[[Iterable[Batch], int, str], Iterable[Batch]] = lambda batches, n, what: (
         batches
     ),
+    on_saved: Callable[[list[dict], dict | None], None] = lambda history, best: None,
 ) -> dict:
     """Train on prepared["train"], keep the best epoch on prepared["val"], then test once.
 
     The test split (if any) is evaluated at the end for both checkpoints, and its metrics
     are added to them. With `resume`, training continues from `out/resume.safetensors`.
+    `on_saved(history, best)` runs once each epoch's files are written (e.g. to draw them).
     Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
     """
     data_config, model_config, train_config = preset.data, preset.model, preset.train
@@ -352,6 +354,7 @@ def train_run(
             rng,
         )
         checkpoint.write_text(out / "history.json", json.dumps(history, indent=1))
+        on_saved(history, best)
 
     tests = {}
     if writer and "test" in prepared:
