@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny random GISLR dataset, and the real data in ../shared/data."""
+"""Shared fixtures: a tiny random GISLR dataset, a run trained on it, the real data in
+../shared/data, and the command line run in-process."""
 
 import json
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -86,6 +88,20 @@ def run(*args, env: dict[str, str] | None = None):
     return CliRunner().invoke(islr.app, [str(a) for a in args], env=env)
 
 
+def words(command: str, **paths: Path) -> list[str]:
+    """A command line written as one string, split as a shell would, with {name} in each word
+    replaced by paths[name]: words("evaluate {ckpt} --json {ckpt}", ckpt=...)."""
+    return [word.format(**paths) for word in shlex.split(command)]
+
+
+def one_line_error(result, message: str) -> None:
+    """The command failed with exit 1 and said only `error: ...`, containing `message`."""
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output
+    assert message in " ".join(lines), result.output
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A 2-epoch run on the tiny set, shared by the tests below."""
@@ -95,3 +111,30 @@ def trained(tmp_path_factory):
     result = run("train", "--data", data_dir, "--out", out, "--epochs", "2", "--batch-size", "8")
     assert result.exit_code == 0, result.output
     return data_dir, out, result.output
+
+
+@pytest.fixture(scope="session")
+def mistake_paths(trained, tmp_path_factory) -> dict[str, Path]:
+    """The paths that user mistakes name: the trained run and its data, broken checkpoints,
+    a run with only last.safetensors, a file where a directory goes, other vocabularies.
+    Keys name them in `words` templates: {data}, {out}, {ckpt}, {last}, {half}, {tmp}."""
+    data_dir, out, _ = trained
+    tmp = tmp_path_factory.mktemp("mistakes")
+    ckpt = out / "model.safetensors"
+    (tmp / "empty").mkdir()
+    half = tmp / "half"  # interrupted before any epoch could be kept: only last.safetensors
+    half.mkdir()
+    (half / "last.safetensors").write_bytes((out / "last.safetensors").read_bytes())
+    (tmp / "x.safetensors").write_text("not a checkpoint")
+    (tmp / "cut.safetensors").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    (tmp / "a-file").write_text("")
+    write_gislr(tmp / "other", signs=("x", "y", "z"))
+    write_gislr(tmp / "swapped", signs=("beta", "alpha", "gamma"))  # the same names, reordered
+    return {
+        "data": data_dir,
+        "out": out,
+        "ckpt": ckpt,
+        "last": out / "last.safetensors",
+        "half": half,
+        "tmp": tmp,
+    }

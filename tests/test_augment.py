@@ -397,11 +397,20 @@ def test_build_composes_and_switches_off():
     )
 
 
-def test_config_rejects_bad_values():
+@pytest.mark.parametrize(
+    "bad",
+    [dict(affine=1.5), dict(noise_std=-0.1), dict(shear=1.0), dict(crop_min=0.0)],
+    ids=["probability-above-one", "negative-std", "shear-one", "crop-keeps-nothing"],
+)
+def test_config_rejects_bad_values(bad):
     """Probabilities outside [0, 1], a shear of 1 or a crop keeping nothing are refused."""
-    for bad in (dict(affine=1.5), dict(noise_std=-0.1), dict(shear=1.0), dict(crop_min=0.0)):
-        with pytest.raises(ValueError, match="augmentation"):
-            augment.AugmentConfig(**bad)
+    with pytest.raises(ValueError, match="augmentation"):
+        augment.AugmentConfig(**bad)
+
+
+def test_affine_needs_normalised_features():
+    """The affine transform needs parts-normalised features; noise, crops and drops work on raw
+    coordinates too."""
     with pytest.raises(ValueError, match="parts-normalised"):
         augment.build(augment.AugmentConfig(flip=0.0, affine=0.5), DataConfig(normalize=False))
     raw = augment.build(augment.AugmentConfig(flip=0.0, noise=1.0), DataConfig(normalize=False))

@@ -144,24 +144,8 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
     from conftest import run
 
     report = tmp_path / "bench.json"
-    result = run(
-        "bench",
-        "--data",
-        tiny_data,
-        "--repeats",
-        "1",
-        "--latency-calls",
-        "10",
-        "--json",
-        report,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--threads",
-        "1",
-        "--tutorial",
-    )
+    quick = "--repeats 1 --latency-calls 10 --epochs 1 --batch-size 8 --threads 1 --tutorial"
+    result = run("bench", "--data", tiny_data, "--json", report, *quick.split())
     assert result.exit_code == 0, result.output
     for label in (
         "(a) training epoch",
@@ -180,10 +164,23 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
     figures = json.loads(report.read_text())
     assert FIGURES | TUTORIAL_FIGURES <= figures.keys()
     assert all(math.isfinite(figures[name]) and figures[name] > 0 for name in FIGURES)
-    missing = tmp_path / "no-dir" / "bench.json"  # refused before the minutes of measuring
-    result = run("bench", "--data", tiny_data, "--json", missing)
-    assert result.exit_code == 1 and result.output.startswith("error:"), result.output
-    assert "no-dir does not exist" in result.output
-    result = run("bench", "--data", tiny_data, "--val-signer", "101", "--out", tmp_path / "r")
-    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "bench does not take --val-signer (it trains on every sequence); --out" in result.output
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        pytest.param("--json {tmp}/no-dir/bench.json", "no-dir does not exist", id="json-folder"),
+        pytest.param(
+            "--val-signer 101 --out {tmp}/r",
+            "bench does not take --val-signer (it trains on every sequence); --out",
+            id="train-flags-bench-ignores",
+        ),
+    ],
+)
+def test_bench_mistakes_are_one_line_errors(tiny_data, tmp_path, command, message):
+    """A --json that cannot be written and train flags that bench has no use for are refused
+    in one line, before the minutes of measuring."""
+    from conftest import one_line_error, run, words
+
+    result = run("bench", "--data", tiny_data, *words(command, tmp=tmp_path))
+    one_line_error(result, message)

@@ -139,20 +139,29 @@ def test_a_checkpoint_replaced_while_it_loads_is_read_whole(tmp_path):
         writer.join()
 
 
-def test_refuses_files_that_are_not_checkpoints(tmp_path):
-    """Non-safetensors, truncated, absurd headers and unknown formats give CheckpointError."""
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(lambda good: b"hello, not a checkpoint", id="text"),
+        pytest.param(lambda good: b"", id="empty"),
+        pytest.param(lambda good: good[:-100], id="truncated"),
+        pytest.param(lambda good: struct.pack("<Q", 2**60) + b"{}", id="huge-header"),
+    ],
+)
+def test_refuses_files_that_are_not_checkpoints(tmp_path, content):
+    """Non-safetensors, truncated files and absurd headers give CheckpointError."""
     good = tmp_path / "m.safetensors"
     _save(good)
-    cases = {
-        "text.safetensors": b"hello, not a checkpoint",
-        "empty.safetensors": b"",
-        "truncated.safetensors": good.read_bytes()[:-100],
-        "huge-header.safetensors": struct.pack("<Q", 2**60) + b"{}",
-    }
-    for name, content in cases.items():
-        (tmp_path / name).write_bytes(content)
-        with pytest.raises(CheckpointError):
-            checkpoint.load(tmp_path / name)
+    (tmp_path / "bad.safetensors").write_bytes(content(good.read_bytes()))
+    with pytest.raises(CheckpointError):
+        checkpoint.load(tmp_path / "bad.safetensors")
+
+
+def test_refuses_other_formats(tmp_path):
+    """A safetensors file of another format, or of a later version of this one, is refused by
+    name."""
+    good = tmp_path / "m.safetensors"
+    _save(good)
     save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors", metadata={"format": "other/9"})
     with pytest.raises(CheckpointError, match="has format 'other/9'"):
         checkpoint.load(tmp_path / "other.safetensors")
@@ -172,17 +181,15 @@ def test_refuses_a_header_past_the_cap_before_reading_it(tmp_path, monkeypatch):
         checkpoint.load(good)
 
 
-def test_refuses_config_that_does_not_match_weights(tmp_path):
+@pytest.mark.parametrize("width", [128, 10**7], ids=["another-model", "absurdly-large"])
+def test_refuses_config_that_does_not_match_weights(tmp_path, width):
     """Metadata that describes another model, or an absurdly large one, is refused before building."""
     path = tmp_path / "m.safetensors"
     _save(path)
     header = checkpoint.read_header(path)
     weights = load_file(path)
-    for width in (128, 10**7):
-        metadata = dict(header["__metadata__"])
-        metadata["model_config"] = json.dumps(
-            {**json.loads(metadata["model_config"]), "width": width}
-        )
-        save_file(weights, tmp_path / "bad.safetensors", metadata=metadata)
-        with pytest.raises(CheckpointError, match="does not match"):
-            checkpoint.load(tmp_path / "bad.safetensors")
+    metadata = dict(header["__metadata__"])
+    metadata["model_config"] = json.dumps({**json.loads(metadata["model_config"]), "width": width})
+    save_file(weights, tmp_path / "bad.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError, match="does not match"):
+        checkpoint.load(tmp_path / "bad.safetensors")

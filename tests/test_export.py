@@ -114,25 +114,67 @@ def test_reference_is_the_predict_path(tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_bad_format_and_paths(tmp_path):
-    """User mistakes are ValueErrors (or CheckpointErrors) with one-line messages."""
-    path = make_checkpoint(tmp_path, models.ModelConfig(name="simple"))
-    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
-        export.export(path, tmp_path / "model.tflite", "tflite")
-    with pytest.raises(ValueError, match="does not exist"):
-        export.export(path, tmp_path / "missing" / "model.pt", "torchscript")
-    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
-        export.export(tmp_path / "nope.safetensors", tmp_path / "model.pt", "torchscript")
-    with pytest.raises(ValueError, match="is named .onnx but the format is torchscript"):
-        export.export(path, tmp_path / "model.onnx", "torchscript")
-    with pytest.raises(ValueError, match="name it model.onnx"):
-        export.export(path, tmp_path / "model.pt", "onnx")
-    assert [export.format_for(name) for name in ("m.onnx", "m.pt", "m.bin")] == [
-        "onnx",
-        "torchscript",
-        "torchscript",
-    ]
-    assert not (tmp_path / "model.pt").exists()
+@pytest.mark.parametrize(
+    "source, out, export_format, error, message",
+    [
+        pytest.param(
+            "model.safetensors",
+            "model.tflite",
+            "tflite",
+            ValueError,
+            "unknown export format 'tflite'",
+            id="unknown-format",
+        ),
+        pytest.param(
+            "model.safetensors",
+            "missing/model.pt",
+            "torchscript",
+            ValueError,
+            "does not exist",
+            id="missing-folder",
+        ),
+        pytest.param(
+            "nope.safetensors",
+            "model.pt",
+            "torchscript",
+            checkpoint.CheckpointError,
+            "does not exist",
+            id="missing-checkpoint",
+        ),
+        pytest.param(
+            "model.safetensors",
+            "model.onnx",
+            "torchscript",
+            ValueError,
+            "is named .onnx but the format is torchscript",
+            id="onnx-name-torchscript-format",
+        ),
+        pytest.param(
+            "model.safetensors",
+            "model.pt",
+            "onnx",
+            ValueError,
+            "name it model.onnx",
+            id="onnx-format-other-name",
+        ),
+    ],
+)
+def test_bad_format_and_paths(tmp_path, source, out, export_format, error, message):
+    """User mistakes are ValueErrors (or CheckpointErrors) with one-line messages, and nothing
+    is written."""
+    make_checkpoint(tmp_path, models.ModelConfig(name="simple"))
+    with pytest.raises(error, match=message):
+        export.export(tmp_path / source, tmp_path / out, export_format)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "name, export_format",
+    [("m.onnx", "onnx"), ("m.pt", "torchscript"), ("m.bin", "torchscript")],
+)
+def test_the_format_follows_the_suffix(name, export_format):
+    """.onnx is ONNX; any other name is TorchScript."""
+    assert export.format_for(name) == export_format
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):

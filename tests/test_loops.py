@@ -87,14 +87,20 @@ def test_training_learns_the_tiny_set(tiny_data):
     assert last["train"]["samples"] == len(prepared) and last["train"]["samples_per_second"] > 0
 
 
-def test_learning_rate_schedule():
+@pytest.mark.parametrize(
+    "step, warmup, schedule, expected",
+    [
+        pytest.param(0, 10, "cosine", 0.1, id="first-warm-up-step"),
+        pytest.param(9, 10, "cosine", 1.0, id="warm-up-reaches-the-peak"),
+        pytest.param(55, 10, "cosine", 0.5, id="cosine-halfway"),
+        pytest.param(100, 10, "cosine", 0.0, id="cosine-end"),
+        pytest.param(50, 0, "constant", 1.0, id="constant"),
+    ],
+)
+def test_learning_rate_schedule(step, warmup, schedule, expected):
     """Warm-up rises linearly to the peak, cosine decays to 0, constant stays at the peak."""
-    factor = loops.learning_rate_factor
-    assert factor(0, warmup=10, total=100, schedule="cosine") == 0.1
-    assert factor(9, warmup=10, total=100, schedule="cosine") == 1.0
-    assert factor(55, warmup=10, total=100, schedule="cosine") == pytest.approx(0.5)
-    assert factor(100, warmup=10, total=100, schedule="cosine") == pytest.approx(0.0)
-    assert factor(50, warmup=0, total=100, schedule="constant") == 1.0
+    factor = loops.learning_rate_factor(step, warmup=warmup, total=100, schedule=schedule)
+    assert factor == pytest.approx(expected)
 
 
 def test_recipe_options_train(tiny_data, capsys):
@@ -134,23 +140,34 @@ def test_recipe_options_train(tiny_data, capsys):
         loops.TrainConfig(optimizer="sgd")
 
 
-def test_select_after_leaves_the_last_epochs_to_choose_from():
-    """select_after 0.5 of 10 epochs: epochs 6-10 may be kept; 1 would leave none, refused."""
-    assert loops.TrainConfig(epochs=10, select_after=0.5).first_candidate == 6
-    assert loops.TrainConfig(epochs=3).first_candidate == 1
-    assert loops.TrainConfig(epochs=1, select_after=0.9).first_candidate == 1
-    assert loops.TrainConfig(epochs=50, select_after=0.5).first_candidate == 26  # the default
-    for fraction in (0.29, 0.57, 0.58):  # 0.29 * 100 = 28.999999999999996 in floating point
-        assert (
-            loops.TrainConfig(epochs=100, select_after=fraction).first_candidate
-            == round(fraction * 100) + 1
-        )
-    assert loops.TrainConfig(epochs=50, select_after=0.99).first_candidate == 50
+@pytest.mark.parametrize(
+    "epochs, select_after, first",
+    [
+        pytest.param(10, 0.5, 6, id="half-of-10"),
+        pytest.param(3, None, 1, id="select-after-not-given"),
+        pytest.param(1, 0.9, 1, id="one-epoch"),
+        pytest.param(50, 0.5, 26, id="the-default-preset"),
+        # 0.29 * 100 = 28.999999999999996 in floating point
+        pytest.param(100, 0.29, 30, id="0.29-of-100"),
+        pytest.param(100, 0.57, 58, id="0.57-of-100"),
+        pytest.param(100, 0.58, 59, id="0.58-of-100"),
+        pytest.param(50, 0.99, 50, id="the-last-epoch"),
+    ],
+)
+def test_select_after_leaves_the_last_epochs_to_choose_from(epochs, select_after, first):
+    """select_after 0.5 of 10 epochs: epochs 6-10 may be kept."""
+    given = {} if select_after is None else {"select_after": select_after}
+    assert loops.TrainConfig(epochs=epochs, **given).first_candidate == first
+
+
+def test_select_after_one_is_refused():
+    """select_after 1 would leave no epoch to choose from."""
     with pytest.raises(ValueError, match="select_after"):
         loops.TrainConfig(select_after=1.0)
 
 
-def test_late_dropout_turns_dropout_off():
+@pytest.mark.parametrize("name", ["transformer", "lstm"])
+def test_late_dropout_turns_dropout_off(name):
     """Before the late-dropout epoch every dropout is off, so training is deterministic; RNNs
     stay in training mode (cuDNN cannot backpropagate them in eval mode) with dropout 0."""
     batch = data.Batch(
@@ -160,20 +177,19 @@ def test_late_dropout_turns_dropout_off():
         torch.tensor([0, 1, 2, 0]),
         torch.arange(4),
     )
-    for name in ("transformer", "lstm"):
-        torch.manual_seed(0)
-        model = models.build(models.ModelConfig(name=name, dropout=0.5), 260, 3)
-        config = loops.TrainConfig(learning_rate=0.0, late_dropout=5)
-        state = loops.start(model, config, 1)
-        a = loops.train_epoch(state, [batch], config, dropout=False)
-        b = loops.train_epoch(state, [batch], config, dropout=False)
-        c = loops.train_epoch(state, [batch], config, dropout=True)
-        assert a["loss"] == b["loss"] != c["loss"], name
-        assert all(m.training for m in model.modules())  # back as it was
-        with loops.dropout_off(model):
-            rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
-            assert all(m.training and m.dropout == 0 for m in rnns)
-        assert all(m.dropout == 0.5 for m in rnns) and len(rnns) == (name == "lstm")
+    torch.manual_seed(0)
+    model = models.build(models.ModelConfig(name=name, dropout=0.5), 260, 3)
+    config = loops.TrainConfig(learning_rate=0.0, late_dropout=5)
+    state = loops.start(model, config, 1)
+    a = loops.train_epoch(state, [batch], config, dropout=False)
+    b = loops.train_epoch(state, [batch], config, dropout=False)
+    c = loops.train_epoch(state, [batch], config, dropout=True)
+    assert a["loss"] == b["loss"] != c["loss"], name
+    assert all(m.training for m in model.modules())  # back as it was
+    with loops.dropout_off(model):
+        rnns = [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+        assert all(m.training and m.dropout == 0 for m in rnns)
+    assert all(m.dropout == 0.5 for m in rnns) and len(rnns) == (name == "lstm")
 
 
 def test_ema_decay_ramps_up_to_its_setting():
@@ -222,9 +238,9 @@ def test_processes_agree_on_batch_order_every_epoch(tiny_data):
     ]
 
 
-def test_more_processes_than_batches_all_get_one(tiny_data):
+@pytest.mark.parametrize("world", [4, 8])
+def test_more_processes_than_batches_all_get_one(tiny_data, world):
     """Every process gets the same number of batches, even when there are fewer batches."""
     prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
-    for world in (4, 8):
-        counts = [len(list(prepared.batches(32, rank=r, world=world))) for r in range(world)]
-        assert counts == [prepared.num_batches(32, world)] * world == [1] * world
+    counts = [len(list(prepared.batches(32, rank=r, world=world))) for r in range(world)]
+    assert counts == [prepared.num_batches(32, world)] * world == [1] * world

@@ -80,12 +80,16 @@ def test_velocity_is_zero_where_a_landmark_is_missing():
     assert torch.allclose(v[0, :, 2], torch.tensor([0.0, 0.0, 0.0, 0.0, -0.5]))
 
 
-def test_attention_dropout_is_its_own_setting():
+@pytest.mark.parametrize("name", ["transformer", "macaron", "conformer", "hybrid"])
+def test_attention_dropout_is_its_own_setting(name):
     """SelfAttention takes attention_dropout, not dropout, in every attention model."""
-    for name in ("transformer", "macaron", "conformer", "hybrid"):
-        model = models.build(ModelConfig(name=name, dropout=0.3, attention_dropout=0.0), 20, 3)
-        rates = [m.dropout for m in model.modules() if isinstance(m, models.SelfAttention)]
-        assert rates and all(rate == 0.0 for rate in rates)
+    model = models.build(ModelConfig(name=name, dropout=0.3, attention_dropout=0.0), 20, 3)
+    rates = [m.dropout for m in model.modules() if isinstance(m, models.SelfAttention)]
+    assert rates and all(rate == 0.0 for rate in rates)
+
+
+def test_default_attention_dropout():
+    """The default model's attention dropout is article 10's 0.1."""
     default = models.build(ModelConfig(), 20, 3)
     assert default.layers[0].attention.dropout == 0.1  # article 10 keeps 0.1
 
@@ -146,14 +150,22 @@ def test_encoder_layer_normalises_before_or_after(pre_norm):
     assert torch.allclose(layer(x, valid), expected, atol=1e-6)
 
 
-def test_bad_config_is_refused():
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        pytest.param(ModelConfig(name="nope"), "unknown model", id="unknown-model"),
+        pytest.param(ModelConfig(width=65, heads=2), "multiple of heads", id="transformer-width"),
+        pytest.param(
+            ModelConfig(name="conformer", width=65, heads=2),
+            "multiple of heads",
+            id="conformer-width",
+        ),
+    ],
+)
+def test_bad_config_is_refused(config, message):
     """An unknown model name or a width not divisible by heads is a ValueError."""
-    with pytest.raises(ValueError, match="unknown model"):
-        models.build(ModelConfig(name="nope"), 260, 10)
-    with pytest.raises(ValueError, match="multiple of heads"):
-        models.build(ModelConfig(width=65, heads=2), 260, 10)
-    with pytest.raises(ValueError, match="multiple of heads"):
-        models.build(ModelConfig(name="conformer", width=65, heads=2), 260, 10)
+    with pytest.raises(ValueError, match=message):
+        models.build(config, 260, 10)
 
 
 @pytest.mark.parametrize("name", ["transformer", "conformer", "hybrid"])

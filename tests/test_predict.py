@@ -5,8 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import REAL_RAW, require_real_data, run
-from test_cli import _one_line_error
+from conftest import REAL_RAW, one_line_error, require_real_data, run
 
 import checkpoint
 import data
@@ -27,16 +26,8 @@ def test_predict_equals_evaluate(trained, tmp_path):
     i = 5
     np.save(tmp_path / "one.npy", dataset.features[i].transpose(1, 2, 0))
     report = tmp_path / "p.json"
-    result = run(
-        "predict",
-        ckpt,
-        tmp_path / "one.npy",
-        data_dir / "16069.hdf5",
-        "--top-k",
-        "3",
-        "--json",
-        report,
-    )
+    inputs = [tmp_path / "one.npy", data_dir / "16069.hdf5"]
+    result = run("predict", ckpt, *inputs, "--top-k", "3", "--json", report)
     assert result.exit_code == 0, result.output
     predictions = json.loads(report.read_text())
     assert len(predictions) == 1 + len(dataset)
@@ -76,29 +67,64 @@ def test_predict_reads_kaggle_parquet(tmp_path):
     assert np.array_equal(from_parquet, stored, equal_nan=True)
 
 
-def test_predict_bad_inputs(trained, tmp_path):
-    """Unknown types, wrong shapes and missing files are one-line errors."""
+# A recording to predict on: a name, how to write it, and what the one-line error must say.
+BAD_INPUTS = [
+    pytest.param(
+        "bad.npy",
+        lambda path: np.save(path, np.zeros((4, 100, 3), np.float32)),
+        "expected [T, 543, 3]",
+        id="wrong-shape",
+    ),
+    pytest.param("none.npy", None, "does not exist", id="missing"),
+    pytest.param("x.txt", lambda path: path.write_text("hi"), "unknown input type", id="type"),
+    pytest.param(
+        "obj.npy",
+        lambda path: np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+        "not a readable .npy",
+        id="objects",
+    ),
+    pytest.param(
+        "text.npy",
+        lambda path: np.save(path, np.full((5, 543, 3), "a")),
+        "holds <U1 values, expected numbers",
+        id="text",
+    ),
+    pytest.param(
+        "empty.hdf5",
+        lambda path: h5py.File(path, "w").close(),
+        "empty.hdf5 holds no sequences",
+        id="empty-hdf5",
+    ),
+    pytest.param(
+        "huge.npy",
+        lambda path: np.save(path, np.full((5, 543, 3), 1e30, np.float32)),
+        "output is not finite",
+        id="huge-values",
+    ),
+    pytest.param(
+        "empty.npy", lambda path: path.write_bytes(b""), "not a readable .npy array", id="empty-npy"
+    ),
+    pytest.param(
+        "folder", lambda path: path.mkdir(), "is a directory: name the recording files", id="folder"
+    ),
+]
+
+
+@pytest.mark.parametrize("name, write, message", BAD_INPUTS)
+def test_predict_bad_inputs(trained, tmp_path, name, write, message):
+    """Unknown types, wrong shapes, unreadable contents and missing files are one-line errors."""
     _, out, _ = trained
-    ckpt = out / "model.safetensors"
-    np.save(tmp_path / "bad.npy", np.zeros((4, 100, 3), np.float32))
-    _one_line_error(run("predict", ckpt, tmp_path / "bad.npy"), "expected [T, 543, 3]")
-    _one_line_error(run("predict", ckpt, tmp_path / "none.npy"), "does not exist")
-    (tmp_path / "x.txt").write_text("hi")
-    _one_line_error(run("predict", ckpt, tmp_path / "x.txt"), "unknown input type")
-    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    _one_line_error(run("predict", ckpt, tmp_path / "obj.npy"), "not a readable .npy")
-    np.save(tmp_path / "text.npy", np.full((5, 543, 3), "a"))
-    _one_line_error(
-        run("predict", ckpt, tmp_path / "text.npy"), "holds <U1 values, expected numbers"
-    )
-    h5py.File(tmp_path / "empty.hdf5", "w").close()
-    _one_line_error(run("predict", ckpt, tmp_path / "empty.hdf5"), "empty.hdf5 holds no sequences")
-    np.save(tmp_path / "huge.npy", np.full((5, 543, 3), 1e30, np.float32))
-    _one_line_error(run("predict", ckpt, tmp_path / "huge.npy"), "output is not finite")
-    (tmp_path / "empty.npy").write_bytes(b"")
-    _one_line_error(run("predict", ckpt, tmp_path / "empty.npy"), "not a readable .npy array")
+    if write is not None:
+        write(tmp_path / name)
+    one_line_error(run("predict", out / "model.safetensors", tmp_path / name), message)
+
+
+def test_predict_json_into_a_folder_is_one_line(trained, tmp_path):
+    """--json naming a folder is a one-line error."""
+    _, out, _ = trained
     np.save(tmp_path / "ok.npy", np.zeros((5, 543, 3), np.float32))
-    _one_line_error(run("predict", ckpt, tmp_path / "ok.npy", "--json", tmp_path), "is a directory")
+    result = run("predict", out / "model.safetensors", tmp_path / "ok.npy", "--json", tmp_path)
+    one_line_error(result, "is a directory")
 
 
 def test_predict_names_inputs_as_given_and_notes_empty_recordings(trained, tmp_path):
