@@ -389,6 +389,7 @@ def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
     )
     assert frames / elapsed > 1
 
+    page.wait_for_function("window.islr.hands > 0", timeout=10_000)  # a hand in the picture
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

@@ -19,8 +19,8 @@ const POSE_LINES = [[11, 12], [11, 13], [13, 15], [12, 14], [14, 16], [11, 23], 
   [23, 25], [25, 27], [24, 26], [26, 28], [0, 2], [2, 7], [0, 5], [5, 8], [9, 10]];
 const COLOURS = { face: "rgba(255,255,255,0.45)", pose: "#e5e7eb", left: "#f59e0b", right: "#38bdf8" };
 
-const islr = (window.islr = { info: null, frames: 0, drawn: 0, signs: [], delays: [], fps: 0,
-  stamps: [], errors: [] });
+const islr = (window.islr = { info: null, frames: 0, drawn: 0, hands: 0, signs: [], delays: [],
+  fps: 0, stamps: [], errors: [] });
 let stream = null, socket = null, busy = false, sentAt = 0, nextAt = 0, recognisedUntil = 0;
 const grab = document.createElement("canvas");
 
@@ -173,6 +173,8 @@ function onMessage(event) {
     islr.frames += 1;
     drawSkeleton(message.points);
     islr.drawn += message.points.some((p) => p) ? 1 : 0;
+    islr.hands = message.points.slice(LEFT_HAND, POSE).concat(message.points.slice(RIGHT_HAND))
+      .filter((p) => p).length;
     islr.delays.push(performance.now() - sentAt);
     islr.stamps.push(performance.now());
     setState(message.state);
