@@ -144,8 +144,9 @@ def jpeg_size(jpeg: bytes) -> tuple[int, int]:
 
 def decode_frame(jpeg: bytes) -> np.ndarray:
     """An RGB uint8 (H, W, 3) frame from a JPEG the browser sent, within the frame limits."""
-    import cv2  # OpenCV as MediaPipe brings it (the video extra)
+    import video
 
+    cv2 = video.opencv()
     if len(jpeg) > MAX_FRAME_BYTES:
         raise ServeError(f"a frame is at most {MAX_FRAME_BYTES:,} bytes")
     width, height = jpeg_size(jpeg)
@@ -363,19 +364,19 @@ def serve(
     """A local web page: sign to the camera (or upload a video) and see the top 5."""
     with user_errors(ServeError):
         try:
+            import fastapi  # noqa: F401
             import uvicorn
 
             import live  # noqa: F401
             import video
         except ImportError as missing:
             raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None
-        try:
-            video.Holistic  # noqa: B018 (video.py says which of its packages is missing)
-            import fastapi  # noqa: F401
-        except (ImportError, AttributeError) as missing:
-            raise ServeError(f"serve needs fastapi and mediapipe: {INSTALL}") from missing
         use_threads(threads)
         loaded = checkpoint.load(ckpt)
+        try:  # the video extra and the model of --complexity, checked before anyone connects
+            video.Holistic(complexity=complexity).close()
+        except video.VideoError as problem:
+            raise ServeError(str(problem)) from None
         limits = Limits(sessions=sessions, fps=fps, upload_bytes=max_upload_mb * 1_000_000)
         app = create_app(ckpt, loaded, limits, complexity)
         listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
