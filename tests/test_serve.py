@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -312,7 +313,6 @@ def write_y4m(video: Path, out: Path, still: int = 45) -> Path:
 @pytest.fixture(scope="module")
 def address(model):
     """`islr.py serve` on a free port, as a user starts it; stopped after the tests."""
-    require_chromium()
     process = subprocess.Popen(
         [sys.executable, "islr.py", "serve", str(model), "--port", "0"],
         cwd=REPO,
@@ -349,6 +349,48 @@ def browser(tmp_path_factory):
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
         yield chromium
         chromium.close()
+
+
+def test_server_survives_garbage_and_vanishing_clients(address):
+    """Against the real server (uvicorn): bytes that are not HTTP, a WebSocket dropped without
+    a goodbye mid-frame, a frame over the size bound; each time the next client is served."""
+    import socket
+    from urllib.request import urlopen
+
+    from websockets.sync.client import connect
+
+    frame = jpeg_frames(require_selfie())[0]
+    host, port = re.search(r"//([\d.]+):(\d+)/", address).groups()
+    live = f"ws://{host}:{port}/api/live"
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400")
+
+    @contextmanager
+    def session(**options):
+        """A live session, once the server has noticed that earlier ones went away."""
+        for _ in range(100):
+            with connect(live, **options) as client_:
+                if json.loads(client_.recv(timeout=30))["type"] == "ready":
+                    yield client_
+                    return
+            time.sleep(0.1)
+        pytest.fail("sessions that went away still hold their places")
+
+    for _ in range(3):
+        with session() as client_:
+            client_.send(frame)
+            client_.socket.close()  # gone, without a close frame, while the server works
+    with session(max_size=None) as client_:
+        client_.send(b"\xff\xd8" + bytes(serve.MAX_FRAME_BYTES + 10_000))
+        with pytest.raises(Exception) as closed:
+            client_.recv(timeout=30)
+        assert "1009" in str(closed.value)  # message too big
+    with session() as client_:
+        client_.send(frame)
+        assert json.loads(client_.recv(timeout=30))["type"] == "frame"
+    with urlopen(address + "api/info", timeout=30) as response:
+        assert json.loads(response.read())["signs"]
 
 
 def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
