@@ -442,7 +442,10 @@ def evaluate(
 # export); importing them registers them on the app, after the commands above so that
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
+import extract
 import tools  # noqa: F401
+
+app.command()(extract.extract)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
