@@ -442,9 +442,11 @@ def evaluate(
 # export); importing them registers them on the app, after the commands above so that
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
+import extract
 import serve
 import tools  # noqa: F401
 
+app.command()(extract.extract)
 app.command()(serve.serve)
 
 if __name__ == "__main__":

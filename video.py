@@ -180,6 +180,20 @@ def count_frames(path: str | Path) -> int | None:
     return int(count) if count and count > 0 else None
 
 
+def check_complexity(complexity: int) -> None:
+    """A VideoError unless `complexity` is 0, 1 or 2 and its pose model is here."""
+    if complexity not in COMPLEXITIES:
+        raise VideoError(f"model complexity must be 0, 1 or 2, not {complexity}")
+    _holistic_solution()  # the extra is installed
+    model = pose_model_path(complexity)
+    if not model.is_file():
+        raise VideoError(
+            f"model complexity {complexity} needs {model.name}, which the mediapipe wheel "
+            f"does not ship (MediaPipe would download it; islr downloads nothing): use "
+            f"complexity 1, or put the file at {model}"
+        )
+
+
 def pose_model_path(complexity: int) -> Path:
     """Where mediapipe keeps the pose model of a complexity. Only complexity 1's (full) is in
     the mediapipe 0.10.14 wheel; MediaPipe downloads lite (0) and heavy (2) at first use."""
@@ -205,16 +219,8 @@ class Holistic:
     """
 
     def __init__(self, complexity: int = 1, static: bool = False) -> None:
-        if complexity not in COMPLEXITIES:
-            raise VideoError(f"model complexity must be 0, 1 or 2, not {complexity}")
         holistic = _holistic_solution()
-        model = pose_model_path(complexity)
-        if not model.is_file():
-            raise VideoError(
-                f"model complexity {complexity} needs {model.name}, which the mediapipe wheel "
-                f"does not ship (MediaPipe would download it; islr downloads nothing): use "
-                f"complexity 1, or put the file at {model}"
-            )
+        check_complexity(complexity)
         self.complexity, self.static = complexity, static
         self._solution = holistic.Holistic(
             static_image_mode=static,
