@@ -1,7 +1,8 @@
 // islr serve: the page's logic. The camera's frames go to the server as JPEG over a WebSocket,
 // one at a time and at most info.fps a second; each answer carries the frame's landmarks (drawn
 // as a skeleton over the video), the segmenter's state and, when a sign ends, its top 5.
-// window.islr holds the figures the tests read: frames answered, frames/s, delays.
+// window.islr holds the figures the tests read: frames answered, frames/s, delays (ms from
+// grabbing a frame to drawing its skeleton) and the server's share of them.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -20,7 +21,7 @@ const POSE_LINES = [[11, 12], [11, 13], [13, 15], [12, 14], [14, 16], [11, 23], 
 const COLOURS = { face: "rgba(255,255,255,0.45)", pose: "#e5e7eb", left: "#f59e0b", right: "#38bdf8" };
 
 const islr = (window.islr = { info: null, frames: 0, drawn: 0, hands: 0, signs: [], delays: [],
-  fps: 0, stamps: [], errors: [] });
+  server: [], fps: 0, stamps: [], errors: [] });
 let stream = null, socket = null, busy = false, sentAt = 0, nextAt = 0, recognisedUntil = 0;
 const grab = document.createElement("canvas");
 
@@ -176,6 +177,7 @@ function onMessage(event) {
     islr.hands = message.points.slice(LEFT_HAND, POSE).concat(message.points.slice(RIGHT_HAND))
       .filter((p) => p).length;
     islr.delays.push(performance.now() - sentAt);
+    islr.server.push(message.ms);
     islr.stamps.push(performance.now());
     setState(message.state);
     updateStats();
