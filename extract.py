@@ -545,7 +545,7 @@ def extract(
                          on_progress=show)  # fmt: skip
             if dataset:
                 num_rows, num_signs = write_dataset_index(out, jobs)
-    for kind, messages in report.problems.items():
+    for kind, messages in report.problems.items() if folder_mode else ():
         shown = "; ".join(messages[:NUM_EXAMPLES])
         more = f" (and {len(messages) - NUM_EXAMPLES} more)" if len(messages) > NUM_EXAMPLES else ""
         console.print(styled(f"skipped {len(messages)} ({kind.replace('_', ' ')}):", "yellow",
