@@ -71,10 +71,11 @@ def jpeg_frames(path: Path) -> list[bytes]:
         frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
 
 
-def predicted(ckpt: Path, path: Path, tmp_path: Path) -> list[dict]:
-    """`predict`'s top 5 for one file, from its --json output."""
-    report = tmp_path / "predict.json"
-    result = run("predict", ckpt, path, "--top-k", "5", "--json", report)
+@pytest.fixture(scope="module")
+def predicted(model, tmp_path_factory) -> list[dict]:
+    """`python islr.py predict CKPT signer-selfie.mp4 --top-k 5`'s predictions (its --json)."""
+    report = tmp_path_factory.mktemp("predict") / "predict.json"
+    result = run("predict", model, require_selfie(), "--top-k", "5", "--json", report)
     assert result.exit_code == 0, result.output
     return json.loads(report.read_text())[0]["predictions"]
 
@@ -116,7 +117,7 @@ def test_page_info_and_nothing_else(model):
     still_serving(api)
 
 
-def test_upload_equals_predict(model, tmp_path):
+def test_upload_equals_predict(model, predicted):
     """An uploaded video gets exactly the top 5 that `predict` prints for the file."""
     video = require_selfie()
     api = client(model)
@@ -126,7 +127,7 @@ def test_upload_equals_predict(model, tmp_path):
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["frames"] == 58 and result["landmarks_seen"]
-    assert result["predictions"] == predicted(model, video, tmp_path)
+    assert result["predictions"] == predicted
     probabilities = [p["probability"] for p in result["predictions"]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
 
@@ -449,7 +450,7 @@ def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
     page.close()
 
 
-def test_page_upload_equals_predict(browser, address, model, tmp_path):
+def test_page_upload_equals_predict(browser, address, predicted):
     """Uploading the clip on the page shows the top 5 that `predict` prints for it."""
     video = require_selfie()
     page = browser.new_page()
@@ -464,10 +465,9 @@ def test_page_upload_equals_predict(browser, address, model, tmp_path):
         }
         for bar in page.query_selector_all("#upload-result .bar")
     ]
-    expected = predicted(model, video, tmp_path)
-    assert shown == expected
+    assert shown == predicted
     texts = page.query_selector_all("#upload-result .bar .value")
-    assert [t.inner_text() for t in texts] == [f"{p['probability']:.1%}" for p in expected]
+    assert [t.inner_text() for t in texts] == [f"{p['probability']:.1%}" for p in predicted]
     page.set_input_files(
         "#file", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a video"}
     )
