@@ -172,12 +172,12 @@ def create_app(
     ckpt: Path, loaded: checkpoint.Checkpoint, limits: Limits = Limits(), complexity: int = 1
 ):
     """The FastAPI application serving the page and its API for one loaded checkpoint."""
+    import live
     from fastapi import FastAPI, Request, WebSocket
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
     from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-    import live
     import video
 
     assets = {route: ((WEB / name).read_bytes(), kind) for route, (name, kind) in ASSETS.items()}
@@ -299,16 +299,12 @@ def create_app(
                     )
                     continue
                 tokens -= 1
+                started = time.perf_counter()
                 try:
                     frame = decode_frame(message["bytes"])
-                except ServeError as problem:
-                    await socket_.send_json({"type": "error", "message": str(problem)})
-                    continue
-                started = time.perf_counter()
-                landmarks = await asyncio.to_thread(holistic.landmarks, frame)
-                segment = segmenter.push(landmarks)
-                await socket_.send_json(
-                    {
+                    landmarks = await asyncio.to_thread(holistic.landmarks, frame)
+                    segment = segmenter.push(landmarks)
+                    answer = {
                         "type": "frame",
                         "width": frame.shape[1],
                         "height": frame.shape[0],
@@ -316,16 +312,35 @@ def create_app(
                         "state": segmenter.state,
                         "ms": round(1000 * (time.perf_counter() - started), 1),
                     }
-                )
-                if segment is not None:
-                    result = await asyncio.to_thread(classify, loaded, segment)
-                    await socket_.send_json({"type": "sign", **result})
+                    sign = None
+                    if segment is not None:
+                        sign = {
+                            "type": "sign",
+                            **await asyncio.to_thread(classify, loaded, segment),
+                        }
+                except ServeError as problem:
+                    await socket_.send_json({"type": "error", "message": str(problem)})
+                    continue
+                except Exception as problem:  # a bug, not the client's doing: say so, go on
+                    console.print(f"error in /api/live: {type(problem).__name__}: {problem}")
+                    await socket_.send_json(
+                        {
+                            "type": "error",
+                            "message": "the server failed on this frame (its console says why)",
+                        }
+                    )
+                    continue
+                await socket_.send_json(answer)
+                if sign is not None:
+                    await socket_.send_json(sign)
+        except video.VideoError as problem:  # MediaPipe could not start
+            await socket_.send_json({"type": "error", "message": str(problem)})
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the client went away mid-answer: nothing to tell it
         finally:
             busy["sessions"] -= 1
             if holistic is not None:
-                holistic.__exit__(None, None, None)
+                holistic.close()
             if socket_.application_state == WebSocketState.CONNECTED:
                 try:
                     await socket_.close()
@@ -365,9 +380,9 @@ def serve(
     with user_errors(ServeError):
         try:
             import fastapi  # noqa: F401
+            import live  # noqa: F401
             import uvicorn
 
-            import live  # noqa: F401
             import video
         except ImportError as missing:
             raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None

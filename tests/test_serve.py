@@ -161,7 +161,8 @@ def test_bad_uploads_get_a_message(model, monkeypatch):
 
 
 def test_internal_failure_is_a_message_not_a_trace(model, monkeypatch):
-    """A failure inside the server reaches the page as one sentence; the server goes on."""
+    """A failure inside the server, on an upload or a frame, reaches the page as one sentence;
+    the server and the camera session go on."""
     video = require_selfie()
 
     def broken(*args, **kwargs):
@@ -175,6 +176,28 @@ def test_internal_failure_is_a_message_not_a_trace(model, monkeypatch):
     assert response.status_code == 500
     assert response.json() == {"error": "the server failed on this request (its console says why)"}
     still_serving(api)
+
+    frame = jpeg_frames(video)[0]
+    failures = iter([KeyError("deep inside")])
+
+    def points_once(landmarks):
+        failure = next(failures, None)
+        if failure:
+            raise failure
+        return [None] * len(landmarks)
+
+    monkeypatch.setattr(serve, "points_of", points_once)
+    with api.websocket_connect("/api/live") as socket:
+        assert socket.receive_json()["type"] == "ready"
+        socket.send_bytes(frame)
+        answer = socket.receive_json()
+        assert answer == {
+            "type": "error",
+            "message": "the server failed on this frame (its console says why)",
+        }
+        time.sleep(0.2)
+        socket.send_bytes(frame)  # the session goes on
+        assert socket.receive_json()["type"] == "frame"
 
 
 def test_live_session_answers_frames_and_signs(model):
