@@ -39,7 +39,7 @@ import typer
 import checkpoint
 import data
 import loops
-from cli import console, note, use_threads, user_errors
+from cli import Threads, console, note, use_threads, user_errors
 
 WEB = Path(__file__).resolve().parent / "web"
 ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read from disk
@@ -370,11 +370,12 @@ def serve(
         int, typer.Option(min=1, help="The largest video upload, in MB.")
     ] = Limits.upload_bytes // 1_000_000,
     complexity: Annotated[
-        int, typer.Option(min=0, max=2, help="MediaPipe Holistic model complexity.")
+        int,
+        typer.Option(
+            min=0, max=2, help="MediaPipe Holistic model complexity (extract and predict use 1)."
+        ),
     ] = 1,
-    threads: Annotated[
-        int, typer.Option(min=0, help="PyTorch threads (0: PyTorch's default).")
-    ] = 0,
+    threads: Threads = 0,
 ) -> None:
     """A local web page: sign to the camera (or upload a video) and see the top 5."""
     with user_errors(ServeError):
