@@ -281,6 +281,7 @@ def create_app(
             segmenter = live.Segmenter(fps=limits.fps)
             await socket_.send_json({"type": "ready"})
             tokens, refilled = float(FRAME_BURST), time.monotonic()
+            opened = refilled  # frames are timed as they arrive: the page's rate varies
             while True:
                 message = await socket_.receive()
                 if message["type"] == "websocket.disconnect":
@@ -303,7 +304,7 @@ def create_app(
                 try:
                     frame = decode_frame(message["bytes"])
                     landmarks = await asyncio.to_thread(holistic.landmarks, frame)
-                    segment = segmenter.push(landmarks)
+                    segment = segmenter.push(landmarks, time=time.monotonic() - opened)
                     answer = {
                         "type": "frame",
                         "width": frame.shape[1],
@@ -399,6 +400,7 @@ def serve(
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((host, port))
+            listener.listen(128)  # connections wait for uvicorn from now on, not refused
         except OSError as problem:
             listener.close()
             raise ServeError(f"cannot listen on {host}:{port} ({problem.strerror})") from None
