@@ -443,9 +443,11 @@ def evaluate(
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
 import extract
+import live
 import tools  # noqa: F401
 
 app.command()(extract.extract)
+app.command()(live.live)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
