@@ -443,10 +443,12 @@ def evaluate(
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
 import extract
+import live
 import serve
 import tools  # noqa: F401
 
 app.command()(extract.extract)
+app.command()(live.live)
 app.command()(serve.serve)
 
 if __name__ == "__main__":

@@ -172,12 +172,12 @@ def create_app(
     ckpt: Path, loaded: checkpoint.Checkpoint, limits: Limits = Limits(), complexity: int = 1
 ):
     """The FastAPI application serving the page and its API for one loaded checkpoint."""
-    import live
     from fastapi import FastAPI, Request, WebSocket
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
     from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+    import live
     import video
 
     assets = {route: ((WEB / name).read_bytes(), kind) for route, (name, kind) in ASSETS.items()}
@@ -382,9 +382,9 @@ def serve(
     with user_errors(ServeError):
         try:
             import fastapi  # noqa: F401
-            import live  # noqa: F401
             import uvicorn
 
+            import live  # noqa: F401
             import video
         except ImportError as missing:
             raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None
