@@ -7,8 +7,8 @@ start) sends camera frames as JPEG over a WebSocket (/api/live), at most `--fps`
 one at a time. For each frame the server extracts the landmarks with video.Holistic (the
 settings of `extract`, `predict` and `live`), cuts signs out of the stream with
 live.Segmenter, and answers with the frame's landmarks (the page draws the skeleton) and the
-segmenter's state; for each sign it sends the top 5 of `classify`, the checkpoint's own
-preprocessing and model, as `predict` computes them. An uploaded video (POST /api/upload, the
+segmenter's state, and, with the frame that ends a sign, the sign's top 5 from `classify`
+(the checkpoint's own preprocessing and model, as `predict` computes them). An uploaded video (POST /api/upload, the
 file as the body) gets exactly what `predict` prints for that file. Nothing leaves the machine:
 the server binds to 127.0.0.1 unless told otherwise, and the page loads nothing from elsewhere.
 
@@ -305,20 +305,18 @@ def create_app(
                     frame = decode_frame(message["bytes"])
                     landmarks = await asyncio.to_thread(holistic.landmarks, frame)
                     segment = segmenter.push(landmarks, time=time.monotonic() - opened)
+                    sign = None
+                    if segment is not None:
+                        sign = await asyncio.to_thread(classify, loaded, segment)
                     answer = {
                         "type": "frame",
                         "width": frame.shape[1],
                         "height": frame.shape[0],
                         "points": points_of(landmarks),
                         "state": segmenter.state,
+                        "sign": sign,  # the top 5 of a sign this frame ended, else None
                         "ms": round(1000 * (time.perf_counter() - started), 1),
                     }
-                    sign = None
-                    if segment is not None:
-                        sign = {
-                            "type": "sign",
-                            **await asyncio.to_thread(classify, loaded, segment),
-                        }
                 except ServeError as problem:
                     await socket_.send_json({"type": "error", "message": str(problem)})
                     continue
@@ -332,8 +330,6 @@ def create_app(
                     )
                     continue
                 await socket_.send_json(answer)
-                if sign is not None:
-                    await socket_.send_json(sign)
         except video.VideoError as problem:  # MediaPipe could not start
             await socket_.send_json({"type": "error", "message": str(problem)})
         except (WebSocketDisconnect, OSError, RuntimeError):

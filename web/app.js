@@ -1,6 +1,6 @@
 // islr serve: the page's logic. The camera's frames go to the server as JPEG over a WebSocket,
 // one at a time and at most info.fps a second; each answer carries the frame's landmarks (drawn
-// as a skeleton over the video), the segmenter's state and, when a sign ends, its top 5.
+// as a skeleton over the video), the segmenter's state and, when the frame ends a sign, its top 5.
 // window.islr holds the figures the tests read: frames answered, frames/s, delays (ms from
 // grabbing a frame to drawing its skeleton) and the server's share of them.
 "use strict";
@@ -179,10 +179,9 @@ function onMessage(event) {
     islr.delays.push(performance.now() - sentAt);
     islr.server.push(message.ms);
     islr.stamps.push(performance.now());
+    if (message.sign) addSign(message.sign);
     setState(message.state);
     updateStats();
-  } else if (message.type === "sign") {
-    addSign(message);
   } else if (message.type === "error") {
     busy = false;
     showMessage(message.message);
