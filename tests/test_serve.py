@@ -420,6 +420,9 @@ def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
     """The camera's frames come back as a skeleton drawn over the video, and the clip's sign
     as a top 5 with probability bars; the page's speed is printed."""
     page = browser.new_page(viewport={"width": 1100, "height": 760})
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("websocket", lambda socket: requested.append(socket.url))
     page.goto(address)
     page.wait_for_function("window.islr.info !== null")
     model_name = page.inner_text("#model")
@@ -446,6 +449,10 @@ def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
     assert probabilities == sorted(probabilities, reverse=True) and 0 < probabilities[0] <= 1
     assert page.inner_text("#history").strip() and page.evaluate("window.islr.errors") == []
     assert page.inner_text("#state") in ("waiting", "signing", "recognised")
+    host = address.replace("http://", "")  # the page asked nothing of any other address
+    assert {url.split("//")[1].split("/")[0] for url in requested} == {host.rstrip("/")}
+    assert any(url.endswith("/app.js") for url in requested)
+    assert any(url.startswith("ws://") and url.endswith("/api/live") for url in requested)
 
     frames, elapsed = stats[0] - started[0], (stats[1] - started[1]) / 1000
     delays, server = (np.array(figures[-frames:] if frames else figures) for figures in stats[2:])
