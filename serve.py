@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -63,6 +64,7 @@ MAX_FRAME_BYTES = 2_000_000  # one JPEG frame; a 1280x720 camera frame is ~100 k
 MAX_FRAME_PIXELS = 1920 * 1080  # larger frames cost MediaPipe time and gain nothing
 UPLOAD_FRAMES = 1_800  # a minute at 30 fps: extraction takes about as long again on 2 cores
 FRAME_BURST = 2  # frames a session may send back to back before --fps applies
+FOREIGN = "only this server's own page may use its API"
 
 
 class ServeError(Exception):
@@ -158,6 +160,13 @@ def decode_frame(jpeg: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def foreign(headers) -> bool:
+    """True for a request a page of another site sent (its Origin is not this server): a
+    WebSocket or a POST from any open tab could otherwise use the camera API and the uploads."""
+    origin = headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != headers.get("host")
+
+
 def points_of(landmarks: np.ndarray) -> list[list[float] | None]:
     """The (x, y) of each of the 543 landmarks for the page, None where not detected."""
     rounded = np.round(landmarks[:, :2].astype(np.float64), 4)
@@ -224,6 +233,8 @@ def create_app(
 
     @app.post("/api/upload")
     async def upload(request: Request) -> JSONResponse:
+        if foreign(request.headers):
+            return error(FOREIGN, 403)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in VIDEO_TYPES:
             return error(
@@ -265,6 +276,10 @@ def create_app(
     @app.websocket("/api/live")
     async def live_session(socket_: WebSocket) -> None:
         await socket_.accept()
+        if foreign(socket_.headers):
+            await socket_.send_json({"type": "error", "message": FOREIGN})
+            await socket_.close(code=1008)
+            return
         if busy["sessions"] >= limits.sessions:
             await socket_.send_json(
                 {

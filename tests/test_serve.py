@@ -114,6 +114,19 @@ def test_page_info_and_nothing_else(model):
         assert response.status_code == 404, path
         assert "no such page" in response.json()["error"], path
     assert api.post("/").status_code == 405  # the page is read-only
+    # Another site's page, open in the same browser, is refused the camera API and uploads.
+    evil = {"origin": "http://evil.example", "content-type": "video/mp4"}
+    response = api.post("/api/upload", content=b"x", headers=evil)
+    assert response.status_code == 403 and "own page" in response.json()["error"]
+    from starlette.websockets import WebSocketDisconnect
+
+    with api.websocket_connect("/api/live", headers={"origin": "http://evil.example"}) as socket:
+        assert "own page" in socket.receive_json()["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+        assert closed.value.code == 1008
+    with api.websocket_connect("/api/live", headers={"origin": "http://testserver"}) as socket:
+        assert socket.receive_json()["type"] == "ready"
     still_serving(api)
 
 

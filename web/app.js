@@ -9,6 +9,9 @@ const $ = (id) => document.getElementById(id);
 const MAX_WIDTH = 640; // frames are sent at most this wide: MediaPipe needs no more
 const HISTORY = 10; // signs kept in the history list
 const RECOGNISED_MS = 1500; // how long the state shows "recognised" after a sign
+// Media types by suffix, for files the browser gives no type (the server reads the type only).
+const VIDEO_TYPES = { mp4: "video/mp4", m4v: "video/x-m4v", mov: "video/quicktime",
+  webm: "video/webm", avi: "video/x-msvideo", mkv: "video/x-matroska" };
 
 // Kaggle landmark order: face 0-467, left hand 468-488, pose 489-521, right hand 522-542.
 const LEFT_HAND = 468, POSE = 489, RIGHT_HAND = 522;
@@ -276,7 +279,8 @@ async function upload(event) {
   box.textContent = `reading ${file.name}…`;
   try {
     const response = await fetch("/api/upload", { method: "POST", body: file,
-      headers: { "Content-Type": file.type || "application/octet-stream" } });
+      headers: { "Content-Type": file.type || VIDEO_TYPES[file.name.split(".").pop().toLowerCase()] ||
+        "application/octet-stream" } });
     const result = await response.json();
     if (!response.ok) {
       box.textContent = "";
