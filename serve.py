@@ -8,9 +8,11 @@ one at a time. For each frame the server extracts the landmarks with video.Holis
 settings of `extract`, `predict` and `live`), cuts signs out of the stream with
 live.Segmenter, and answers with the frame's landmarks (the page draws the skeleton) and the
 segmenter's state, and, with the frame that ends a sign, the sign's top 5 from `classify`
-(the checkpoint's own preprocessing and model, as `predict` computes them). An uploaded video (POST /api/upload, the
-file as the body) gets exactly what `predict` prints for that file. Nothing leaves the machine:
-the server binds to 127.0.0.1 unless told otherwise, and the page loads nothing from elsewhere.
+(the checkpoint's own preprocessing and model, as `predict` computes them). An uploaded video
+(POST /api/upload, the file as the body) gets exactly what `predict` prints for that file
+(at the default --complexity 1). Nothing leaves the machine: the server binds to 127.0.0.1
+unless told otherwise, the page loads nothing from elsewhere, and pages of other sites are
+refused the API (their Origin header).
 
 Limits: `--sessions` live sessions at once (each holds a MediaPipe graph and most of a core),
 `--fps` frames a second per session (a faster client's extra frames are dropped, and told
