@@ -543,7 +543,7 @@ def extract(
 
             report = run(jobs, complexity=complexity, workers=workers, keep_empty=keep_empty,
                          on_progress=show)  # fmt: skip
-            if dataset:
+            if dataset and out.is_dir():
                 num_rows, num_signs = write_dataset_index(out, jobs)
     for kind, messages in report.problems.items() if folder_mode else ():
         shown = "; ".join(messages[:NUM_EXAMPLES])

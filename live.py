@@ -258,6 +258,10 @@ class Stats:
     dropped: int = 0
     signs: int = 0
     milliseconds: list[float] | None = None  # per processed frame: landmarks to updated view
+    seconds: float = 0.0  # from the first frame to the last
+
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict:
         ms = sorted(self.milliseconds or [0.0])
@@ -298,6 +302,7 @@ def recognise_stream(
         if on_sign:
             on_sign(record)
 
+    first, at = time.perf_counter(), 0.0
     for frame, at, dropped in frames:
         started = time.perf_counter()
         stats.dropped += dropped
@@ -309,7 +314,8 @@ def recognise_stream(
         if on_frame:
             on_frame(stats, fps)
         stats.milliseconds.append((time.perf_counter() - started) * 1000)
-    finish(segmenter.flush(), stats.frames / max(segmenter.fps, 1e-9))
+        stats.seconds = time.perf_counter() - first
+    finish(segmenter.flush(), at)
     return stats
 
 
@@ -387,7 +393,7 @@ def live(
                 stats = recognise_stream(frames, recogniser, segmenter, holistic, top_k=top_k,
                                          threshold=threshold, on_frame=on_frame, on_sign=on_sign)  # fmt: skip
                 if display:
-                    display.update(view.render(stats, 0.0), refresh=True)
+                    display.update(view.render(stats, stats.fps()), refresh=True)
         except KeyboardInterrupt:
             say_interrupted()
             raise typer.Exit(130) from None
@@ -422,7 +428,7 @@ class LiveView:
         state = self.segmenter.state
         header = Text.assemble(
             (f"{self.name}", "bold"),
-            f"  source {self.fps:.0f} fps, processing {rate:.1f} fps  state ",
+            f"  source {self.fps:.0f} fps, processing {rate:.1f} fps\nstate ",
             (state, "green" if state == "signing" else "dim"),
             f"  frames {stats.frames}, dropped {stats.dropped}",
             (" (slower than the source)", "yellow") if stats.dropped else "",
