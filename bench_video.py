@@ -6,6 +6,8 @@
 file written, worker start included) for model complexity 0, 1 and 2 with 1 and 2 workers,
 over COPIES copies of the selfie video; a complexity whose pose model the mediapipe wheel does
 not ship is reported as such (islr never downloads it);
+Besides wall-clock figures, the CPU time per frame (all threads of all processes): on a
+machine shared with other jobs the wall clock measures the load too, the CPU time much less.
 (b) live: milliseconds per frame, from a decoded frame to the updated prediction (Holistic,
 segmenter, the model on each finished segment, the view's update), median and 95th percentile,
 over the selfie three times with 1 s of stillness between, every frame processed; then the same
@@ -14,6 +16,7 @@ dropped, signs found; it keeps up when it drops (almost) nothing.
 """
 
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,9 +54,21 @@ def extraction_speed(source: Path, copies: int, complexity: int, workers: int) -
         for n in range(copies):
             shutil.copyfile(source, inputs / f"{n}{source.suffix}")
         jobs, _ = extract.plain_jobs([inputs], Path(folder) / "out", ".npy")
+        before = cpu_seconds()
         report = extract.run(jobs, complexity=complexity, workers=workers)
+        cpu = cpu_seconds() - before
     return {"frames": report.frames, "seconds": report.seconds,
-            "frames_per_second": report.frames / report.seconds}  # fmt: skip
+            "frames_per_second": report.frames / report.seconds,
+            "cpu_ms_per_frame": 1000 * cpu / report.frames}  # fmt: skip
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the extraction workers)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def live_speed(ckpt: Path, source: Path, complexity: int, realtime: bool) -> dict:
@@ -91,6 +106,7 @@ def bench_video(
         if not source.is_file():
             raise ValueError(f"{source} does not exist: name a video with --video")
         live.Recogniser(ckpt)  # a bad checkpoint fails now, not after the extraction runs
+        video.quiet_native_output()
         result = {"load_average_before": os.getloadavg()[0], "cpus": os.cpu_count(),
                   "video": str(source), "copies": copies, "extraction": [], "live": {}}  # fmt: skip
         table = Table("figure", "value", title=f"islr bench-video on {source.name}")
@@ -102,7 +118,8 @@ def bench_video(
                 else:
                     row = {"complexity": complexity, "workers": workers,
                            **extraction_speed(source, copies, complexity, workers)}  # fmt: skip
-                    value = f"{row['frames_per_second']:.1f} ({row['frames']} frames, {row['seconds']:.1f}s)"
+                    value = (f"{row['frames_per_second']:.1f} ({row['frames']} frames, {row['seconds']:.1f}s; "
+                             f"CPU {row['cpu_ms_per_frame']:.0f} ms a frame)")  # fmt: skip
                 result["extraction"].append(row)
                 table.add_row(
                     f"(a) extract, complexity {complexity}, {workers} worker(s), frames/s", value
@@ -121,7 +138,8 @@ def bench_video(
                 table.add_row(
                     "(b) live ms per frame, complexity 1, every frame: median / p95",
                     f"{figures['ms_median']:.1f} / {figures['ms_p95']:.1f} ({figures['fps']:.1f} "
-                    f"frames/s, {figures['signs']} sign(s) found)",
+                    f"frames/s, CPU {figures['cpu_ms_median']:.0f} ms a frame, "
+                    f"{figures['signs']} sign(s) found)",
                 )
         result["load_average_after"] = os.getloadavg()[0]
         table.add_row("load average before / after, cpus",

@@ -315,6 +315,7 @@ _stop = threading.Event()  # Ctrl-C in the process that extracts: stop between f
 def _init_worker(counter) -> None:
     global _frames_done
     _frames_done = counter
+    video.quiet_native_output()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
@@ -382,6 +383,7 @@ def run(
     if any(job.out.suffix == ".parquet" for job in todo):
         _pyarrow()  # fail now, not after the first extraction
     video.check_complexity(complexity)
+    video.quiet_native_output()
     global _frames_done, _on_frame
     counter = multiprocessing.get_context("spawn").Value("q", 0)
     started = time.perf_counter()

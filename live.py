@@ -278,6 +278,7 @@ class Stats:
     dropped: int = 0
     signs: int = 0
     milliseconds: list[float] | None = None  # per processed frame: landmarks to updated view
+    cpu_milliseconds: list[float] | None = None  # the same, CPU time of all the process's threads
     seconds: float = 0.0  # from the first frame to the last
 
     def fps(self) -> float:
@@ -291,6 +292,7 @@ class Stats:
             "signs": self.signs,
             "ms_median": statistics.median(ms),
             "ms_p95": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
+            "cpu_ms_median": statistics.median(self.cpu_milliseconds or [0.0]),
         }
 
 
@@ -309,7 +311,7 @@ def recognise_stream(
     """Run frames through Holistic, the segmenter and the recogniser. `on_sign(record)` gets
     each recognised sign; `on_frame(stats, fps)` is called after each frame. `stop` set ends
     the stream after the current frame (the sign in progress is still recognised)."""
-    stats = Stats(milliseconds=[])
+    stats = Stats(milliseconds=[], cpu_milliseconds=[])
     window: deque[float] = deque(maxlen=30)
 
     def finish(segment: np.ndarray | None, at: float) -> None:
@@ -328,7 +330,7 @@ def recognise_stream(
     for frame, at, dropped in frames:
         if stop is not None and stop.is_set():
             break
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         stats.dropped += dropped
         points = holistic.landmarks(frame)
         finish(segmenter.push(points, at), at)
@@ -338,6 +340,7 @@ def recognise_stream(
         if on_frame:
             on_frame(stats, fps)
         stats.milliseconds.append((time.perf_counter() - started) * 1000)
+        stats.cpu_milliseconds.append((time.process_time() - cpu) * 1000)
         stats.seconds = time.perf_counter() - first
     finish(segmenter.flush(), at)
     return stats
@@ -385,6 +388,7 @@ def live(
                 f"{source} does not exist" if not source.exists() else f"{source} is not a file"
             )
         video.check_complexity(complexity)
+        video.quiet_native_output()
         recogniser = Recogniser(ckpt)
         fps = video.video_fps(source) if source is not None else 30.0  # a camera's: below
         name = f"camera {camera}" if source is None else str(source)

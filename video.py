@@ -72,7 +72,7 @@ def opencv():
 _native_muted = False
 
 
-def _mute_native_output() -> None:
+def quiet_native_output() -> None:
     """From now on, what C++ code prints goes to /dev/null; Python's prints are unchanged.
 
     MediaPipe's TFLite and absl write a dozen lines per video ("INFO: Created TensorFlow Lite
@@ -81,6 +81,9 @@ def _mute_native_output() -> None:
     turns them off. So the process's file descriptors 1 and 2 go to /dev/null, and
     sys.stdout / sys.stderr (which Python code and rich print to) to copies of the originals.
     Streams that are not those descriptors (pytest's or CliRunner's capture) are left alone.
+    The command line calls this (extract, live, predict); a program that keeps references to
+    the original sys.stderr (a logging handler made earlier, say) would lose that output, so
+    Holistic never calls it by itself.
     """
     global _native_muted
     if _native_muted:
@@ -108,7 +111,6 @@ def _holistic_solution():
             from mediapipe.python.solutions import holistic
     except ImportError:
         raise VideoError(f"videos need the video extra: {INSTALL_HINT}") from None
-    _mute_native_output()
     # protobuf 4 warns about a call mediapipe 0.10.14 makes on every frame.
     warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
     return holistic
@@ -215,7 +217,7 @@ class Holistic:
     every frame is a separate still image (no tracking or smoothing across frames). One
     instance follows one video: its tracker carries state from frame to frame.
 
-    The first one mutes the native output of the process (see _mute_native_output).
+    MediaPipe prints a dozen lines per video to standard error; quiet_native_output() ends that.
     """
 
     def __init__(self, complexity: int = 1, static: bool = False) -> None:
