@@ -522,6 +522,7 @@ def extract(
             if len(jobs) == 1 and jobs[0].out == out and not parent.is_dir():
                 raise ExtractError(f"--out {out}: directory {parent} does not exist")
         video.check_complexity(complexity)
+        video.quiet_native_output()  # before the progress bar, which swaps sys.stdout meanwhile
         todo = [job for job in jobs if not job.out.is_file()]
         total = sum(video.count_frames(job.source) or 1 for job in todo)
         columns = (TextColumn("extracting"), BarColumn(),

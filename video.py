@@ -31,6 +31,7 @@ brings (opencv-contrib-python), imported only when a video is read. Nothing is d
 the Holistic models ship inside the mediapipe wheel.
 """
 
+import io
 import os
 import sys
 import warnings
@@ -80,7 +81,8 @@ def quiet_native_output() -> None:
     whenever a part's model starts, between and during frames; no setting of mediapipe 0.10.14
     turns them off. So the process's file descriptors 1 and 2 go to /dev/null, and
     sys.stdout / sys.stderr (which Python code and rich print to) to copies of the originals.
-    Streams that are not those descriptors (pytest's or CliRunner's capture) are left alone.
+    Streams that are not those descriptors (pytest's or CliRunner's capture, rich's proxy while
+    a progress bar runs: call this before one starts) are left alone.
     The command line calls this (extract, live, predict); a program that keeps references to
     the original sys.stderr (a logging handler made earlier, say) would lose that output, so
     Holistic never calls it by itself.
@@ -91,10 +93,12 @@ def quiet_native_output() -> None:
     _native_muted = True
     for name, fd in (("stdout", 1), ("stderr", 2)):
         stream = getattr(sys, name)
+        if not isinstance(stream, io.TextIOWrapper):  # a capture, or rich's proxy during a
+            continue  # live display (which puts the original back when it ends)
         try:
             if stream.fileno() != fd:
                 continue
-        except (AttributeError, OSError, ValueError):  # no descriptor: a capture in memory
+        except (OSError, ValueError):  # no descriptor: a capture in memory
             continue
         stream.flush()
         copy = os.dup(fd)
