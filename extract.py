@@ -482,7 +482,12 @@ def extract(
         str, typer.Option(help="parquet (the Kaggle layout) or npy ([T, 543, 3] float32).")
     ] = "parquet",
     complexity: Annotated[
-        int, typer.Option(min=0, max=2, help="MediaPipe pose model complexity (0, 1, 2).")
+        int,
+        typer.Option(
+            min=0,
+            max=2,
+            help="MediaPipe pose model complexity: 1; 0 and 2 need model files the wheel lacks.",
+        ),
     ] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Processes extracting in parallel.")] = 1,
     keep_empty: Annotated[
@@ -490,7 +495,10 @@ def extract(
     ] = False,
 ) -> None:
     """MediaPipe Holistic landmarks of videos and images, in the Kaggle layout (needs
-    pip install -e '.\\[video]')."""
+    pip install -e '.\\[video]').
+
+    Files already extracted are skipped, so an interrupted run continues where it stopped.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cli import console, note, say_error, say_interrupted, styled, user_errors

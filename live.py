@@ -362,7 +362,12 @@ def live(
         float, typer.Option(min=0, max=1, help='Below this top probability: "unknown".')
     ] = 0.5,
     complexity: Annotated[
-        int, typer.Option(min=0, max=2, help="MediaPipe pose model complexity.")
+        int,
+        typer.Option(
+            min=0,
+            max=2,
+            help="MediaPipe pose model complexity: 1; 0 and 2 need model files the wheel lacks.",
+        ),
     ] = 1,
     every_frame_: Annotated[
         bool,
