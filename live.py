@@ -442,11 +442,14 @@ def live(
     summary = stats.summary()
     line = (f"{summary['signs']} sign(s) in {summary['frames']} frames; {summary['ms_median']:.1f} ms "
             f"a frame (median), {summary['ms_p95']:.1f} ms (p95)")  # fmt: skip
-    (sys.stderr if jsonl else sys.stdout).write(line + "\n")
+    if jsonl:
+        print(line, file=sys.stderr)
+    else:
+        console.print(line)
     if summary["dropped"]:
         dropped = summary["dropped"] / (summary["dropped"] + summary["frames"])
         message = (f"dropped {summary['dropped']} of {summary['dropped'] + summary['frames']} frames "
-                   f"({dropped:.0%}): the pipeline is slower than the {fps:.0f} fps source")  # fmt: skip
+                   f"({dropped:.0%}): the pipeline is slower than the {view.fps:.0f} fps source")  # fmt: skip
         if jsonl:
             print(f"note: {message}", file=sys.stderr)
         else:

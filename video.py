@@ -70,7 +70,7 @@ def opencv():
     return cv2
 
 
-_native_muted = False
+_muted: set[int] = set()  # the descriptors quiet_native_output has sent to /dev/null
 
 
 def quiet_native_output() -> None:
@@ -87,12 +87,10 @@ def quiet_native_output() -> None:
     the original sys.stderr (a logging handler made earlier, say) would lose that output, so
     Holistic never calls it by itself.
     """
-    global _native_muted
-    if _native_muted:
-        return
-    _native_muted = True
     for name, fd in (("stdout", 1), ("stderr", 2)):
         stream = getattr(sys, name)
+        if fd in _muted:
+            continue
         if not isinstance(stream, io.TextIOWrapper):  # a capture, or rich's proxy during a
             continue  # live display (which puts the original back when it ends)
         try:
@@ -101,6 +99,7 @@ def quiet_native_output() -> None:
         except (OSError, ValueError):  # no descriptor: a capture in memory
             continue
         stream.flush()
+        _muted.add(fd)
         copy = os.dup(fd)
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), fd)
