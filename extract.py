@@ -315,6 +315,7 @@ _stop = threading.Event()  # Ctrl-C in the process that extracts: stop between f
 def _init_worker(counter) -> None:
     global _frames_done
     _frames_done = counter
+    video.quiet_native_output()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
@@ -382,6 +383,7 @@ def run(
     if any(job.out.suffix == ".parquet" for job in todo):
         _pyarrow()  # fail now, not after the first extraction
     video.check_complexity(complexity)
+    video.quiet_native_output()
     global _frames_done, _on_frame
     counter = multiprocessing.get_context("spawn").Value("q", 0)
     started = time.perf_counter()
@@ -480,7 +482,12 @@ def extract(
         str, typer.Option(help="parquet (the Kaggle layout) or npy ([T, 543, 3] float32).")
     ] = "parquet",
     complexity: Annotated[
-        int, typer.Option(min=0, max=2, help="MediaPipe pose model complexity (0, 1, 2).")
+        int,
+        typer.Option(
+            min=0,
+            max=2,
+            help="MediaPipe pose model complexity: 1; 0 and 2 need model files the wheel lacks.",
+        ),
     ] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Processes extracting in parallel.")] = 1,
     keep_empty: Annotated[
@@ -488,7 +495,10 @@ def extract(
     ] = False,
 ) -> None:
     """MediaPipe Holistic landmarks of videos and images, in the Kaggle layout (needs
-    pip install -e '.\\[video]')."""
+    pip install -e '.\\[video]').
+
+    Files already extracted are skipped, so an interrupted run continues where it stopped.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cli import console, note, say_error, say_interrupted, styled, user_errors
@@ -520,6 +530,7 @@ def extract(
             if len(jobs) == 1 and jobs[0].out == out and not parent.is_dir():
                 raise ExtractError(f"--out {out}: directory {parent} does not exist")
         video.check_complexity(complexity)
+        video.quiet_native_output()  # before the progress bar, which swaps sys.stdout meanwhile
         todo = [job for job in jobs if not job.out.is_file()]
         total = sum(video.count_frames(job.source) or 1 for job in todo)
         columns = (TextColumn("extracting"), BarColumn(),
@@ -543,7 +554,7 @@ def extract(
 
             report = run(jobs, complexity=complexity, workers=workers, keep_empty=keep_empty,
                          on_progress=show)  # fmt: skip
-            if dataset:
+            if dataset and out.is_dir():
                 num_rows, num_signs = write_dataset_index(out, jobs)
     for kind, messages in report.problems.items() if folder_mode else ():
         shown = "; ".join(messages[:NUM_EXAMPLES])

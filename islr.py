@@ -441,6 +441,7 @@ def evaluate(
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,
 # export); importing them registers them on the app, after the commands above so that
 # `--help` lists train and evaluate first.
+import bench_video
 import crossval  # noqa: F401
 import extract
 import live
@@ -450,6 +451,7 @@ import tools  # noqa: F401
 app.command()(extract.extract)
 app.command()(live.live)
 app.command()(serve.serve)
+app.command("bench-video")(bench_video.bench_video)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

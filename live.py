@@ -28,13 +28,14 @@ the pipeline goes, dropping nothing (reproducible; what the tests use).
 """
 
 import json
+import signal
 import statistics
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -249,6 +250,25 @@ def every_frame(path: Path) -> Iterator[tuple[np.ndarray, float, int]]:
         yield frame, number / fps, 0
 
 
+@contextmanager
+def stopped_by_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (and SIGTERM) set `stop` instead of raising: a live stream ends by Ctrl-C, and
+    ends cleanly, between frames (an exception raised inside MediaPipe's callbacks could be
+    lost)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    handlers = {
+        s: signal.signal(s, lambda signum, frame: stop.set())
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
 # The loop ------------------------------------------------------------------------------------
 
 
@@ -258,6 +278,11 @@ class Stats:
     dropped: int = 0
     signs: int = 0
     milliseconds: list[float] | None = None  # per processed frame: landmarks to updated view
+    cpu_milliseconds: list[float] | None = None  # the same, CPU time of all the process's threads
+    seconds: float = 0.0  # from the first frame to the last
+
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict:
         ms = sorted(self.milliseconds or [0.0])
@@ -267,6 +292,7 @@ class Stats:
             "signs": self.signs,
             "ms_median": statistics.median(ms),
             "ms_p95": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
+            "cpu_ms_median": statistics.median(self.cpu_milliseconds or [0.0]),
         }
 
 
@@ -280,10 +306,12 @@ def recognise_stream(
     threshold: float = 0.5,
     on_frame=None,
     on_sign=None,
+    stop: threading.Event | None = None,
 ) -> Stats:
     """Run frames through Holistic, the segmenter and the recogniser. `on_sign(record)` gets
-    each recognised sign; `on_frame(stats, fps)` is called after each frame."""
-    stats = Stats(milliseconds=[])
+    each recognised sign; `on_frame(stats, fps)` is called after each frame. `stop` set ends
+    the stream after the current frame (the sign in progress is still recognised)."""
+    stats = Stats(milliseconds=[], cpu_milliseconds=[])
     window: deque[float] = deque(maxlen=30)
 
     def finish(segment: np.ndarray | None, at: float) -> None:
@@ -298,8 +326,11 @@ def recognise_stream(
         if on_sign:
             on_sign(record)
 
+    first, at = time.perf_counter(), 0.0
     for frame, at, dropped in frames:
-        started = time.perf_counter()
+        if stop is not None and stop.is_set():
+            break
+        started, cpu = time.perf_counter(), time.process_time()
         stats.dropped += dropped
         points = holistic.landmarks(frame)
         finish(segmenter.push(points, at), at)
@@ -309,7 +340,9 @@ def recognise_stream(
         if on_frame:
             on_frame(stats, fps)
         stats.milliseconds.append((time.perf_counter() - started) * 1000)
-    finish(segmenter.flush(), stats.frames / max(segmenter.fps, 1e-9))
+        stats.cpu_milliseconds.append((time.process_time() - cpu) * 1000)
+        stats.seconds = time.perf_counter() - first
+    finish(segmenter.flush(), at)
     return stats
 
 
@@ -329,7 +362,12 @@ def live(
         float, typer.Option(min=0, max=1, help='Below this top probability: "unknown".')
     ] = 0.5,
     complexity: Annotated[
-        int, typer.Option(min=0, max=2, help="MediaPipe pose model complexity.")
+        int,
+        typer.Option(
+            min=0,
+            max=2,
+            help="MediaPipe pose model complexity: 1; 0 and 2 need model files the wheel lacks.",
+        ),
     ] = 1,
     every_frame_: Annotated[
         bool,
@@ -345,7 +383,7 @@ def live(
     """Recognise signs continuously from a camera or a video (needs pip install -e '.\\[video]')."""
     from rich.live import Live
 
-    from cli import console, note, say_interrupted, user_errors
+    from cli import console, note, styled, user_errors
 
     with user_errors(video.VideoError):
         if every_frame_ and source is None:
@@ -355,28 +393,31 @@ def live(
                 f"{source} does not exist" if not source.exists() else f"{source} is not a file"
             )
         video.check_complexity(complexity)
+        video.quiet_native_output()
         recogniser = Recogniser(ckpt)
-        if every_frame_:
-            fps = video.video_fps(source)
-            frames, reader = every_frame(source), None
-        else:
-            reader = LatestFrame(camera if source is None else str(source))
-            fps = reader.fps
-            frames = iter(reader.get, None)
+        fps = video.video_fps(source) if source is not None else 30.0  # a camera's: below
         name = f"camera {camera}" if source is None else str(source)
         segmenter = Segmenter(fps)
         recent: deque[dict] = deque(maxlen=history)
         view = LiveView(name, fps, recent, segmenter)
+        reader, stop = None, threading.Event()
 
         def on_sign(record: dict) -> None:
             recent.appendleft(record)
             if jsonl:
                 print(json.dumps(record), flush=True)
 
+        display = None if jsonl else Live(view.render(Stats(), 0.0), console=console,
+                                          auto_refresh=False)  # fmt: skip
         try:
-            display = None if jsonl else Live(view.render(Stats(), 0.0), console=console,
-                                              auto_refresh=False)  # fmt: skip
-            with video.Holistic(complexity) as holistic, display or nullcontext():
+            # MediaPipe starts first, so that the source's first frames are not dropped for it.
+            with video.Holistic(complexity) as holistic, stopped_by_ctrl_c(stop):
+                if every_frame_:
+                    frames = every_frame(source)
+                else:
+                    reader = LatestFrame(camera if source is None else str(source))
+                    frames = iter(reader.get, None)
+                    segmenter.fps = view.fps = reader.fps
                 shown = [0.0]
 
                 def on_frame(stats: Stats, rate: float) -> None:
@@ -384,24 +425,31 @@ def live(
                         shown[0] = time.perf_counter()
                         display.update(view.render(stats, rate), refresh=True)
 
-                stats = recognise_stream(frames, recogniser, segmenter, holistic, top_k=top_k,
-                                         threshold=threshold, on_frame=on_frame, on_sign=on_sign)  # fmt: skip
-                if display:
-                    display.update(view.render(stats, 0.0), refresh=True)
-        except KeyboardInterrupt:
-            say_interrupted()
-            raise typer.Exit(130) from None
+                with display or nullcontext():
+                    stats = recognise_stream(frames, recogniser, segmenter, holistic, top_k=top_k,
+                                             threshold=threshold, on_frame=on_frame,
+                                             on_sign=on_sign, stop=stop)  # fmt: skip
+                    if display:
+                        display.update(view.render(stats, stats.fps()), refresh=True)
         finally:
             if reader is not None:
                 reader.close()
+    if stop.is_set():
+        if jsonl:
+            print("stopped (Ctrl-C)", file=sys.stderr)
+        else:
+            console.print(styled("stopped", "yellow", " (Ctrl-C)"))
     summary = stats.summary()
     line = (f"{summary['signs']} sign(s) in {summary['frames']} frames; {summary['ms_median']:.1f} ms "
             f"a frame (median), {summary['ms_p95']:.1f} ms (p95)")  # fmt: skip
-    (sys.stderr if jsonl else sys.stdout).write(line + "\n")
+    if jsonl:
+        print(line, file=sys.stderr)
+    else:
+        console.print(line)
     if summary["dropped"]:
         dropped = summary["dropped"] / (summary["dropped"] + summary["frames"])
         message = (f"dropped {summary['dropped']} of {summary['dropped'] + summary['frames']} frames "
-                   f"({dropped:.0%}): the pipeline is slower than the {fps:.0f} fps source")  # fmt: skip
+                   f"({dropped:.0%}): the pipeline is slower than the {view.fps:.0f} fps source")  # fmt: skip
         if jsonl:
             print(f"note: {message}", file=sys.stderr)
         else:
@@ -422,7 +470,7 @@ class LiveView:
         state = self.segmenter.state
         header = Text.assemble(
             (f"{self.name}", "bold"),
-            f"  source {self.fps:.0f} fps, processing {rate:.1f} fps  state ",
+            f"  source {self.fps:.0f} fps, processing {rate:.1f} fps\nstate ",
             (state, "green" if state == "signing" else "dim"),
             f"  frames {stats.frames}, dropped {stats.dropped}",
             (" (slower than the source)", "yellow") if stats.dropped else "",

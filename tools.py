@@ -84,6 +84,7 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
 
     if video.is_video_path(path):  # a video or image: landmarks extracted in memory (video.py)
         try:
+            video.quiet_native_output()  # MediaPipe's start-up lines
             points = video.extract_path(path)  # (T, 543, 3), as `extract` writes them
         except video.VideoError as error:
             raise data.DataError(str(error)) from None

@@ -31,6 +31,7 @@ brings (opencv-contrib-python), imported only when a video is read. Nothing is d
 the Holistic models ship inside the mediapipe wheel.
 """
 
+import io
 import os
 import sys
 import warnings
@@ -69,10 +70,10 @@ def opencv():
     return cv2
 
 
-_native_muted = False
+_muted: set[int] = set()  # the descriptors quiet_native_output has sent to /dev/null
 
 
-def _mute_native_output() -> None:
+def quiet_native_output() -> None:
     """From now on, what C++ code prints goes to /dev/null; Python's prints are unchanged.
 
     MediaPipe's TFLite and absl write a dozen lines per video ("INFO: Created TensorFlow Lite
@@ -80,20 +81,25 @@ def _mute_native_output() -> None:
     whenever a part's model starts, between and during frames; no setting of mediapipe 0.10.14
     turns them off. So the process's file descriptors 1 and 2 go to /dev/null, and
     sys.stdout / sys.stderr (which Python code and rich print to) to copies of the originals.
-    Streams that are not those descriptors (pytest's or CliRunner's capture) are left alone.
+    Streams that are not those descriptors (pytest's or CliRunner's capture, rich's proxy while
+    a progress bar runs: call this before one starts) are left alone.
+    The command line calls this (extract, live, predict); a program that keeps references to
+    the original sys.stderr (a logging handler made earlier, say) would lose that output, so
+    Holistic never calls it by itself.
     """
-    global _native_muted
-    if _native_muted:
-        return
-    _native_muted = True
     for name, fd in (("stdout", 1), ("stderr", 2)):
         stream = getattr(sys, name)
+        if fd in _muted:
+            continue
+        if not isinstance(stream, io.TextIOWrapper):  # a capture, or rich's proxy during a
+            continue  # live display (which puts the original back when it ends)
         try:
             if stream.fileno() != fd:
                 continue
-        except (AttributeError, OSError, ValueError):  # no descriptor: a capture in memory
+        except (OSError, ValueError):  # no descriptor: a capture in memory
             continue
         stream.flush()
+        _muted.add(fd)
         copy = os.dup(fd)
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), fd)
@@ -108,7 +114,6 @@ def _holistic_solution():
             from mediapipe.python.solutions import holistic
     except ImportError:
         raise VideoError(f"videos need the video extra: {INSTALL_HINT}") from None
-    _mute_native_output()
     # protobuf 4 warns about a call mediapipe 0.10.14 makes on every frame.
     warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
     return holistic
@@ -215,7 +220,7 @@ class Holistic:
     every frame is a separate still image (no tracking or smoothing across frames). One
     instance follows one video: its tracker carries state from frame to frame.
 
-    The first one mutes the native output of the process (see _mute_native_output).
+    MediaPipe prints a dozen lines per video to standard error; quiet_native_output() ends that.
     """
 
     def __init__(self, complexity: int = 1, static: bool = False) -> None:

@@ -358,3 +358,20 @@ def test_dataset_folder_trains_and_evaluates(tmp_path):
     assert result.exit_code == 0, result.output
     result = run("evaluate", tmp_path / "run" / "model.safetensors")
     assert result.exit_code == 0 and "3 sequences" in result.output, result.output
+
+
+def test_quiet_native_output_keeps_python_output():
+    """After quiet_native_output, what is written to descriptors 1 and 2 directly (as
+    MediaPipe's C++ code does) is gone, and Python's prints still arrive."""
+    import subprocess
+
+    code = (
+        "import os, sys, video\n"
+        "video.quiet_native_output()\n"
+        "os.write(1, b'native out\\n'); os.write(2, b'native err\\n')\n"
+        "print('python out'); print('python err', file=sys.stderr)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "python out\n" and result.stderr == "python err\n"
