@@ -403,6 +403,7 @@ def serve(
             raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None
         use_threads(threads)
         loaded = checkpoint.load(ckpt)
+        video.quiet_native_output()  # MediaPipe's C++ log lines, a dozen per session
         try:  # the video extra and the model of --complexity, checked before anyone connects
             video.Holistic(complexity=complexity).close()
         except video.VideoError as problem:

@@ -245,9 +245,10 @@ def test_live_session_answers_frames_and_signs(model):
     assert len(points[0]) == 543 and all(p is None or 0 <= p[0] <= 1.5 for p in points[0])
     assert sum(p is not None for p in points[10][489:522]) == 33  # the whole pose is tracked
     assert "signing" in states and states[-1] == "waiting"
-    (sign,) = signs
-    assert sign["frames"] >= 5 and len(sign["predictions"]) == 5
-    assert {p["sign"] for p in sign["predictions"]} <= set(SIGNS)
+    assert signs, "no sign recognised"
+    for sign in signs:
+        assert sign["frames"] >= 5 and len(sign["predictions"]) == 5
+        assert {p["sign"] for p in sign["predictions"]} <= set(SIGNS)
     still_serving(api)
 
 
@@ -356,11 +357,15 @@ def address(model):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    line = process.stdout.readline()
-    found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-    if not found:
+    lines = []
+    for line in process.stdout:  # the address, after whatever native libraries print first
+        lines.append(line)
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        if found:
+            break
+    else:
         process.kill()
-        pytest.fail(f"serve did not print its address: {line}{process.stdout.read()}")
+        pytest.fail(f"serve did not print its address: {''.join(lines)}")
     yield found.group(0)
     process.terminate()
     process.wait(timeout=10)
