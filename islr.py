@@ -447,6 +447,7 @@ import extract
 import live
 import tools  # noqa: F401
 
+# Videos: extract.py (extract), live.py (live), bench_video.py (bench-video).
 app.command()(extract.extract)
 app.command()(live.live)
 app.command("bench-video")(bench_video.bench_video)
