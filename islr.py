@@ -448,6 +448,7 @@ import live
 import serve
 import tools  # noqa: F401
 
+# Videos: extract.py (extract), live.py (live), bench_video.py (bench-video).
 app.command()(extract.extract)
 app.command()(live.live)
 app.command()(serve.serve)

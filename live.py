@@ -17,9 +17,10 @@ The segmentation rule (SegmenterParams, all times in seconds):
   hands down out of view. The segment runs from `pad` before its first active frame to `pad`
   after its last one; one shorter than `shortest` is dropped as a twitch, one longer than
   `longest` is cut there and recognised.
-The defaults fit the Kaggle clips (a sign lasts about 0.2 to 3 s, median ~0.7 s) and the hand
-speeds of the selfie video (0.5 to 4 shoulder widths a second while signing, gaps in hand
-detection of up to 0.17 s inside the sign).
+The defaults fit the clips of the real data (median 20 frames, about 0.7 s; `longest` is
+above nearly all of them) and the selfie video, measured: 0.5 to 4 shoulder widths a second
+while signing, and gaps in hand detection of up to 5 frames (0.17 s) inside the sign, which
+`end` bridges.
 
 A camera delivers frames at its own rate: a reader thread keeps only the newest frame, so a
 pipeline slower than the camera drops frames rather than falling behind, and the view says how

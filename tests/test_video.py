@@ -213,6 +213,8 @@ def test_predict_on_a_video_equals_predict_on_its_parquet(trained, selfie_parque
         results.append((record["predictions"], record["landmarks_seen"]))
     assert results[0] == results[1]
     assert len(results[0][0]) == 3 and results[0][1]
+    (tmp_path / "text.mp4").write_text("not a video")
+    _one_line_error(run("predict", ckpt, tmp_path / "text.mp4"), "not a video OpenCV can decode")
 
 
 def test_extract_npy_and_refusals(tmp_path):
