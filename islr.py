@@ -448,7 +448,8 @@ import live
 import serve
 import tools  # noqa: F401
 
-# Videos: extract.py (extract), live.py (live), bench_video.py (bench-video).
+# Videos: extract.py (extract), live.py (live), bench_video.py (bench-video); the web page:
+# serve.py (serve).
 app.command()(extract.extract)
 app.command()(live.live)
 app.command()(serve.serve)
