@@ -11,7 +11,7 @@ CKPT ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,onnx,bench,plots]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,kaggle,onnx,bench,plots,video,serve,serve-test]'
 	touch $@
 
 .PHONY: help setup train evaluate bench synth bench-prepare test test-slow lint format clean

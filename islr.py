@@ -39,17 +39,21 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+import bench_video
 import cache
 import checkpoint
 import classtables
 import crossval
 import data
+import extract
+import live
 import loops
 import models
 import plots
 import presets
 import report
 import safely
+import serve
 import show
 import tools
 import trainer
@@ -470,7 +474,9 @@ def evaluate(
         )
 
 
-# The commands of the other modules: cross-validation, and the tools around training.
+# The commands of the other modules: cross-validation (crossval.py); predict, prepare, synth,
+# bench, export (tools.py); the preprocessed cache (cache.py); pictures (show.py, report.py);
+# videos (extract.py, live.py, bench_video.py); the web page (serve.py).
 app.command(context_settings=crossval.EXTRA_ARGS)(crossval.cv)
 app.command()(tools.predict)
 app.command()(tools.prepare)
@@ -480,6 +486,10 @@ app.command()(tools.export)
 app.command()(cache.cache)
 app.command()(show.show)
 app.command()(report.report)
+app.command()(extract.extract)
+app.command()(live.live)
+app.command()(serve.serve)
+app.command("bench-video")(bench_video.bench_video)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

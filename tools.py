@@ -87,8 +87,18 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
         ):
             raise data.DataError(f"{path} has shape {list(array.shape)}, expected [T, 543, 3]")
         return [(str(path), np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))]
+    import video
+
+    if video.is_video_path(path):  # a video or image: landmarks extracted in memory (video.py)
+        try:
+            video.quiet_native_output()  # MediaPipe's start-up lines
+            points = video.extract_path(path)  # (T, 543, 3), as `extract` writes them
+        except video.VideoError as error:
+            raise data.DataError(str(error)) from None
+        return [(str(path), np.ascontiguousarray(points.transpose(2, 0, 1)))]
     raise data.DataError(
-        f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5 or .npy)"
+        f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5, .npy, a video or an "
+        "image)"
     )
 
 
@@ -96,7 +106,10 @@ def predict(
     ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Kaggle .parquet files, GISLR .hdf5 files or .npy arrays [T, 543, 3]."),
+        typer.Argument(
+            help="Kaggle .parquet files, GISLR .hdf5 files, .npy arrays [T, 543, 3], videos or "
+            "images (landmarks extracted with MediaPipe, pip install -e '.\\[video]')."
+        ),
     ],
     top_k: Annotated[int, typer.Option(min=1, help="How many signs to list per sequence.")] = 5,
     json_path: Annotated[
