@@ -48,7 +48,7 @@ import data
 import extract
 import live
 import loops
-import models
+import options
 import plots
 import presets
 import report
@@ -58,18 +58,13 @@ import show
 import tools
 import trainer
 from cli import (
-    AUGMENT_PANEL,
-    DATA_PANEL,
     DEFAULT_DATA,
     DEFAULT_TEST_SIGNER,
-    MODEL_PANEL,
     RUNS,
-    TRAIN_PANEL,
     DataDir,
     Device,
     Threads,
     app,
-    chance,
     claim,
     console,
     describe_run,
@@ -80,7 +75,6 @@ from cli import (
     main,
     new_run_directory,
     note,
-    option,
     output_directory,
     output_file,
     parse_signer,
@@ -100,12 +94,6 @@ from cli import (
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
 # the --preset chosen, so these only inform; see cli.resolve_configs.)
 DEFAULT = presets.PRESETS[presets.DEFAULT]
-PRESET_DATA, PRESET_MODEL, PRESET_TRAIN, PRESET_AUGMENT = (
-    DEFAULT.data,
-    DEFAULT.model,
-    DEFAULT.train,
-    DEFAULT.augment,
-)
 RESUME_OPTIONS = ("resume", "threads", "device", "data_dir")  # the options --resume goes with
 
 
@@ -113,126 +101,54 @@ RESUME_OPTIONS = ("resume", "threads", "device", "data_dir")  # the options --re
 def train(
     ctx: typer.Context,
     data_dir: DataDir = DEFAULT_DATA,
-    out: Annotated[
-        Path | None, option("Run directory (default: a new folder under runs/).")
-    ] = None,
-    preset: Annotated[
-        str,
-        option(f"Model + recipe preset: {', '.join(presets.PRESETS)}. Flags given override it."),
-    ] = presets.DEFAULT,
-    test_signer: Annotated[
-        str, option("Held-out test signer, or 'none'.", DATA_PANEL)
-    ] = DEFAULT_TEST_SIGNER,
-    val_signer: Annotated[
-        str | None,
-        option(
-            "Validation signer(s) that pick the epoch, comma-separated (default: the first other).",
-            DATA_PANEL,
-        ),
-    ] = None,
-    landmarks: Annotated[
-        str, option("fullbody (130 points), fullbody-head (+ pose 0-10) or all (543).", DATA_PANEL)
-    ] = PRESET_DATA.landmarks,
-    coordinates: Annotated[str, option("xy or xyz.", DATA_PANEL)] = PRESET_DATA.coordinates,
-    normalize: Annotated[
-        bool, option("Parts-based normalisation.", DATA_PANEL)
-    ] = PRESET_DATA.normalize,
-    align: Annotated[
-        str, option("Normalisation origin: framewise or unique.", DATA_PANEL)
-    ] = PRESET_DATA.align,
-    scale: Annotated[
-        str, option("Normalisation unit: framewise or unique.", DATA_PANEL)
-    ] = PRESET_DATA.scale,
-    mirror_left: Annotated[
-        bool, option("Mirror clips signed with the left hand (all look right-handed).", DATA_PANEL)
-    ] = PRESET_DATA.mirror_left,
-    model: Annotated[str, option(f"{', '.join(models.MODELS)}.", MODEL_PANEL)] = PRESET_MODEL.name,
-    width: Annotated[int, option("Model width D.", MODEL_PANEL, min=1)] = PRESET_MODEL.width,
-    depth: Annotated[int, option("Encoder layers.", MODEL_PANEL, min=1)] = PRESET_MODEL.depth,
-    heads: Annotated[int, option("Attention heads.", MODEL_PANEL, min=1)] = PRESET_MODEL.heads,
-    feedforward: Annotated[
-        int, option("MLP hidden width.", MODEL_PANEL, min=1)
-    ] = PRESET_MODEL.feedforward,
-    dropout: Annotated[float, option("Dropout.", MODEL_PANEL, min=0, max=1)] = PRESET_MODEL.dropout,
-    pre_norm: Annotated[
-        bool, option("Pre-LN (else Post-LN).", MODEL_PANEL)
-    ] = PRESET_MODEL.pre_norm,
-    attention_dropout: Annotated[
-        float, option("Dropout on attention weights (slow on CPU).", MODEL_PANEL, min=0, max=1)
-    ] = PRESET_MODEL.attention_dropout,
-    bidirectional: Annotated[
-        bool, option("RNNs read both directions.", MODEL_PANEL)
-    ] = PRESET_MODEL.bidirectional,
-    kernel_size: Annotated[
-        int, option("Depthwise convolution kernel (conformer, hybrid).", MODEL_PANEL, min=1)
-    ] = PRESET_MODEL.kernel_size,
-    conv_blocks: Annotated[
-        int, option("Conv blocks before each Transformer block (hybrid).", MODEL_PANEL, min=0)
-    ] = PRESET_MODEL.conv_blocks,
-    velocity: Annotated[
-        bool, option("Append frame-to-frame differences to the input.", MODEL_PANEL)
-    ] = PRESET_MODEL.velocity,
-    threads: Annotated[
-        int,
-        option(
-            "CPU threads for PyTorch (0 = its default). 1 is fastest on a busy machine.",
-            TRAIN_PANEL,
-            min=0,
-        ),
-    ] = 0,
-    epochs: Annotated[int, option("Epochs.", TRAIN_PANEL, min=1)] = PRESET_TRAIN.epochs,
-    batch_size: Annotated[int, option("Batch size.", TRAIN_PANEL, min=1)] = PRESET_TRAIN.batch_size,
-    learning_rate: Annotated[
-        float, option("Peak learning rate.", TRAIN_PANEL, min=0)
-    ] = PRESET_TRAIN.learning_rate,
-    label_smoothing: Annotated[
-        float,
-        option(
-            "Label smoothing ε: targets (1-ε)·one-hot + ε/K (PyTorch's).", TRAIN_PANEL, min=0, max=1
-        ),
-    ] = PRESET_TRAIN.label_smoothing,
-    seed: Annotated[
-        int, option("Seed of weights, dropout, order, augmentation.", TRAIN_PANEL)
-    ] = PRESET_TRAIN.seed,
-    flip: Annotated[float, chance("Horizontal flip.")] = PRESET_AUGMENT.flip,
-    affine: Annotated[
-        float, chance("Rotation, shear, per-part scale/shift.")
-    ] = PRESET_AUGMENT.affine,
-    noise: Annotated[float, chance("Noise on present landmarks.")] = PRESET_AUGMENT.noise,
-    crop: Annotated[float, chance("Temporal crop.")] = PRESET_AUGMENT.crop,
-    crop_min: Annotated[
-        float,
-        option("Shortest span a crop keeps, a fraction of the frames: 0 < F <= 1.", AUGMENT_PANEL),
-    ] = PRESET_AUGMENT.crop_min,
-    resample: Annotated[float, chance("Temporal resampling (speed).")] = PRESET_AUGMENT.resample,
-    drop_part: Annotated[float, chance("Drop a whole part.")] = PRESET_AUGMENT.drop_part,
-    drop_joints: Annotated[float, chance("Drop random joints.")] = PRESET_AUGMENT.drop_joints,
-    drop_time: Annotated[float, chance("Drop a time span.")] = PRESET_AUGMENT.drop_time,
-    optimizer: Annotated[str, option("adam or adamw.", TRAIN_PANEL)] = PRESET_TRAIN.optimizer,
-    weight_decay: Annotated[
-        float, option("AdamW weight decay.", TRAIN_PANEL, min=0)
-    ] = PRESET_TRAIN.weight_decay,
-    warmup_epochs: Annotated[
-        float, option("Linear warm-up epochs.", TRAIN_PANEL, min=0)
-    ] = PRESET_TRAIN.warmup_epochs,
-    schedule: Annotated[str, option("constant or cosine.", TRAIN_PANEL)] = PRESET_TRAIN.schedule,
-    clip_norm: Annotated[
-        float, option("Gradient-norm clip (0 = off).", TRAIN_PANEL, min=0)
-    ] = PRESET_TRAIN.clip_norm,
-    ema: Annotated[
-        float, option("EMA decay of weights (0 = off).", TRAIN_PANEL, min=0, max=1)
-    ] = PRESET_TRAIN.ema,
-    late_dropout: Annotated[
-        int, option("Dropout off until this epoch (0 = always on).", TRAIN_PANEL, min=0)
-    ] = PRESET_TRAIN.late_dropout,
-    select_after: Annotated[
-        float, option("Pick the epoch past this fraction of training: 0 <= F < 1.", TRAIN_PANEL)
-    ] = PRESET_TRAIN.select_after,
-    amp: Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)] = PRESET_TRAIN.amp,
+    out: options.Out = None,
+    preset: options.Preset = presets.DEFAULT,
+    test_signer: options.TestSigner = DEFAULT_TEST_SIGNER,
+    val_signer: options.ValSigner = None,
+    landmarks: options.Landmarks = DEFAULT.data.landmarks,
+    coordinates: options.Coordinates = DEFAULT.data.coordinates,
+    normalize: options.Normalize = DEFAULT.data.normalize,
+    align: options.Align = DEFAULT.data.align,
+    scale: options.Scale = DEFAULT.data.scale,
+    mirror_left: options.MirrorLeft = DEFAULT.data.mirror_left,
+    model: options.Model = DEFAULT.model.name,
+    width: options.Width = DEFAULT.model.width,
+    depth: options.Depth = DEFAULT.model.depth,
+    heads: options.Heads = DEFAULT.model.heads,
+    feedforward: options.Feedforward = DEFAULT.model.feedforward,
+    dropout: options.Dropout = DEFAULT.model.dropout,
+    pre_norm: options.PreNorm = DEFAULT.model.pre_norm,
+    attention_dropout: options.AttentionDropout = DEFAULT.model.attention_dropout,
+    bidirectional: options.Bidirectional = DEFAULT.model.bidirectional,
+    kernel_size: options.KernelSize = DEFAULT.model.kernel_size,
+    conv_blocks: options.ConvBlocks = DEFAULT.model.conv_blocks,
+    velocity: options.Velocity = DEFAULT.model.velocity,
+    threads: options.Threads = 0,
+    epochs: options.Epochs = DEFAULT.train.epochs,
+    batch_size: options.BatchSize = DEFAULT.train.batch_size,
+    learning_rate: options.LearningRate = DEFAULT.train.learning_rate,
+    label_smoothing: options.LabelSmoothing = DEFAULT.train.label_smoothing,
+    seed: options.Seed = DEFAULT.train.seed,
+    flip: options.Flip = DEFAULT.augment.flip,
+    affine: options.Affine = DEFAULT.augment.affine,
+    noise: options.Noise = DEFAULT.augment.noise,
+    crop: options.Crop = DEFAULT.augment.crop,
+    crop_min: options.CropMin = DEFAULT.augment.crop_min,
+    resample: options.Resample = DEFAULT.augment.resample,
+    drop_part: options.DropPart = DEFAULT.augment.drop_part,
+    drop_joints: options.DropJoints = DEFAULT.augment.drop_joints,
+    drop_time: options.DropTime = DEFAULT.augment.drop_time,
+    optimizer: options.Optimizer = DEFAULT.train.optimizer,
+    weight_decay: options.WeightDecay = DEFAULT.train.weight_decay,
+    warmup_epochs: options.WarmupEpochs = DEFAULT.train.warmup_epochs,
+    schedule: options.Schedule = DEFAULT.train.schedule,
+    clip_norm: options.ClipNorm = DEFAULT.train.clip_norm,
+    ema: options.Ema = DEFAULT.train.ema,
+    late_dropout: options.LateDropout = DEFAULT.train.late_dropout,
+    select_after: options.SelectAfter = DEFAULT.train.select_after,
+    amp: options.Amp = DEFAULT.train.amp,
     device: Device = "auto",
-    resume: Annotated[
-        Path | None, option("Continue an interrupted run directory (its own configs).")
-    ] = None,
+    resume: options.Resume = None,
 ) -> None:
     """Train a model; keep the checkpoint of the best validation epoch and of the last one.
 
