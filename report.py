@@ -103,7 +103,10 @@ def build_page(run: Path, loaded, history, result, dataset, prepared, device, er
     parts = [section("configuration", "Configuration", configuration),
              section("metrics", "Metrics", metrics_table(loaded, result))]  # fmt: skip
     if history:
-        first = loops.TrainConfig(**train_config).first_candidate if train_config else 1
+        try:
+            first = loops.TrainConfig(**train_config).first_candidate
+        except (TypeError, ValueError):  # none recorded, or from another islr: shade nothing
+            first = 1
         figure = plots.curves_figure(history, loaded.metadata.get("epoch"), first)
         curves = image(plots.png_bytes(figure), "png", "training curves")
     else:

@@ -10,6 +10,7 @@ caption names it. GIF through Pillow; MP4 through ffmpeg where it is installed.
     python islr.py show video.mp4              # the video's frames under the skeleton (video.py)
 """
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,10 +191,26 @@ def read_clip(path: Path, sequence_id: str | None) -> Clip:
         return read_video(path)
     if suffix in (".hdf5", ".h5"):
         return read_hdf5(path, sequence_id)
+    if suffix not in (".parquet", ".npy"):
+        raise ValueError(f"{path}: unknown input type {path.suffix!r} (use .hdf5 with a sequence "
+                         "id, .parquet, .npy or a video)")  # fmt: skip
     if sequence_id is not None:
         raise ValueError(f"a sequence id goes with an .hdf5 file, not {path.name}")
-    [(name, features)] = tools.read_recordings(path)
-    return Clip(features.transpose(1, 2, 0), name)
+    [(_, features)] = tools.read_recordings(path)
+    return Clip(features.transpose(1, 2, 0), path.stem, kaggle_sign(path))
+
+
+def kaggle_sign(path: Path) -> str | None:
+    """The sign of a parquet file in the Kaggle layout, from the train.csv above it
+    (ROOT/train_landmark_files/PARTICIPANT/SEQUENCE.parquet); None elsewhere."""
+    table = path.resolve().parents[2] / "train.csv" if len(path.resolve().parents) > 2 else None
+    if path.suffix.lower() != ".parquet" or table is None or not table.is_file():
+        return None
+    with open(table, newline="") as file:
+        for row in csv.DictReader(file):
+            if row.get("sequence_id") == path.stem:
+                return row.get("sign")
+    return None
 
 
 def read_hdf5(path: Path, sequence_id: str | None) -> Clip:
@@ -208,7 +225,11 @@ def read_hdf5(path: Path, sequence_id: str | None) -> Clip:
                 what = "name one" if sequence_id is None else f"it has no {sequence_id}"
                 raise data.DataError(f"{path} holds {len(ids)} sequences ({some}): {what}")
             group = file[sequence_id]
-            if "feature" not in group or group["feature"].shape[::2] != (3, NUM_LANDMARKS):
+            if (
+                not isinstance(group, h5py.Group)
+                or "feature" not in group
+                or group["feature"].shape[::2] != (3, NUM_LANDMARKS)
+            ):
                 raise data.DataError(f"{path}/{sequence_id} has no feature [3, T, 543]")
             features = np.asarray(group["feature"][()], dtype=np.float32)
             token = group["token"] if "token" in group else None

@@ -10,7 +10,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import require_real_data, run
+from conftest import REAL_RAW, require_real_data, run
 
 import checkpoint
 import data
@@ -215,6 +215,19 @@ def test_show_a_real_sequence_with_its_sign(tmp_path):
     assert Image.open(out).n_frames == frames
     failed = run("show", root / "16069.hdf5")
     assert failed.exit_code == 1 and "holds 36 sequences" in failed.output
+
+
+def test_show_a_kaggle_parquet_with_its_sign_from_train_csv(tmp_path):
+    """A parquet file of the raw Kaggle layout: its sign comes from train.csv above it."""
+    pytest.importorskip("pyarrow", reason="the `kaggle` extra is not installed")
+    parquet = REAL_RAW / "train_landmark_files" / "2044" / "1148566480.parquet"
+    if not parquet.is_file():
+        pytest.skip(f"raw Kaggle data not found at {REAL_RAW} (../shared/data beside the repo)")
+    clip = show.read_clip(parquet, None)
+    assert clip.sign == "hello" and clip.points.shape[1:] == (543, 3)
+    out = tmp_path / "kaggle.gif"
+    assert run("show", parquet, "--out", out).exit_code == 0
+    assert Image.open(out).n_frames == len(clip.points)
 
 
 def test_evaluate_plots_and_error_animations(trained, tmp_path):
