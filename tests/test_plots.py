@@ -281,3 +281,21 @@ def test_report_is_one_page_with_every_section_and_no_url(trained, tmp_path):
     assert '<img src="data:' in html and 'src="/' not in html
     failed = run("report", tmp_path / "nothing")
     assert failed.exit_code == 1 and "is not a run directory" in failed.output
+
+
+def test_show_writes_mp4_where_ffmpeg_is_installed(tmp_path):
+    """An .mp4 out has one video frame per sequence frame (ffprobe counts them)."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        pytest.skip("ffmpeg is not installed (apt-get install ffmpeg): .gif only")
+    array = tmp_path / "clip.npy"
+    np.save(array, sequence_with_missing_left_hand(9))
+    assert run("show", array, "--out", tmp_path / "clip.mp4").exit_code == 0
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames,width,height", "-of", "csv=p=0", tmp_path / "clip.mp4"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "400,450,9"
