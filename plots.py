@@ -287,7 +287,8 @@ def per_class_figure(accuracy: list[float | None], counts: list[int], signs: lis
                    if a is not None)  # fmt: skip
     title = f"per-class accuracy, worst first ({len(shown)} signs with clips)"
     if len(shown) > NAMES_UP_TO:
-        shown, title = shown[:WORST_CLASSES], f"the {WORST_CLASSES} worst of {len(shown)} signs"
+        title = f"per-class accuracy: the {WORST_CLASSES} worst of {len(shown)} signs"
+        shown = shown[:WORST_CLASSES]
     figure = new_figure(8, 1.2 + 0.28 * max(len(shown), 1))
     axes = figure.subplots()
     bars = axes.barh(range(len(shown)), [a for a, _, _ in shown], color="tab:blue")

@@ -132,6 +132,7 @@ def test_per_class_bars_worst_first():
         list(np.linspace(0, 1, 100)), [5] * 100, [f"s{i}" for i in range(100)]
     )
     assert len(many.axes[0].patches) == plots.WORST_CLASSES
+    assert many.axes[0].get_title() == "per-class accuracy: the 40 worst of 100 signs"
     assert max(bar.get_width() for bar in many.axes[0].patches) < 0.4
 
 
