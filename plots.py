@@ -10,8 +10,11 @@ written atomically (a temporary file, then os.replace), so a reader never sees h
 """
 
 import io
+import json
 import os
-import threading
+import select
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,51 +122,77 @@ def write_curves(path: Path, history: list[dict], kept_epoch: int | None, first_
 
 
 class CurvesWriter:
-    """The callback trainer.train_run calls once each epoch's files are written: it redraws
-    `path` in a background thread, so that training goes on meanwhile. A request made while
-    one is drawn waits, and a newer one replaces it (only the latest history matters).
+    """The callback trainer.train_run calls once each epoch's files are written: it sends the
+    history to a drawing process that redraws `path`, so training goes on meanwhile.
 
-    The thread is not a daemon: the process ends only once the last request is drawn, and
-    `wait_for_drawing()` waits for it sooner. Drawing is serialised by one lock across every
-    writer (matplotlib's shared caches are not made for concurrent drawing).
+    A process, not a thread: matplotlib holds the GIL for most of a drawing, and a training
+    loop waiting for it at every PyTorch call was measured 43% slower (BENCHMARKS.md). The
+    process runs at a lower priority (nice 10), draws only the latest request it has, and
+    ends once its input is closed and that is drawn (`wait_for_drawing`); it survives Ctrl-C
+    (its own session) to draw the last request, and a broken one only costs the picture.
     """
 
     def __init__(self, path: Path, first_candidate: int):
         self.path, self.first_candidate = Path(path), first_candidate
-        self.pending: tuple[list[dict], int | None] | None = None
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
+        self.process: subprocess.Popen | None = None
 
     def __call__(self, history: list[dict], best: dict | None) -> None:
-        with self.lock:
-            self.pending = (list(history), best["epoch"] if best else None)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self.work, name="curves.png")
-                _THREADS.append(self.thread)
-                self.thread.start()
-
-    def work(self) -> None:
-        while True:
-            with self.lock:
-                request, self.pending = self.pending, None
-                if request is None:
-                    self.thread = None
-                    return
-            with _DRAWING:
-                try:
-                    write_curves(self.path, *request, self.first_candidate)
-                except OSError:
-                    pass  # a full disk, a removed folder: the training files matter, not this
+        request = {"path": str(self.path), "history": history, "first": self.first_candidate,
+                   "kept": best["epoch"] if best else None}  # fmt: skip
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, "serve"], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            _PROCESSES.append(self.process)
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError:  # the drawing process is gone (BrokenPipeError)
+            pass
 
 
-_DRAWING = threading.Lock()
-_THREADS: list[threading.Thread] = []
+_PROCESSES: list[subprocess.Popen] = []
 
 
-def wait_for_drawing() -> None:
-    """Return once every curves.png requested so far is drawn."""
-    while _THREADS:
-        _THREADS.pop().join()
+def wait_for_drawing(timeout: float = 60) -> None:
+    """Return once every curves.png requested so far is drawn (a process still drawing after
+    `timeout` seconds is stopped)."""
+    while _PROCESSES:
+        process = _PROCESSES.pop()
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve() -> None:
+    """The drawing process: JSON requests on standard input, one a line; draws the latest one
+    available each time, and the last one before it ends at end of input."""
+    os.nice(10)
+    require()
+    pending = b""
+    while True:
+        chunk = os.read(0, 1 << 20)
+        pending += chunk
+        while chunk and select.select([0], [], [], 0)[0]:  # take everything already sent
+            chunk = os.read(0, 1 << 20)
+            pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if lines:
+            request = json.loads(lines[-1])
+            try:
+                write_curves(Path(request["path"]), request["history"], request["kept"],
+                             request["first"])  # fmt: skip
+            except OSError:
+                pass  # a full disk, a removed folder: the training files matter, not this
+        if not chunk:
+            return
 
 
 def curves_writer(path: Path, first_candidate: int) -> Callable[[list[dict], dict | None], None]:
@@ -361,3 +390,7 @@ def signer_lines(signers: list[str], per_line: int = 3) -> str:
 
 def write_cv(path: Path, runs: list[dict]) -> None:
     write_png(path, cv_figure(runs))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["serve"]:
+    serve()

@@ -3,9 +3,8 @@
 import gc
 import io
 import json
+import os
 import re
-import threading
-import time
 
 import h5py
 import numpy as np
@@ -61,25 +60,20 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left
 
 
-def test_curves_writer_draws_the_latest_history_in_the_background(tmp_path, monkeypatch):
-    """Requests made while one is drawn collapse into the newest; once drawing is waited
-    for, the last request's history is the one on disk."""
-    drawn, started = [], threading.Event()
-
-    def slow_write(path, history, kept_epoch, first_candidate):
-        started.set()
-        time.sleep(0.2)
-        drawn.append((len(history), kept_epoch, first_candidate))
-
-    monkeypatch.setattr(plots, "write_curves", slow_write)
+def test_curves_writer_draws_the_latest_history_in_another_process(tmp_path):
+    """Requests sent one after another end in the picture of the last one, pixel for pixel
+    what drawing it here gives, once drawing is waited for."""
     writer = plots.CurvesWriter(tmp_path / "curves.png", first_candidate=2)
     history = history_of(6)
-    writer(history[:1], None)
-    started.wait(5)
-    for epochs in range(2, 7):
-        writer(history[:epochs], {"epoch": epochs})
+    for epochs in range(1, 7):
+        writer(history[:epochs], {"epoch": min(epochs, 4)} if epochs >= 2 else None)
+    pid = writer.process.pid
     plots.wait_for_drawing()
-    assert drawn[0] == (1, None, 2) and drawn[-1] == (6, 6, 2) and len(drawn) == 2
+    assert writer.process.returncode == 0 and pid != os.getpid()
+    plots.write_curves(tmp_path / "here.png", history, 4, 2)
+    drawn, here = (np.asarray(Image.open(tmp_path / name)) for name in ("curves.png", "here.png"))
+    assert drawn.shape == (360, 1200, 4) and np.array_equal(drawn, here)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "here.png"]
 
 
 def test_train_keeps_curves_png_of_its_history(trained):
