@@ -81,9 +81,14 @@ def main() -> None:
     times = {False: [], True: []}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
+            medians = []
             for curves in (False, True):
                 out = Path(folder) / f"round{round_}-{'curves' if curves else 'plain'}"
-                times[curves] += timed_run(prepared, out, configs, curves)[1:]  # 1st: warm-up
+                epoch_times = timed_run(prepared, out, configs, curves)[1:]  # 1st: warm-up
+                times[curves] += epoch_times
+                medians.append(statistics.median(epoch_times))
+            print(f"round {round_}: epoch median without {medians[0]:.3f}s, "
+                  f"with {medians[1]:.3f}s ({medians[1] / medians[0] - 1:+.1%})", flush=True)  # fmt: skip
         history = json.loads((out / "history.json").read_text())
         first = configs["train_config"].first_candidate
         alone = drawing_time(history, first, Path(folder) / "alone.png")

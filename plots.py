@@ -127,7 +127,7 @@ class CurvesWriter:
 
     A process, not a thread: matplotlib holds the GIL for most of a drawing, and a training
     loop waiting for it at every PyTorch call was measured 43% slower (BENCHMARKS.md). The
-    process runs at a lower priority (nice 10), draws only the latest request it has, and
+    process runs at a lower priority (nice 19), draws only the latest request it has, and
     ends once its input is closed and that is drawn (`wait_for_drawing`); it survives Ctrl-C
     (its own session) to draw the last request, and a broken one only costs the picture.
     """
@@ -174,7 +174,7 @@ def wait_for_drawing(timeout: float = 60) -> None:
 def serve() -> None:
     """The drawing process: JSON requests on standard input, one a line; draws the latest one
     available each time, and the last one before it ends at end of input."""
-    os.nice(10)
+    os.nice(19)  # the lowest priority: a busy machine trains first and draws when idle
     require()
     pending = b""
     while True:
