@@ -31,8 +31,8 @@ from landmarks import LEFT_HAND, NUM_LANDMARKS, POSE, RIGHT_HAND
 FPS = 15  # GISLR clips were recorded at about 30 frames/s: half speed is easier to follow
 SIZE = (4.0, 4.5)  # inches; at plots.DPI (100) an animation is 400 x 450 pixels
 VIDEO_SIZE = 480  # pixels: video frames are shrunk to this longer side under the skeleton
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v",
-                  ".png", ".jpg", ".jpeg", ".bmp", ".webp")  # fmt: skip
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # one frame, as video.py reads it
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", *IMAGE_SUFFIXES)
 
 # Hand: MediaPipe's 21 points (wrist 0, four per finger from the thumb); bones of each finger
 # from the wrist, and the palm across the finger bases.
@@ -115,12 +115,14 @@ def animation(points: np.ndarray, title: str, background: list[np.ndarray] | Non
     else:
         left, right, bottom, top = view_box(points)
         axes.set(xlim=(left, right), ylim=(bottom, top), aspect="equal")
+    # Over video frames the grey face and arms would vanish into skin and clothes.
+    colors = COLORS if background is None else {**COLORS, "face": "white", "arms": "0.9"}
     lines = {}
     for part in SKELETON:
         width = 1.0 if part == "face" else 2.2
-        lines[part] = axes.add_collection(LineCollection([], colors=COLORS[part], linewidths=width,
+        lines[part] = axes.add_collection(LineCollection([], colors=colors[part], linewidths=width,
                                                          label=part))  # fmt: skip
-    joints = {part: axes.plot([], [], "o", ms=2.5, color=COLORS[part])[0]
+    joints = {part: axes.plot([], [], "o", ms=2.5, color=colors[part])[0]
               for part in ("left hand", "right hand", "arms")}  # fmt: skip
     figure.suptitle(title, fontsize="medium", y=0.97)
     caption = figure.text(0.5, 0.025, "", ha="center", fontsize="small")
@@ -244,7 +246,8 @@ def read_hdf5(path: Path, sequence_id: str | None) -> Clip:
 
 
 def read_video(path: Path) -> Clip:
-    """Landmarks of a video through video.py, with its frames (shrunk) to draw under them."""
+    """Landmarks of a video (or still image) through video.py, with its frames, shrunk, to
+    draw under them."""
     try:
         import video
     except ImportError:
@@ -252,16 +255,21 @@ def read_video(path: Path) -> Clip:
                          "which this islr does not have") from None  # fmt: skip
     from PIL import Image
 
+    shrunk = []
+
+    def frames():  # streamed: only the shrunk copies stay in memory
+        for frame in video.read_frames(path):
+            image = Image.fromarray(frame)
+            image.thumbnail((VIDEO_SIZE, VIDEO_SIZE))
+            shrunk.append(np.asarray(image))
+            yield frame
+
     try:
-        frames = list(video.read_frames(path))
-        points = video.extract_frames(frames)
+        points = video.extract_frames(frames(), static=path.suffix.lower() in IMAGE_SUFFIXES)
     except video.VideoError as error:
         raise ValueError(str(error)) from None
-    shrunk = []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        image.thumbnail((VIDEO_SIZE, VIDEO_SIZE))
-        shrunk.append(np.asarray(image))
+    if not len(points):
+        raise ValueError(f"{path} has no frames")
     return Clip(np.asarray(points, dtype=np.float32), path.stem, None, shrunk)
 
 
