@@ -145,7 +145,7 @@ def cv(
                                       data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                         track=tracked,
                         on_saved=plots.curves_writer(out / f"fold{fold}-seed{seed}" / "curves.png",
-                                                     train_config.first_candidate),
+                                                     train_config.first_candidate, train_config.epochs),
                     )  # fmt: skip
                     test_metrics = result["test"]["model"]
                     runs.append({"fold": fold, "seed": seed, "test_signers": test,

@@ -292,7 +292,7 @@ def train(
                 train_config=train_config, augment_config=augment_config,
                 vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                 resume=resume is not None, on_epoch=print_epoch, track=tracked,
-                on_saved=plots.curves_writer(out / "curves.png", train_config.first_candidate),
+                on_saved=plots.curves_writer(out / "curves.png", train_config.first_candidate, train_config.epochs),
             )  # fmt: skip
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():

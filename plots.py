@@ -78,28 +78,35 @@ def write_png(path: Path, figure) -> None:
 # Training curves
 
 
-def curves_figure(history: list[dict], kept_epoch: int | None, first_candidate: int):
+def curves_figure(
+    history: list[dict],
+    kept_epoch: int | None,
+    first_candidate: int,
+    planned_epochs: int | None = None,
+):
     """Loss (train, validation), accuracy (train, validation) and learning rate per epoch.
 
     The kept epoch is a dashed line labelled "kept epoch N" on every panel (and a star on the
     validation accuracy); epochs before `first_candidate` (not eligible to be kept) are shaded.
+    The epoch axis spans `planned_epochs` (when given), so a run in progress shows how far
+    it has come.
     """
-    epochs = [record["epoch"] for record in history]
-    train = [record["train"] for record in history]
-    val = [record["val"] for record in history]
     from matplotlib.ticker import MaxNLocator
 
+    numbers = [record["epoch"] for record in history]
+    train = [record["train"] for record in history]
+    val = [record["val"] for record in history]
     # Fixed margins: the constrained layout measured every label first, half the drawing time.
     figure = new_figure(12, 3.6, layout=None)
     figure.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.22)
     loss, accuracy, rate = figure.subplots(1, 3)
-    loss.plot(epochs, [m["loss"] for m in train], label="train")
-    loss.plot(epochs, [m["loss"] for m in val], label="validation")
+    loss.plot(numbers, [m["loss"] for m in train], label="train")
+    loss.plot(numbers, [m["loss"] for m in val], label="validation")
     loss.set(title="loss", xlabel="epoch")
-    accuracy.plot(epochs, [m["accuracy"] for m in train], label="train")
-    accuracy.plot(epochs, [m["accuracy"] for m in val], label="validation")
+    accuracy.plot(numbers, [m["accuracy"] for m in train], label="train")
+    accuracy.plot(numbers, [m["accuracy"] for m in val], label="validation")
     accuracy.set(title="accuracy", xlabel="epoch", ylim=(-0.02, 1.02))
-    rate.plot(epochs, [m.get("learning_rate", np.nan) for m in train], color="tab:purple")
+    rate.plot(numbers, [m.get("learning_rate", np.nan) for m in train], color="tab:purple")
     rate.set(title="learning rate", xlabel="epoch (rate at its first step)")
     rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     for axes in (loss, accuracy, rate):
@@ -107,18 +114,24 @@ def curves_figure(history: list[dict], kept_epoch: int | None, first_candidate: 
             axes.axvspan(0.5, first_candidate - 0.5, color="0.85", label="not eligible")
         if kept_epoch is not None:
             axes.axvline(kept_epoch, color="tab:green", ls="--", label=f"kept epoch {kept_epoch}")
-        axes.set_xlim(0.5, max(epochs[-1] if epochs else 1, 1) + 0.5)
+        axes.set_xlim(0.5, max(planned_epochs or 1, numbers[-1] if numbers else 1) + 0.5)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    if kept_epoch in epochs:
-        kept_accuracy = val[epochs.index(kept_epoch)]["accuracy"]
+    if kept_epoch in numbers:
+        kept_accuracy = val[numbers.index(kept_epoch)]["accuracy"]
         accuracy.plot([kept_epoch], [kept_accuracy], "*", color="tab:green", ms=14, label="kept")
     loss.legend(fontsize="small")
     return figure
 
 
-def write_curves(path: Path, history: list[dict], kept_epoch: int | None, first_candidate: int):
-    write_png(path, curves_figure(history, kept_epoch, first_candidate))
+def write_curves(
+    path: Path,
+    history: list[dict],
+    kept_epoch: int | None,
+    first_candidate: int,
+    epochs: int | None = None,
+) -> None:
+    write_png(path, curves_figure(history, kept_epoch, first_candidate, epochs))
 
 
 class CurvesWriter:
@@ -132,12 +145,12 @@ class CurvesWriter:
     (its own session) to draw the last request, and a broken one only costs the picture.
     """
 
-    def __init__(self, path: Path, first_candidate: int):
-        self.path, self.first_candidate = Path(path), first_candidate
+    def __init__(self, path: Path, first_candidate: int, epochs: int | None = None):
+        self.path, self.first_candidate, self.epochs = Path(path), first_candidate, epochs
         self.process: subprocess.Popen | None = None
 
     def __call__(self, history: list[dict], best: dict | None) -> None:
-        request = {"path": str(self.path), "history": history, "first": self.first_candidate,
+        request = {"path": str(self.path), "history": history, "first": self.first_candidate, "epochs": self.epochs,
                    "kept": best["epoch"] if best else None}  # fmt: skip
         if self.process is None:
             self.process = subprocess.Popen(
@@ -188,17 +201,21 @@ def serve() -> None:
             request = json.loads(lines[-1])
             try:
                 write_curves(Path(request["path"]), request["history"], request["kept"],
-                             request["first"])  # fmt: skip
+                             request["first"], request["epochs"])  # fmt: skip
             except OSError:
                 pass  # a full disk, a removed folder: the training files matter, not this
         if not chunk:
             return
 
 
-def curves_writer(path: Path, first_candidate: int) -> Callable[[list[dict], dict | None], None]:
+def curves_writer(
+    path: Path, first_candidate: int, epochs: int | None = None
+) -> Callable[[list[dict], dict | None], None]:
     """A CurvesWriter for `path`; without matplotlib, a callback that does nothing (islr.py
     says so once)."""
-    return CurvesWriter(path, first_candidate) if available() else lambda history, best: None
+    if not available():
+        return lambda history, best: None
+    return CurvesWriter(path, first_candidate, epochs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,10 +104,11 @@ def build_page(run: Path, loaded, history, result, dataset, prepared, device, er
              section("metrics", "Metrics", metrics_table(loaded, result))]  # fmt: skip
     if history:
         try:
-            first = loops.TrainConfig(**train_config).first_candidate
+            config = loops.TrainConfig(**train_config)
+            first, planned = config.first_candidate, config.epochs
         except (TypeError, ValueError):  # none recorded, or from another islr: shade nothing
-            first = 1
-        figure = plots.curves_figure(history, loaded.metadata.get("epoch"), first)
+            first, planned = 1, None
+        figure = plots.curves_figure(history, loaded.metadata.get("epoch"), first, planned)
         curves = image(plots.png_bytes(figure), "png", "training curves")
     else:
         curves = "<p>No history.json in the run.</p>"

@@ -51,6 +51,9 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     assert (list(star.get_xdata()), list(star.get_ydata())) == ([4], [0.9])
     [_, val] = [line for line in accuracy.lines if line.get_label() in ("train", "validation")]
     assert list(val.get_ydata()) == [r["val"]["accuracy"] for r in history]
+    # A run in progress: the axis spans the planned epochs.
+    early = plots.curves_figure(history[:2], kept_epoch=None, first_candidate=3, planned_epochs=10)
+    assert early.axes[0].get_xlim() == (0.5, 10.5)
     # No shade when every epoch may be kept, no mark before one is kept.
     bare = plots.curves_figure(history[:2], kept_epoch=None, first_candidate=1)
     assert not any(labelled(bare.axes[0], name) for name in ("not eligible", "kept epoch 1"))
