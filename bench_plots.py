@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import curves
 import data
 import loops
 import plots
@@ -27,23 +28,24 @@ import trainer
 from cli import DEFAULT_DATA, ensure_default_data
 
 
-def timed_run(prepared: dict, out: Path, configs: dict, curves: bool) -> list[float]:
+def timed_run(prepared: dict, out: Path, configs: dict, drawing: bool) -> list[float]:
     """Epoch wall times of one training run, drawing curves.png as `train` does or not."""
     epoch_times = []
-    draw = plots.curves_writer(out / "curves.png", configs["train_config"].first_candidate)
+    train_config = configs["train_config"]
+    draw = curves.writer(out / "curves.png", train_config.first_candidate, train_config.epochs)
     last = time.perf_counter()
 
     def on_saved(history: list[dict], best: dict | None) -> None:
         nonlocal last
-        if curves:
+        if drawing:
             draw(history, best)
         now = time.perf_counter()
         epoch_times.append(now - last)
         last = now
 
     trainer.train_run(prepared, out, **configs, on_saved=on_saved)
-    plots.wait_for_drawing()
-    if curves and not (out / "curves.png").is_file():
+    curves.wait_for_drawing()
+    if drawing and not (out / "curves.png").is_file():
         raise RuntimeError("curves.png was not drawn")
     return epoch_times
 
@@ -53,7 +55,7 @@ def drawing_time(history: list[dict], first_candidate: int, path: Path) -> float
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        plots.write_curves(path, history, len(history), first_candidate)
+        curves.write_curves(path, history, len(history), first_candidate)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -82,10 +84,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
             medians = []
-            for curves in (False, True):
-                out = Path(folder) / f"round{round_}-{'curves' if curves else 'plain'}"
-                epoch_times = timed_run(prepared, out, configs, curves)[1:]  # 1st: warm-up
-                times[curves] += epoch_times
+            for drawing in (False, True):
+                out = Path(folder) / f"round{round_}-{'curves' if drawing else 'plain'}"
+                epoch_times = timed_run(prepared, out, configs, drawing)[1:]  # 1st: warm-up
+                times[drawing] += epoch_times
                 medians.append(statistics.median(epoch_times))
             print(f"round {round_}: epoch median without {medians[0]:.3f}s, "
                   f"with {medians[1]:.3f}s ({medians[1] / medians[0] - 1:+.1%})", flush=True)  # fmt: skip

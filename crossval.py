@@ -22,6 +22,7 @@ import torch
 import typer
 
 import checkpoint
+import curves
 import data
 import plots
 import trainer
@@ -144,8 +145,8 @@ def cv(
                         metadata=dict(split={"train": train_signers, "val": val, "test": test},
                                       data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                         track=tracked,
-                        on_saved=plots.curves_writer(out / f"fold{fold}-seed{seed}" / "curves.png",
-                                                     train_config.first_candidate, train_config.epochs),
+                        on_saved=curves.writer(out / f"fold{fold}-seed{seed}" / "curves.png",
+                                               train_config.first_candidate, train_config.epochs),
                     )  # fmt: skip
                     test_metrics = result["test"]["model"]
                     runs.append({"fold": fold, "seed": seed, "test_signers": test,
@@ -164,7 +165,7 @@ def cv(
             )
             raise typer.Exit(130) from None
         finally:
-            plots.wait_for_drawing()  # each run's curves.png, before the lock is let go
+            curves.wait_for_drawing()  # each run's curves.png, before the lock is let go
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
         std = accuracies.std().item() if len(runs) > 1 else 0.0

@@ -292,7 +292,7 @@ def train(
                 train_config=train_config, augment_config=augment_config,
                 vocabulary=dataset.vocabulary, device=device_, metadata=dict(split=split, data=str(data_dir.resolve()), command=shlex.join(sys.argv)),
                 resume=resume is not None, on_epoch=print_epoch, track=tracked,
-                on_saved=plots.curves_writer(out / "curves.png", train_config.first_candidate, train_config.epochs),
+                on_saved=curves.writer(out / "curves.png", train_config.first_candidate, train_config.epochs),
             )  # fmt: skip
         except KeyboardInterrupt:
             if (out / "resume.safetensors").exists():
@@ -304,7 +304,7 @@ def train(
                 say_interrupted(" before the first epoch ended: nothing saved")
             raise typer.Exit(130) from None
         finally:
-            plots.wait_for_drawing()  # curves.png of the last epoch, before the lock is let go
+            curves.wait_for_drawing()  # curves.png of the last epoch, before the lock is let go
     best = result["best"]
     console.print(f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
                   f"val acc {best['val']['accuracy']:.2%}")  # fmt: skip
@@ -401,7 +401,7 @@ def evaluate(
     with user_errors():
         use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
-        show.check_picture_directories(plots_dir, errors_dir)
+        pictures.check_picture_directories(plots_dir, errors_dir)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
@@ -458,13 +458,15 @@ def evaluate(
         }
         write_json(json_path, report)
     with user_errors():
-        show.evaluation_pictures(plots_dir, errors_dir, result, loaded, dataset, prepared, device_)
+        pictures.evaluation_pictures(plots_dir, errors_dir, result, loaded, dataset, prepared, device_)
 
 
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,
 # export); importing them registers them on the app, after the commands above so that
 # `--help` lists train and evaluate first.
 import crossval  # noqa: F401
+import curves
+import pictures
 import plots
 import report
 import show

@@ -19,10 +19,11 @@ from typing import Annotated
 import typer
 
 import checkpoint
+import curves
 import data
 import loops
+import pictures
 import plots
-import show
 from cli import DEFAULT_DATA, Device, console, output_file, pick_device, tracked, user_errors
 
 SECTIONS = ("configuration", "metrics", "curves", "confusion", "per-class", "errors")
@@ -108,11 +109,11 @@ def build_page(run: Path, loaded, history, result, dataset, prepared, device, er
             first, planned = config.first_candidate, config.epochs
         except (TypeError, ValueError):  # none recorded, or from another islr: shade nothing
             first, planned = 1, None
-        figure = plots.curves_figure(history, loaded.metadata.get("epoch"), first, planned)
-        curves = image(plots.png_bytes(figure), "png", "training curves")
+        figure = curves.curves_figure(history, loaded.metadata.get("epoch"), first, planned)
+        curves_html = image(plots.png_bytes(figure), "png", "training curves")
     else:
-        curves = "<p>No history.json in the run.</p>"
-    parts.append(section("curves", "Training curves", curves))
+        curves_html = "<p>No history.json in the run.</p>"
+    parts.append(section("curves", "Training curves", curves_html))
     if result is None:
         missing = "<p>The run has no test signer: nothing was evaluated.</p>"
         parts += [section(name, title, missing) for name, title in
@@ -120,14 +121,12 @@ def build_page(run: Path, loaded, history, result, dataset, prepared, device, er
                    ("errors", "Misclassified clips"))]  # fmt: skip
         return page(run, parts)
     figures = plots.evaluation_figures(result, loaded.signs)
-    pictures = {
-        name: image(plots.png_bytes(figure), "png", name) for name, figure in figures.items()
-    }
+    images = {name: image(plots.png_bytes(figure), "png", name) for name, figure in figures.items()}
     parts.append(section("confusion", "Confusion",
-                         pictures["confusion.png"] + pictures["top_confusions.png"]))  # fmt: skip
-    parts.append(section("per-class", "Per-class accuracy", pictures["per_class.png"]))
+                         images["confusion.png"] + images["top_confusions.png"]))  # fmt: skip
+    parts.append(section("per-class", "Per-class accuracy", images["per_class.png"]))
     with tempfile.TemporaryDirectory() as folder:
-        paths = show.write_errors(Path(folder), loaded, dataset, prepared, device, limit=errors)
+        paths = pictures.write_errors(Path(folder), loaded, dataset, prepared, device, limit=errors)
         animations = "".join(image(path.read_bytes(), "gif", path.stem) for path in paths)
     wrong = result["samples"] - round(result["accuracy"] * result["samples"])
     note = (

@@ -1,4 +1,5 @@
-"""Landmark sequences as animations: `python islr.py show`, and `evaluate --errors`.
+"""Landmark sequences as animations: `python islr.py show` (and, through pictures.py, the
+error animations of `evaluate --errors`).
 
 Hands, arms and shoulders are drawn as a skeleton, the face as its outline (oval, eyes,
 lips); a part MediaPipe did not detect in a frame (NaN) is simply absent there, and the
@@ -11,7 +12,6 @@ caption names it. GIF through Pillow; MP4 through ffmpeg where it is installed.
 """
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,7 +25,7 @@ import data
 import loops
 import plots
 import tools
-from cli import console, note, output_directory, output_file, tracked, user_errors
+from cli import console, output_file, user_errors
 from landmarks import LEFT_HAND, NUM_LANDMARKS, POSE, RIGHT_HAND
 
 FPS = 15  # GISLR clips were recorded at about 30 frames/s: half speed is easier to follow
@@ -315,57 +315,3 @@ def show(
         prediction = predicted(ckpt, clip.points) if ckpt else None
         console.print(f"{clip.name}: {len(clip.points)} frames -> {out}")
         write_animation(out, clip.points, title_of(sign or clip.sign, prediction), clip.background)
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluate --plots / --errors
-
-
-def check_picture_directories(plots_dir: Path | None, errors_dir: Path | None) -> None:
-    """Before an evaluation: the picture folders can be made, and matplotlib is there."""
-    for path, flag in ((plots_dir, "--plots"), (errors_dir, "--errors")):
-        if path is not None:
-            output_directory(path, flag)
-            plots.require()
-
-
-def file_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def write_errors(
-    directory: Path, loaded, dataset: data.Dataset, prepared, device, limit: int | None = None
-) -> list[Path]:
-    """One animation per misclassified clip (the `limit` worst), named
-    RANK-TRUE-as-PREDICTED-SIGNER-ID.gif with RANK 001 for the clip whose true sign got the
-    lowest probability (the worst)."""
-    logits, labels, indices = loops.predict(loaded.model.to(device), prepared.batches(128), device)
-    probabilities = logits.softmax(-1)
-    guesses = probabilities.argmax(-1)
-    wrong = (guesses != labels).nonzero().flatten().tolist()
-    wrong.sort(key=lambda row: probabilities[row, labels[row]].item())
-    wrong = wrong[:limit]
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for rank, row in enumerate(tracked(wrong, len(wrong), "error animations"), 1):
-        index = int(indices[row])
-        true, guess = loaded.signs[int(labels[row])], loaded.signs[int(guesses[row])]
-        signer, sequence = dataset.signers[index], dataset.sequence_ids[index]
-        name = file_name(f"{rank:03d}-{true}-as-{guess}-{signer}-{sequence}") + ".gif"
-        title = f"{signer}/{sequence}\n" + title_of(true, (guess, probabilities[row].max().item()))
-        write_animation(directory / name, dataset.features[index].transpose(1, 2, 0), title)
-        paths.append(directory / name)
-    return paths
-
-
-def evaluation_pictures(plots_dir, errors_dir, result, loaded, dataset, prepared, device) -> None:
-    """What `evaluate --plots DIR --errors DIR` writes, each folder only when asked for."""
-    if plots_dir is not None:
-        written = plots.write_evaluation(plots_dir, result, loaded.signs)
-        console.print(f"pictures: {', '.join(str(path) for path in written)}")
-    if errors_dir is not None:
-        written = write_errors(errors_dir, loaded, dataset, prepared, device)
-        if written:
-            console.print(f"{len(written)} error animations in {errors_dir} (worst first)")
-        else:
-            note(f"no clip was misclassified: nothing written to {errors_dir}")

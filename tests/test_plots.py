@@ -12,6 +12,7 @@ import pytest
 from conftest import REAL_RAW, require_real_data, run
 
 import checkpoint
+import curves
 import data
 import loops
 import plots
@@ -39,7 +40,7 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     """Every panel has the kept epoch's line at that epoch and a shade over epochs 1-2; the
     accuracy panel a star on the kept epoch's validation accuracy; the PNG is 1200 x 360."""
     history = history_of(6)
-    figure = plots.curves_figure(history, kept_epoch=4, first_candidate=3)
+    figure = curves.curves_figure(history, kept_epoch=4, first_candidate=3)
     loss, accuracy, rate = figure.axes
     for axes in (loss, accuracy, rate):
         [line] = labelled(axes, "kept epoch 4")
@@ -52,13 +53,13 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     [_, val] = [line for line in accuracy.lines if line.get_label() in ("train", "validation")]
     assert list(val.get_ydata()) == [r["val"]["accuracy"] for r in history]
     # A run in progress: the axis spans the planned epochs.
-    early = plots.curves_figure(history[:2], kept_epoch=None, first_candidate=3, planned_epochs=10)
+    early = curves.curves_figure(history[:2], kept_epoch=None, first_candidate=3, planned_epochs=10)
     assert early.axes[0].get_xlim() == (0.5, 10.5)
     # No shade when every epoch may be kept, no mark before one is kept.
-    bare = plots.curves_figure(history[:2], kept_epoch=None, first_candidate=1)
+    bare = curves.curves_figure(history[:2], kept_epoch=None, first_candidate=1)
     assert not any(labelled(bare.axes[0], name) for name in ("not eligible", "kept epoch 1"))
     path = tmp_path / "curves.png"
-    plots.write_curves(path, history, 4, 3)
+    curves.write_curves(path, history, 4, 3)
     assert Image.open(path).size == (1200, 360)
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left
 
@@ -66,14 +67,14 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
 def test_curves_writer_draws_the_latest_history_in_another_process(tmp_path):
     """Requests sent one after another end in the picture of the last one, pixel for pixel
     what drawing it here gives, once drawing is waited for."""
-    writer = plots.CurvesWriter(tmp_path / "curves.png", first_candidate=2)
+    writer = curves.CurvesWriter(tmp_path / "curves.png", first_candidate=2)
     history = history_of(6)
     for epochs in range(1, 7):
         writer(history[:epochs], {"epoch": min(epochs, 4)} if epochs >= 2 else None)
     pid = writer.process.pid
-    plots.wait_for_drawing()
+    curves.wait_for_drawing()
     assert writer.process.returncode == 0 and pid != os.getpid()
-    plots.write_curves(tmp_path / "here.png", history, 4, 2)
+    curves.write_curves(tmp_path / "here.png", history, 4, 2)
     drawn, here = (np.asarray(Image.open(tmp_path / name)) for name in ("curves.png", "here.png"))
     assert drawn.shape == (360, 1200, 4) and np.array_equal(drawn, here)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "here.png"]
