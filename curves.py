@@ -94,8 +94,13 @@ class CurvesWriter:
         self.process: subprocess.Popen | None = None
 
     def __call__(self, history: list[dict], best: dict | None) -> None:
-        request = {"path": str(self.path), "history": history, "first": self.first_candidate, "epochs": self.planned_epochs,
-                   "kept": best["epoch"] if best else None}  # fmt: skip
+        request = {
+            "path": str(self.path),
+            "history": history,
+            "kept": best["epoch"] if best else None,
+            "first": self.first_candidate,
+            "epochs": self.planned_epochs,
+        }
         if self.process is None:
             self.process = subprocess.Popen(
                 [sys.executable, __file__, "serve"], stdin=subprocess.PIPE,
