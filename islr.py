@@ -458,7 +458,9 @@ def evaluate(
         }
         write_json(json_path, report)
     with user_errors():
-        pictures.evaluation_pictures(plots_dir, errors_dir, result, loaded, dataset, prepared, device_)
+        pictures.evaluation_pictures(
+            plots_dir, errors_dir, result, loaded, dataset, prepared, device_
+        )
 
 
 # The other commands live in crossval.py (cv) and tools.py (predict, prepare, synth, bench,
