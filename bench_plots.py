@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import cache
+import curves
 import data
 import plots
 import presets
@@ -28,23 +29,24 @@ import trainer
 from cli import DEFAULT_DATA, ensure_default_data
 
 
-def timed_run(prepared: dict, out: Path, preset, vocabulary, curves: bool) -> list[float]:
+def timed_run(prepared: dict, out: Path, preset, vocabulary, drawing: bool) -> list[float]:
     """Epoch wall times of one training run, drawing curves.png as `train` does or not."""
     epoch_times = []
-    draw = plots.curves_writer(out / "curves.png", preset.train.first_candidate)
+    train_config = preset.train
+    draw = curves.writer(out / "curves.png", train_config.first_candidate, train_config.epochs)
     last = time.perf_counter()
 
     def on_saved(history: list[dict], best: dict | None) -> None:
         nonlocal last
-        if curves:
+        if drawing:
             draw(history, best)
         now = time.perf_counter()
         epoch_times.append(now - last)
         last = now
 
     trainer.train_run(prepared, out, preset, vocabulary=vocabulary, on_saved=on_saved)
-    plots.wait_for_drawing()
-    if curves and not (out / "curves.png").is_file():
+    curves.wait_for_drawing()
+    if drawing and not (out / "curves.png").is_file():
         raise RuntimeError("curves.png was not drawn")
     return epoch_times
 
@@ -54,7 +56,7 @@ def drawing_time(history: list[dict], first_candidate: int, path: Path) -> float
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        plots.write_curves(path, history, len(history), first_candidate)
+        curves.write_curves(path, history, len(history), first_candidate)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -79,11 +81,19 @@ def main() -> None:
     times = {False: [], True: []}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
-            for curves in (False, True):
-                out = Path(folder) / f"round{round_}-{'curves' if curves else 'plain'}"
-                times[curves] += timed_run(prepared, out, preset, dataset.vocabulary, curves)[
+            medians = []
+            for drawing in (False, True):
+                out = Path(folder) / f"round{round_}-{'curves' if drawing else 'plain'}"
+                epoch_times = timed_run(prepared, out, preset, dataset.vocabulary, drawing)[
                     1:
                 ]  # 1st: warm-up
+                times[drawing] += epoch_times
+                medians.append(statistics.median(epoch_times))
+            print(
+                f"round {round_}: epoch median without {medians[0]:.3f}s, "
+                f"with {medians[1]:.3f}s ({medians[1] / medians[0] - 1:+.1%})",
+                flush=True,
+            )
         history = json.loads((out / "history.json").read_text())
         first = preset.train.first_candidate
         alone = drawing_time(history, first, Path(folder) / "alone.png")

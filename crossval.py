@@ -21,6 +21,7 @@ import typer
 
 import cache
 import checkpoint
+import curves
 import data
 import plots
 import safely
@@ -141,9 +142,10 @@ def cv(
                             {"train": train_signers, "val": val, "test": test}, data_dir
                         ),
                         track=tracked,
-                        on_saved=plots.curves_writer(
+                        on_saved=curves.writer(
                             out / f"fold{fold}-seed{seed}" / "curves.png",
                             config.train.first_candidate,
+                            config.train.epochs,
                         ),
                     )
                     test_metrics = result["test"]["model"]
@@ -170,7 +172,7 @@ def cv(
             )
             raise typer.Exit(130) from None
         finally:
-            plots.wait_for_drawing()  # each run's curves.png, before the lock is let go
+            curves.wait_for_drawing()  # each run's curves.png, before the lock is let go
         accuracies = torch.tensor([r["accuracy"] for r in runs])
         per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
         std = accuracies.std().item() if len(runs) > 1 else 0.0

@@ -44,11 +44,13 @@ import cache
 import checkpoint
 import classtables
 import crossval
+import curves
 import data
 import extract
 import live
 import loops
 import options
+import pictures
 import plots
 import presets
 import report
@@ -249,7 +251,9 @@ def train_or_say_how_far(
             resume=resume is not None,
             on_epoch=print_epoch,
             track=tracked,
-            on_saved=plots.curves_writer(out / "curves.png", config.train.first_candidate),
+            on_saved=curves.writer(
+                out / "curves.png", config.train.first_candidate, config.train.epochs
+            ),
         )
     except KeyboardInterrupt:
         if (out / "resume.safetensors").exists():
@@ -261,7 +265,7 @@ def train_or_say_how_far(
             say_interrupted(" before the first epoch ended: nothing saved")
         raise typer.Exit(130) from None
     finally:
-        plots.wait_for_drawing()  # curves.png of the last epoch, before the lock is let go
+        curves.wait_for_drawing()  # curves.png of the last epoch, before the lock is let go
 
 
 def print_results(result: dict, split: dict, out: Path) -> None:
@@ -336,7 +340,7 @@ def evaluate(
     with user_errors():
         use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
-        show.check_picture_directories(plots_dir, errors_dir)
+        pictures.check_picture_directories(plots_dir, errors_dir)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
@@ -385,7 +389,7 @@ def evaluate(
         }
         write_json(json_path, report)
     with user_errors():
-        show.evaluation_pictures(
+        pictures.evaluation_pictures(
             plots_dir, errors_dir, result, loaded, dataset, prepared, device_, data_dir
         )
 

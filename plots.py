@@ -1,18 +1,15 @@
-"""Pictures of training and evaluation: curves, confusion, per-class accuracy, cross-validation.
+"""Pictures of evaluation and cross-validation: confusion, per-class accuracy, cv; the helpers.
 
 Drawn with matplotlib (the optional extra `plots`: pip install -e '.[plots]'), headless (Agg,
 no window), each on its own Figure object rather than pyplot's global one. Every PNG is
 written atomically (a temporary file, then os.replace), so a reader never sees half a file.
 
-    plots.write_curves(run / "curves.png", history, kept_epoch=12, first_candidate=6)
     plots.write_evaluation(directory, result, signs)  # confusion, top confusions, per class
     plots.write_cv(out / "cv.png", runs)
 """
 
 import io
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,107 +66,6 @@ def write_atomic(path: Path, content: bytes) -> None:
 
 def write_png(path: Path, figure) -> None:
     write_atomic(path, png_bytes(figure))
-
-
-# ---------------------------------------------------------------------------------------------
-# Training curves
-
-
-def curves_figure(history: list[dict], kept_epoch: int | None, first_candidate: int):
-    """Loss (train, validation), accuracy (train, validation) and learning rate per epoch.
-
-    The kept epoch is a dashed line labelled "kept epoch N" on every panel (and a star on the
-    validation accuracy); epochs before `first_candidate` (not eligible to be kept) are shaded.
-    """
-    epochs = [record["epoch"] for record in history]
-    train = [record["train"] for record in history]
-    val = [record["val"] for record in history]
-    from matplotlib.ticker import MaxNLocator
-
-    # Fixed margins: the constrained layout measured every label first, half the drawing time.
-    figure = new_figure(12, 3.6, layout=None)
-    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.22)
-    loss, accuracy, rate = figure.subplots(1, 3)
-    loss.plot(epochs, [m["loss"] for m in train], label="train")
-    loss.plot(epochs, [m["loss"] for m in val], label="validation")
-    loss.set(title="loss", xlabel="epoch")
-    accuracy.plot(epochs, [m["accuracy"] for m in train], label="train")
-    accuracy.plot(epochs, [m["accuracy"] for m in val], label="validation")
-    accuracy.set(title="accuracy", xlabel="epoch", ylim=(-0.02, 1.02))
-    rate.plot(epochs, [m.get("learning_rate", np.nan) for m in train], color="tab:purple")
-    rate.set(title="learning rate", xlabel="epoch (rate at its first step)")
-    rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-    for axes in (loss, accuracy, rate):
-        if first_candidate > 1:
-            axes.axvspan(0.5, first_candidate - 0.5, color="0.85", label="not eligible")
-        if kept_epoch is not None:
-            axes.axvline(kept_epoch, color="tab:green", ls="--", label=f"kept epoch {kept_epoch}")
-        axes.set_xlim(0.5, max(epochs[-1] if epochs else 1, 1) + 0.5)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-    if kept_epoch in epochs:
-        kept_accuracy = val[epochs.index(kept_epoch)]["accuracy"]
-        accuracy.plot([kept_epoch], [kept_accuracy], "*", color="tab:green", ms=14, label="kept")
-    loss.legend(fontsize="small")
-    return figure
-
-
-def write_curves(path: Path, history: list[dict], kept_epoch: int | None, first_candidate: int):
-    write_png(path, curves_figure(history, kept_epoch, first_candidate))
-
-
-class CurvesWriter:
-    """The callback trainer.train_run calls once each epoch's files are written: it redraws
-    `path` in a background thread, so that training goes on meanwhile. A request made while
-    one is drawn waits, and a newer one replaces it (only the latest history matters).
-
-    The thread is not a daemon: the process ends only once the last request is drawn, and
-    `wait_for_drawing()` waits for it sooner. Drawing is serialised by one lock across every
-    writer (matplotlib's shared caches are not made for concurrent drawing).
-    """
-
-    def __init__(self, path: Path, first_candidate: int):
-        self.path, self.first_candidate = Path(path), first_candidate
-        self.pending: tuple[list[dict], int | None] | None = None
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def __call__(self, history: list[dict], best: dict | None) -> None:
-        with self.lock:
-            self.pending = (list(history), best["epoch"] if best else None)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self.work, name="curves.png")
-                _THREADS.append(self.thread)
-                self.thread.start()
-
-    def work(self) -> None:
-        while True:
-            with self.lock:
-                request, self.pending = self.pending, None
-                if request is None:
-                    self.thread = None
-                    return
-            with _DRAWING:
-                try:
-                    write_curves(self.path, *request, self.first_candidate)
-                except OSError:
-                    pass  # a full disk, a removed folder: the training files matter, not this
-
-
-_DRAWING = threading.Lock()
-_THREADS: list[threading.Thread] = []
-
-
-def wait_for_drawing() -> None:
-    """Return once every curves.png requested so far is drawn."""
-    while _THREADS:
-        _THREADS.pop().join()
-
-
-def curves_writer(path: Path, first_candidate: int) -> Callable[[list[dict], dict | None], None]:
-    """A CurvesWriter for `path`; without matplotlib, a callback that does nothing (islr.py
-    says so once)."""
-    return CurvesWriter(path, first_candidate) if available() else lambda history, best: None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +195,8 @@ def per_class_figure(accuracy: list[float | None], counts: list[int], signs: lis
     )
     title = f"per-class accuracy, worst first ({len(shown)} signs with clips)"
     if len(shown) > NAMES_UP_TO:
-        shown, title = shown[:WORST_CLASSES], f"the {WORST_CLASSES} worst of {len(shown)} signs"
+        title = f"per-class accuracy: the {WORST_CLASSES} worst of {len(shown)} signs"
+        shown = shown[:WORST_CLASSES]
     figure = new_figure(8, 1.2 + 0.28 * max(len(shown), 1))
     axes = figure.subplots()
     bars = axes.barh(range(len(shown)), [a for a, _, _ in shown], color="tab:blue")

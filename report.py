@@ -20,10 +20,11 @@ import typer
 
 import cache
 import checkpoint
+import curves
 import data
 import loops
+import pictures
 import plots
-import show
 from cli import DEFAULT_DATA, Device, console, output_file, pick_device, tracked, user_errors
 
 SECTIONS = ("configuration", "metrics", "curves", "confusion", "per-class", "errors")
@@ -116,12 +117,16 @@ def build_page(
         section("metrics", "Metrics", metrics_table(loaded, result)),
     ]
     if history:
-        first = loops.TrainConfig(**train_config).first_candidate if train_config else 1
-        figure = plots.curves_figure(history, loaded.metadata.get("epoch"), first)
-        curves = image(plots.png_bytes(figure), "png", "training curves")
+        try:
+            config = loops.TrainConfig(**train_config)
+            first, planned = config.first_candidate, config.epochs
+        except (TypeError, ValueError):  # none recorded, or from another islr: shade nothing
+            first, planned = 1, None
+        figure = curves.curves_figure(history, loaded.metadata.get("epoch"), first, planned)
+        curves_html = image(plots.png_bytes(figure), "png", "training curves")
     else:
-        curves = "<p>No history.json in the run.</p>"
-    parts.append(section("curves", "Training curves", curves))
+        curves_html = "<p>No history.json in the run.</p>"
+    parts.append(section("curves", "Training curves", curves_html))
     if result is None:
         missing = "<p>The run has no test signer: nothing was evaluated.</p>"
         parts += [
@@ -134,17 +139,13 @@ def build_page(
         ]
         return page(run, parts)
     figures = plots.evaluation_figures(result, loaded.signs)
-    pictures = {
-        name: image(plots.png_bytes(figure), "png", name) for name, figure in figures.items()
-    }
+    images = {name: image(plots.png_bytes(figure), "png", name) for name, figure in figures.items()}
     parts.append(
-        section(
-            "confusion", "Confusion", pictures["confusion.png"] + pictures["top_confusions.png"]
-        )
+        section("confusion", "Confusion", images["confusion.png"] + images["top_confusions.png"])
     )
-    parts.append(section("per-class", "Per-class accuracy", pictures["per_class.png"]))
+    parts.append(section("per-class", "Per-class accuracy", images["per_class.png"]))
     with tempfile.TemporaryDirectory() as folder:
-        paths = show.write_errors(
+        paths = pictures.write_errors(
             Path(folder), loaded, dataset, prepared, device, data_dir, limit=errors
         )
         animations = "".join(image(path.read_bytes(), "gif", path.stem) for path in paths)

@@ -1,4 +1,5 @@
-"""Landmark sequences as animations: `python islr.py show`, and `evaluate --errors`.
+"""Landmark sequences as animations: `python islr.py show` (and, through pictures.py, the
+error animations of `evaluate --errors`).
 
 Hands, arms and shoulders are drawn as a skeleton, the face as its outline (oval, eyes,
 lips); a part MediaPipe did not detect in a frame (NaN) is simply absent there, and the
@@ -10,7 +11,7 @@ caption names it. GIF through Pillow; MP4 through ffmpeg where it is installed.
     python islr.py show video.mp4              # the video's frames under the skeleton (video.py)
 """
 
-import re
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -24,25 +25,13 @@ import data
 import loops
 import plots
 import tools
-from cli import console, note, output_directory, output_file, tracked, user_errors
+import video
+from cli import console, output_file, user_errors
 from landmarks import LEFT_HAND, NUM_LANDMARKS, POSE, RIGHT_HAND
 
 FPS = 15  # GISLR clips were recorded at about 30 frames/s: half speed is easier to follow
 SIZE = (4.0, 4.5)  # inches; at plots.DPI (100) an animation is 400 x 450 pixels
 VIDEO_SIZE = 480  # pixels: video frames are shrunk to this longer side under the skeleton
-VIDEO_SUFFIXES = (
-    ".mp4",
-    ".mov",
-    ".webm",
-    ".avi",
-    ".mkv",
-    ".m4v",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".webp",
-)
 
 # Hand: MediaPipe's 21 points (wrist 0, four per finger from the thumb); bones of each finger
 # from the wrist, and the palm across the finger bases.
@@ -181,14 +170,16 @@ def animation(points: np.ndarray, title: str, background: list[np.ndarray] | Non
     else:
         left, right, bottom, top = view_box(points)
         axes.set(xlim=(left, right), ylim=(bottom, top), aspect="equal")
+    # Over video frames the grey face and arms would vanish into skin and clothes.
+    colors = COLORS if background is None else {**COLORS, "face": "white", "arms": "0.9"}
     lines = {}
     for part in SKELETON:
         width = 1.0 if part == "face" else 2.2
         lines[part] = axes.add_collection(
-            LineCollection([], colors=COLORS[part], linewidths=width, label=part)
+            LineCollection([], colors=colors[part], linewidths=width, label=part)
         )
     joints = {
-        part: axes.plot([], [], "o", ms=2.5, color=COLORS[part])[0]
+        part: axes.plot([], [], "o", ms=2.5, color=colors[part])[0]
         for part in ("left hand", "right hand", "arms")
     }
     figure.suptitle(title, fontsize="medium", y=0.97)
@@ -262,14 +253,32 @@ def read_clip(path: Path, sequence_id: str | None) -> Clip:
     """The sequence to show: an HDF5 signer file and a sequence id, a Kaggle .parquet, a .npy
     [T, 543, 3] or a video (landmarks extracted by video.py)."""
     suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if video.is_video_path(path):
         return read_video(path)
     if suffix in (".hdf5", ".h5"):
         return read_hdf5(path, sequence_id)
+    if suffix not in (".parquet", ".npy"):
+        raise ValueError(
+            f"{path}: unknown input type {path.suffix!r} (use .hdf5 with a sequence "
+            "id, .parquet, .npy or a video)"
+        )
     if sequence_id is not None:
         raise ValueError(f"a sequence id goes with an .hdf5 file, not {path.name}")
-    [(name, features)] = tools.read_recordings(path)
-    return Clip(features.transpose(1, 2, 0), name)
+    [(_, features)] = tools.read_recordings(path)
+    return Clip(features.transpose(1, 2, 0), path.stem, kaggle_sign(path))
+
+
+def kaggle_sign(path: Path) -> str | None:
+    """The sign of a parquet file in the Kaggle layout, from the train.csv above it
+    (ROOT/train_landmark_files/PARTICIPANT/SEQUENCE.parquet); None elsewhere."""
+    table = path.resolve().parents[2] / "train.csv" if len(path.resolve().parents) > 2 else None
+    if path.suffix.lower() != ".parquet" or table is None or not table.is_file():
+        return None
+    with open(table, newline="") as file:
+        for row in csv.DictReader(file):
+            if row.get("sequence_id") == path.stem:
+                return row.get("sign")
+    return None
 
 
 def read_hdf5(path: Path, sequence_id: str | None) -> Clip:
@@ -284,7 +293,11 @@ def read_hdf5(path: Path, sequence_id: str | None) -> Clip:
                 what = "name one" if sequence_id is None else f"it has no {sequence_id}"
                 raise data.DataError(f"{path} holds {len(ids)} sequences ({some}): {what}")
             group = file[sequence_id]
-            if "feature" not in group or group["feature"].shape[::2] != (3, NUM_LANDMARKS):
+            if (
+                not isinstance(group, h5py.Group)
+                or "feature" not in group
+                or group["feature"].shape[::2] != (3, NUM_LANDMARKS)
+            ):
                 raise data.DataError(f"{path}/{sequence_id} has no feature [3, T, 543]")
             features = np.asarray(group["feature"][()], dtype=np.float32)
             token = group["token"] if "token" in group else None
@@ -299,26 +312,25 @@ def read_hdf5(path: Path, sequence_id: str | None) -> Clip:
 
 
 def read_video(path: Path) -> Clip:
-    """Landmarks of a video through video.py, with its frames (shrunk) to draw under them."""
-    try:
-        import video
-    except ImportError:
-        raise ValueError(
-            f"{path}: showing a video needs video.py (the video extraction), "
-            "which this islr does not have"
-        ) from None
+    """Landmarks of a video (or still image) through video.py, with its frames, shrunk, to
+    draw under them."""
     from PIL import Image
 
+    shrunk = []
+
+    def frames():  # streamed: only the shrunk copies stay in memory
+        for frame in video.read_frames(path):
+            image = Image.fromarray(frame)
+            image.thumbnail((VIDEO_SIZE, VIDEO_SIZE))
+            shrunk.append(np.asarray(image))
+            yield frame
+
     try:
-        frames = list(video.read_frames(path))
-        points = video.extract_frames(frames)
+        points = video.extract_frames(frames(), static=video.is_image_path(path))
     except video.VideoError as error:
         raise ValueError(str(error)) from None
-    shrunk = []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        image.thumbnail((VIDEO_SIZE, VIDEO_SIZE))
-        shrunk.append(np.asarray(image))
+    if not len(points):
+        raise ValueError(f"{path} has no frames")
     return Clip(np.asarray(points, dtype=np.float32), path.stem, None, shrunk)
 
 
@@ -364,62 +376,3 @@ def show(
         prediction = predicted(ckpt, clip.points) if ckpt else None
         console.print(f"{clip.name}: {len(clip.points)} frames -> {out}")
         write_animation(out, clip.points, title_of(sign or clip.sign, prediction), clip.background)
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluate --plots / --errors
-
-
-def check_picture_directories(plots_dir: Path | None, errors_dir: Path | None) -> None:
-    """Before an evaluation: the picture folders can be made, and matplotlib is there."""
-    for path, flag in ((plots_dir, "--plots"), (errors_dir, "--errors")):
-        if path is not None:
-            output_directory(path, flag)
-            plots.require()
-
-
-def file_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def write_errors(
-    directory: Path, loaded, dataset, prepared, device, data_dir: Path, limit: int | None = None
-) -> list[Path]:
-    """One animation per misclassified clip (the `limit` worst), named
-    RANK-TRUE-as-PREDICTED-SIGNER-ID.gif with RANK 001 for the clip whose true sign got the
-    lowest probability (the worst). `dataset` names each clip's signer and sequence id (a
-    data.Dataset or cache.Features); its landmarks are read again from `data_dir`."""
-    files = data.signer_files(Path(data_dir))
-    logits, labels, indices = loops.predict(loaded.model.to(device), prepared.batches(128), device)
-    probabilities = logits.softmax(-1)
-    guesses = probabilities.argmax(-1)
-    wrong = (guesses != labels).nonzero().flatten().tolist()
-    wrong.sort(key=lambda row: probabilities[row, labels[row]].item())
-    wrong = wrong[:limit]
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for rank, row in enumerate(tracked(wrong, len(wrong), "error animations"), 1):
-        index = int(indices[row])
-        true, guess = loaded.signs[int(labels[row])], loaded.signs[int(guesses[row])]
-        signer, sequence = dataset.signers[index], dataset.sequence_ids[index]
-        name = file_name(f"{rank:03d}-{true}-as-{guess}-{signer}-{sequence}") + ".gif"
-        title = f"{signer}/{sequence}\n" + title_of(true, (guess, probabilities[row].max().item()))
-        clip = read_hdf5(files[str(signer)], str(sequence))
-        write_animation(directory / name, clip.points, title)
-        paths.append(directory / name)
-    return paths
-
-
-def evaluation_pictures(
-    plots_dir, errors_dir, result, loaded, dataset, prepared, device, data_dir
-) -> None:
-    """What `evaluate --plots DIR --errors DIR` writes, each folder only when asked for."""
-    if plots_dir is not None:
-        written = plots.write_evaluation(plots_dir, result, loaded.signs)
-        console.print(f"pictures: {', '.join(str(path) for path in written)}")
-    if errors_dir is not None:
-        written = write_errors(errors_dir, loaded, dataset, prepared, device, data_dir)
-        if written:
-            console.print(f"{len(written)} error animations in {errors_dir} (worst first)")
-        else:
-            note(f"no clip was misclassified: nothing written to {errors_dir}")

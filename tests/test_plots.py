@@ -3,16 +3,16 @@
 import gc
 import io
 import json
+import os
 import re
-import threading
-import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import require_real_data, run
+from conftest import REAL_RAW, require_real_data, run
 
 import checkpoint
+import curves
 import data
 import loops
 import plots
@@ -43,7 +43,7 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     """Every panel has the kept epoch's line at that epoch and a shade over epochs 1-2; the
     accuracy panel a star on the kept epoch's validation accuracy; the PNG is 1200 x 360."""
     history = history_of(6)
-    figure = plots.curves_figure(history, kept_epoch=4, first_candidate=3)
+    figure = curves.curves_figure(history, kept_epoch=4, first_candidate=3)
     loss, accuracy, rate = figure.axes
     for axes in (loss, accuracy, rate):
         [line] = labelled(axes, "kept epoch 4")
@@ -55,34 +55,32 @@ def test_curves_mark_the_kept_epoch_and_shade_the_ineligible_ones(tmp_path):
     assert (list(star.get_xdata()), list(star.get_ydata())) == ([4], [0.9])
     [_, val] = [line for line in accuracy.lines if line.get_label() in ("train", "validation")]
     assert list(val.get_ydata()) == [r["val"]["accuracy"] for r in history]
+    # A run in progress: the axis spans the planned epochs.
+    early = curves.curves_figure(history[:2], kept_epoch=None, first_candidate=3, planned_epochs=10)
+    assert early.axes[0].get_xlim() == (0.5, 10.5)
     # No shade when every epoch may be kept, no mark before one is kept.
-    bare = plots.curves_figure(history[:2], kept_epoch=None, first_candidate=1)
+    bare = curves.curves_figure(history[:2], kept_epoch=None, first_candidate=1)
     assert not any(labelled(bare.axes[0], name) for name in ("not eligible", "kept epoch 1"))
     path = tmp_path / "curves.png"
-    plots.write_curves(path, history, 4, 3)
+    curves.write_curves(path, history, 4, 3)
     assert Image.open(path).size == (1200, 360)
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left
 
 
-def test_curves_writer_draws_the_latest_history_in_the_background(tmp_path, monkeypatch):
-    """Requests made while one is drawn collapse into the newest; once drawing is waited
-    for, the last request's history is the one on disk."""
-    drawn, started = [], threading.Event()
-
-    def slow_write(path, history, kept_epoch, first_candidate):
-        started.set()
-        time.sleep(0.2)
-        drawn.append((len(history), kept_epoch, first_candidate))
-
-    monkeypatch.setattr(plots, "write_curves", slow_write)
-    writer = plots.CurvesWriter(tmp_path / "curves.png", first_candidate=2)
+def test_curves_writer_draws_the_latest_history_in_another_process(tmp_path):
+    """Requests sent one after another end in the picture of the last one, pixel for pixel
+    what drawing it here gives, once drawing is waited for."""
+    writer = curves.CurvesWriter(tmp_path / "curves.png", first_candidate=2)
     history = history_of(6)
-    writer(history[:1], None)
-    started.wait(5)
-    for epochs in range(2, 7):
-        writer(history[:epochs], {"epoch": epochs})
-    plots.wait_for_drawing()
-    assert drawn[0] == (1, None, 2) and drawn[-1] == (6, 6, 2) and len(drawn) == 2
+    for epochs in range(1, 7):
+        writer(history[:epochs], {"epoch": min(epochs, 4)} if epochs >= 2 else None)
+    pid = writer.process.pid
+    curves.wait_for_drawing()
+    assert writer.process.returncode == 0 and pid != os.getpid()
+    curves.write_curves(tmp_path / "here.png", history, 4, 2)
+    drawn, here = (np.asarray(Image.open(tmp_path / name)) for name in ("curves.png", "here.png"))
+    assert drawn.shape == (360, 1200, 4) and np.array_equal(drawn, here)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "here.png"]
 
 
 def test_train_keeps_curves_png_of_its_history(trained):
@@ -135,6 +133,7 @@ def test_per_class_bars_worst_first():
         list(np.linspace(0, 1, 100)), [5] * 100, [f"s{i}" for i in range(100)]
     )
     assert len(many.axes[0].patches) == plots.WORST_CLASSES
+    assert many.axes[0].get_title() == "per-class accuracy: the 40 worst of 100 signs"
     assert max(bar.get_width() for bar in many.axes[0].patches) < 0.4
 
 
@@ -200,11 +199,18 @@ def test_show_npy_and_its_mistakes(tmp_path):
     ):
         failed = run("show", *args)
         assert failed.exit_code == 1 and message in failed.output, failed.output
-    try:
-        import video  # noqa: F401
-    except ImportError:
-        failed = run("show", tmp_path / "clip.mp4")
-        assert failed.exit_code == 1 and "needs video.py" in failed.output
+
+
+def test_show_a_video_draws_its_frames_under_the_landmarks(tmp_path):
+    """A video input: one animation frame per video frame, extracted by video.py."""
+    from test_video import SELFIE, require_videos
+
+    require_videos()
+    result = run("show", SELFIE, "--out", tmp_path / "selfie.gif")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "selfie.gif").n_frames == 58
+    failed = run("show", tmp_path / "none.mp4")
+    assert failed.exit_code == 1 and "does not exist" in failed.output, failed.output
 
 
 def test_show_a_real_sequence_with_its_sign(tmp_path):
@@ -221,6 +227,19 @@ def test_show_a_real_sequence_with_its_sign(tmp_path):
     assert Image.open(out).n_frames == frames
     failed = run("show", root / "16069.hdf5")
     assert failed.exit_code == 1 and "holds 36 sequences" in failed.output
+
+
+def test_show_a_kaggle_parquet_with_its_sign_from_train_csv(tmp_path):
+    """A parquet file of the raw Kaggle layout: its sign comes from train.csv above it."""
+    pytest.importorskip("pyarrow", reason="the `kaggle` extra is not installed")
+    parquet = REAL_RAW / "train_landmark_files" / "2044" / "1148566480.parquet"
+    if not parquet.is_file():
+        pytest.skip(f"raw Kaggle data not found at {REAL_RAW} (../shared/data beside the repo)")
+    clip = show.read_clip(parquet, None)
+    assert clip.sign == "hello" and clip.points.shape[1:] == (543, 3)
+    out = tmp_path / "kaggle.gif"
+    assert run("show", parquet, "--out", out).exit_code == 0
+    assert Image.open(out).n_frames == len(clip.points)
 
 
 def test_evaluate_plots_and_error_animations(trained, tmp_path):
@@ -282,3 +301,34 @@ def test_report_is_one_page_with_every_section_and_no_url(trained, tmp_path):
     assert '<img src="data:' in html and 'src="/' not in html
     failed = run("report", tmp_path / "nothing")
     assert failed.exit_code == 1 and "is not a run directory" in failed.output
+
+
+def test_show_writes_mp4_where_ffmpeg_is_installed(tmp_path):
+    """An .mp4 out has one video frame per sequence frame (ffprobe counts them)."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        pytest.skip("ffmpeg is not installed (apt-get install ffmpeg): .gif only")
+    array = tmp_path / "clip.npy"
+    np.save(array, sequence_with_missing_left_hand(9))
+    assert run("show", array, "--out", tmp_path / "clip.mp4").exit_code == 0
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "csv=p=0",
+            tmp_path / "clip.mp4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "400,450,9"
