@@ -145,7 +145,7 @@ def load(
         if features is None and signers is None:
             try:
                 features = _build_entry(entry, files, vocabulary, config, description, track)
-            except PermissionError as error:  # a cache directory we may not write: no cache
+            except OSError as error:  # a cache we may not write (read-only, full): none
                 if track is not None:
                     from cli import note
 

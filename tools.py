@@ -189,14 +189,9 @@ def synth(
         if out.exists() and any(out.iterdir()) and not synthetic.unfinished(out):
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
-        count = synthetic.generate(
-            out,
-            seed=seed,
-            num_signers=signers,
-            sequences_per_signer=signs * per_sign,
-            num_signs=signs,
-            layout=layout,
-        )
+        size = dict(num_signers=signers, sequences_per_signer=signs * per_sign, num_signs=signs)
+        default = (signs, signers, per_sign, layout) == (10, 21, 19, "gislr")
+        count = synthetic.generate(out, seed=seed, **({} if default else size), layout=layout)
     console.print(
         f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
     )

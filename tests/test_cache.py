@@ -210,3 +210,11 @@ def test_cache_off_streams_into_memory(tmp_path, monkeypatch):
     assert cache.cache_directory() is None
     features = cache.load(write_gislr(tmp_path / "data"), DataConfig())
     assert not features.cached and len(features) == 48
+
+
+def test_a_cache_that_cannot_be_written_is_done_without(tmp_path):
+    root = write_gislr(tmp_path / "data")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    features = cache.load(root, DataConfig(), cache_dir=blocked / "cache")
+    assert not features.cached and len(features) == 48

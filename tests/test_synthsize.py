@@ -64,6 +64,7 @@ def test_the_kaggle_layout_converts_to_the_same_values(tmp_path):
     assert not list((raw / "train_landmark_files").glob(".*"))  # no partial folder left
     result = run("prepare", raw, tmp_path / "converted", "--workers", "1")
     assert result.exit_code == 0, result.output
+    assert "48 sequences of 2 signers" in result.output and "sequences/s" in result.output
     expected = data.load_dataset(tmp_path / "gislr")
     converted = data.load_dataset(tmp_path / "converted")
     assert converted.vocabulary == expected.vocabulary
