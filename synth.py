@@ -28,22 +28,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import lexicon
 import safely
+import synthsize
 from landmarks import FACE, LEFT_HAND, NUM_LANDMARKS, PART_SIZES, POSE, RIGHT_HAND
+from lexicon import SIGNS, VOCABULARY, Sign
 from skeleton import DEG, FACE_TEMPLATE, HANDSHAPES, POSE_TEMPLATE, hand_points
 
-VOCABULARY = {
-    "listen": 0,
-    "look": 1,
-    "shhh": 2,
-    "donkey": 3,
-    "mouse": 4,
-    "duck": 5,
-    "uncle": 6,
-    "hear": 7,
-    "pretend": 8,
-    "cow": 9,
-}
 # The 21 participant ids of the Kaggle data (names only, no values); 16069, the series'
 # test signer, comes first so that a smaller set still has it.
 PARTICIPANTS = (
@@ -80,37 +71,6 @@ NOISE[2, [LEFT_HAND, RIGHT_HAND]] = 0
 
 # ---------------------------------------------------------------------------------------------
 # Signs and signers
-
-
-@dataclass(frozen=True)
-class Sign:
-    """One word: where the dominant hand goes, how it is shaped, how it moves."""
-
-    location: tuple[float, float]  # body units: the right hand's target on the body
-    path: str  # "tap" (twice), "outward", "arc_up", "circle" (clockwise on screen), "hold"
-    handshape: str  # a HANDSHAPES key
-    contact: int  # hand landmark that follows the path: 8 index tip, 9 palm, 4 thumb tip
-    angle: float = 0.0  # degrees, finger direction: 0 up, > 0 toward the midline
-    turn: float = 0.0  # degrees the fingers turn over the sign
-    twist: float = 0.0  # degrees about the finger axis, reached twice (cow)
-    closes_to: str | None = None  # handshape it closes to twice and reopens from (duck)
-    reverse: bool = False  # played backwards: the same frames in the opposite order
-    two_handed: bool = False  # the other hand mirrors the dominant one
-
-
-EAR, EYE, TEMPLE, LIPS = (-0.27, -0.44), (-0.11, -0.49), (-0.21, -0.6), (0.0, -0.31)
-SIGNS = {
-    "listen": Sign(EAR, "tap", "cupped", 9, angle=10),
-    "hear": Sign(EAR, "tap", "index", 8, angle=20),
-    "look": Sign(EYE, "outward", "V", 8, angle=10, turn=40),
-    "pretend": Sign(EYE, "outward", "V", 8, angle=10, turn=40, reverse=True),
-    "uncle": Sign(TEMPLE, "circle", "U", 8, angle=10),
-    "donkey": Sign(TEMPLE, "circle", "U", 8, angle=10, reverse=True),
-    "shhh": Sign(LIPS, "arc_up", "index", 8),
-    "mouse": Sign(LIPS, "arc_up", "index", 8, reverse=True),
-    "duck": Sign((-0.02, -0.3), "hold", "beak_open", 8, angle=80, closes_to="beak_closed"),
-    "cow": Sign((-0.24, -0.62), "hold", "Y", 4, angle=-20, twist=60, two_handed=True),
-}
 
 
 def _path(kind: str, s: np.ndarray) -> np.ndarray:
@@ -347,12 +307,10 @@ def _signer_file(
 
     The gislr layout returns the number of sequences; the kaggle layout their train.csv rows.
     """
-    import synthsize
-
     rng = np.random.default_rng([seed, index])
     signer = _signer(rng, path.stem, left_handed, num_signs)
     labels = rng.permutation(np.arange(len(ids)) % num_signs)  # balanced classes
-    names, signs = synthsize.vocabulary(num_signs)
+    names, signs = lexicon.vocabulary(num_signs)
     parts = range(0, len(ids), CLIPS_AT_ONCE)
     clips = (signer_clips(rng, signer, labels[i : i + CLIPS_AT_ONCE], signs) for i in parts)
     if layout == "kaggle":
@@ -389,13 +347,11 @@ def generate(
     `num_signs` past the ten: made-up signs (synthsize.vocabulary); layout "kaggle": the raw
     asl-signs layout (train.csv and parquet files, synthsize.write_kaggle_signer).
     """
-    import synthsize
-
     if num_signers < 1 or sequences_per_signer < 1:
         raise ValueError("num_signers and sequences_per_signer must be at least 1")
     if layout not in ("gislr", "kaggle"):
         raise ValueError(f"unknown layout {layout!r}: choose gislr or kaggle")
-    vocabulary, _ = synthsize.vocabulary(num_signs)
+    vocabulary, _ = lexicon.vocabulary(num_signs)
     out_dir = Path(out_dir)
     if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
         raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")

@@ -11,6 +11,7 @@ import pytest
 from conftest import require_real_data
 
 import data
+import lexicon
 import synth
 
 LEFT, RIGHT = slice(468, 489), slice(522, 543)
@@ -72,7 +73,7 @@ def test_the_project_reader_loads_it(small):
     """data.load_dataset reads the set: 180 sequences, 3 signers, unique ids, valid labels."""
     dataset = data.load_dataset(small)
     assert len(dataset) == 180 and set(dataset.signers) == {"16069", "2044", "4718"}
-    assert dataset.vocabulary == synth.VOCABULARY
+    assert dataset.vocabulary == lexicon.VOCABULARY
     assert len(set(dataset.sequence_ids)) == 180 and all(i.isdigit() for i in dataset.sequence_ids)
     assert all(f.dtype == np.float32 and f.shape[::2] == (3, 543) for f in dataset.features)
     assert dataset.labels.dtype == np.int64 and np.bincount(dataset.labels).tolist() == [18] * 10

@@ -11,20 +11,20 @@ from rich.console import Console
 
 import classtables
 import data
+import lexicon
 import synth
-import synthsize
 
 
 def test_vocabulary_keeps_the_ten_and_adds_fixed_made_up_signs():
-    names, signs = synthsize.vocabulary(250)
+    names, signs = lexicon.vocabulary(250)
     assert len(names) == len(signs) == 250
-    assert list(names)[:10] == list(synth.VOCABULARY)
-    assert signs[:10] == [synth.SIGNS[name] for name in synth.VOCABULARY]
+    assert list(names)[:10] == list(lexicon.VOCABULARY)
+    assert signs[:10] == [lexicon.SIGNS[name] for name in lexicon.VOCABULARY]
     assert list(names.values()) == list(range(250))
     assert list(names)[10] == "sign-011" and list(names)[-1] == "sign-250"
-    assert synthsize.vocabulary(250) == (names, signs)  # fixed, whatever the data's seed
+    assert lexicon.vocabulary(250) == (names, signs)  # fixed, whatever the data's seed
     assert len(set(signs)) > 240  # nearly all distinct
-    assert synthsize.vocabulary(3)[0] == {"listen": 0, "look": 1, "shhh": 2}
+    assert lexicon.vocabulary(3)[0] == {"listen": 0, "look": 1, "shhh": 2}
 
 
 def test_a_large_vocabulary_set_is_balanced_and_deterministic(tmp_path):
