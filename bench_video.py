@@ -25,6 +25,7 @@ from typing import Annotated
 import typer
 
 import extract
+import extract_jobs
 import live
 import video
 
@@ -53,7 +54,7 @@ def extraction_speed(source: Path, copies: int, complexity: int, workers: int) -
         inputs.mkdir()
         for n in range(copies):
             shutil.copyfile(source, inputs / f"{n}{source.suffix}")
-        jobs, _ = extract.plain_jobs([inputs], Path(folder) / "out", ".npy")
+        jobs, _ = extract_jobs.plain_jobs([inputs], Path(folder) / "out", ".npy")
         before = cpu_seconds()
         report = extract.run(jobs, complexity=complexity, workers=workers)
         cpu = cpu_seconds() - before
@@ -104,7 +105,7 @@ def bench_video(
 
     from cli import console, output_file, user_errors, write_json
 
-    with user_errors(video.VideoError, extract.ExtractError):
+    with user_errors(video.VideoError, extract_jobs.ExtractError):
         output_file(json_path, "--json", reading=ckpt)
         if not source.is_file():
             raise ValueError(f"{source} does not exist: name a video with --video")

@@ -1,6 +1,6 @@
-"""Commands around training: predict on new recordings, convert Kaggle data, make synthetic
-data, measure speed, export for deployment. Registered on the app of cli.py; run them as
-`python islr.py predict ...` etc.
+"""Commands around training: convert Kaggle data, make synthetic data, measure speed, export
+for deployment; and `read_recordings`, which reads the recording files `predict` and `show`
+take. Registered on the app in islr.py; run them as `python islr.py prepare ...` etc.
 """
 
 import time
@@ -20,11 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-import cache
-import checkpoint
 import data
 import landmarks
-import loops
 from cli import (
     DEFAULT_DATA,
     DataDir,
@@ -100,73 +97,6 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
         f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5, .npy, a video or an "
         "image)"
     )
-
-
-def predict(
-    ckpt: Annotated[Path, typer.Argument(help="A model.safetensors written by train.")],
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Kaggle .parquet files, GISLR .hdf5 files, .npy arrays [T, 543, 3], videos or "
-            "images (landmarks extracted with MediaPipe, pip install -e '.\\[video]')."
-        ),
-    ],
-    top_k: Annotated[int, typer.Option(min=1, help="How many signs to list per sequence.")] = 5,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the predictions to this JSON file.")
-    ] = None,
-    device: Device = "auto",
-    threads: Threads = 0,
-) -> None:
-    """The most likely signs for new recordings, with the checkpoint's own preprocessing."""
-    with user_errors():
-        use_threads(threads)
-        output_file(json_path, "--json", reading=ckpt)
-        device_ = pick_device(device)
-        loaded = checkpoint.load(ckpt)
-        # one input file at a time: its raw arrays go once preprocessed
-        names, prepared = cache.prepare_inputs(inputs, read_recordings, loaded.data_config)
-        model = loaded.model.to(device_)
-        logits, _, order = loops.predict(model, prepared.batches(loops.EVAL_BATCH), device_)
-        probabilities = logits.softmax(-1)[order.argsort()]  # back to input order, (S, K)
-        broken = [
-            name for name, p in zip(names, probabilities, strict=True) if not p.isfinite().all()
-        ]
-        if broken:
-            raise data.DataError(
-                f"{broken[0]}: the model's output is not finite (coordinates far "
-                "outside MediaPipe's 0-1 range?)"
-            )
-    # Preprocessing leaves a missing landmark at exactly 0: nothing non-zero, nothing seen.
-    seen = [
-        bool(prepared.frames[o : o + n].any())
-        for o, n in zip(prepared.offsets.tolist(), prepared.lengths.tolist(), strict=True)
-    ]
-    top = probabilities.topk(min(top_k, len(loaded.signs)), dim=-1)
-    results = [
-        {
-            "input": name,
-            "landmarks_seen": s,
-            "predictions": [
-                {"sign": loaded.signs[i], "probability": p}
-                for p, i in zip(ps.tolist(), ids.tolist(), strict=True)
-            ],
-        }
-        for name, s, ps, ids in zip(names, seen, top.values, top.indices, strict=True)
-    ]
-    table = Table("input", "frames", *(f"#{k + 1}" for k in range(top.indices.shape[1])))
-    for result, length in zip(results, prepared.lengths.tolist(), strict=True):
-        cells = [f"{p['sign']} {p['probability']:.1%}" for p in result["predictions"]]
-        table.add_row(result["input"], str(length), *cells)
-    console.print(table)
-    for result in results:
-        if not result["landmarks_seen"]:
-            note(
-                f"{result['input']}: none of the model's landmarks was detected in any frame; "
-                "its prediction is a guess"
-            )
-    if json_path:
-        write_json(json_path, results)
 
 
 def synth(

@@ -2,6 +2,8 @@
 of the data, landmark files and data sets from recordings, predict on a video."""
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from conftest import SHARED_DATA, one_line_error, require_real_data, run
 
 import extract
+import extract_jobs
 import kaggle
 import video
 
@@ -297,12 +300,16 @@ def test_extract_folder_is_resumable_and_skips_bad_files(tmp_path):
 
 
 def test_interrupted_run_keeps_whole_files_only(tmp_path):
-    """A stop after the first file: that file is whole, the others are not started, and no
-    partial file is left; the report says interrupted."""
+    """A Ctrl-C (SIGINT) after the first file: that file is whole, the others are not started,
+    and no partial file is left; the report says interrupted."""
     require_videos()
     source = _recordings(tmp_path / "in", ["a.png", "b.png", "c.png"])
-    jobs, _ = extract.plain_jobs([source], tmp_path / "out", ".npy")
-    report = extract.run(jobs, on_progress=lambda frames, files: extract._stop.set())
+    jobs, _ = extract_jobs.plain_jobs([source], tmp_path / "out", ".npy")
+
+    def ctrl_c(frames: int, files: int) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    report = extract.run(jobs, on_progress=ctrl_c)
     assert report.interrupted and [job.source.name for job in report.written] == ["a.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npy"]
     assert np.load(tmp_path / "out" / "a.npy").shape == (1, 543, 3)
