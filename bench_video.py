@@ -27,6 +27,7 @@ import typer
 import extract
 import extract_jobs
 import live
+import segment
 import video
 
 SELFIE = Path(__file__).resolve().parent.parent / "shared" / "data" / "videos" / "signer-selfie.mp4"
@@ -85,7 +86,7 @@ def live_speed(ckpt: Path, source: Path, complexity: int, realtime: bool) -> dic
         fps = reader.fps if reader else video.video_fps(path)
         try:
             with video.Holistic(complexity) as holistic:
-                stats = live.recognise_stream(frames, recogniser, live.Segmenter(fps), holistic)
+                stats = live.recognise_stream(frames, recogniser, segment.Segmenter(fps), holistic)
         finally:
             if reader:
                 reader.close()

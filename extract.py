@@ -115,8 +115,8 @@ def run(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Extract every job whose file is not there yet. `on_progress(frames, files)` is called
-    with the totals done so far, about ten times a second. A Ctrl-C stops the run between
-    frames (one process) or at once (workers, terminated): finished files stay, no partial one
+    with the totals done so far, about ten times a second. A Ctrl-C (or SIGTERM) stops the run
+    between frames (one process) or at once (workers, terminated): finished files stay, no partial one
     does, and the report says `interrupted`."""
     report = Report()
     todo = []
@@ -161,7 +161,8 @@ def run(
                 _frames_done = _on_frame = _stop = None
         else:
             context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-            pool = context.Pool(min(workers, len(todo)), _init_worker, (counter,))
+            with safely.ignored_while_starting_workers():
+                pool = context.Pool(min(workers, len(todo)), _init_worker, (counter,))
             try:
                 results = pool.imap_unordered(
                     _extract_job, [(job, complexity, keep_empty) for job in todo]
