@@ -25,7 +25,9 @@ from typing import Annotated
 import typer
 
 import extract
+import extract_jobs
 import live
+import segment
 import video
 
 SELFIE = Path(__file__).resolve().parent.parent / "shared" / "data" / "videos" / "signer-selfie.mp4"
@@ -53,7 +55,7 @@ def extraction_speed(source: Path, copies: int, complexity: int, workers: int) -
         inputs.mkdir()
         for n in range(copies):
             shutil.copyfile(source, inputs / f"{n}{source.suffix}")
-        jobs, _ = extract.plain_jobs([inputs], Path(folder) / "out", ".npy")
+        jobs, _ = extract_jobs.plain_jobs([inputs], Path(folder) / "out", ".npy")
         before = cpu_seconds()
         report = extract.run(jobs, complexity=complexity, workers=workers)
         cpu = cpu_seconds() - before
@@ -84,7 +86,7 @@ def live_speed(ckpt: Path, source: Path, complexity: int, realtime: bool) -> dic
         fps = reader.fps if reader else video.video_fps(path)
         try:
             with video.Holistic(complexity) as holistic:
-                stats = live.recognise_stream(frames, recogniser, live.Segmenter(fps), holistic)
+                stats = live.recognise_stream(frames, recogniser, segment.Segmenter(fps), holistic)
         finally:
             if reader:
                 reader.close()
@@ -104,7 +106,7 @@ def bench_video(
 
     from cli import console, output_file, user_errors, write_json
 
-    with user_errors(video.VideoError, extract.ExtractError):
+    with user_errors(video.VideoError, extract_jobs.ExtractError):
         output_file(json_path, "--json", reading=ckpt)
         if not source.is_file():
             raise ValueError(f"{source} does not exist: name a video with --video")

@@ -21,16 +21,16 @@ import augment
 import cache
 import loops
 import models
+import presets
 from bench import subset
-from preprocessing import DataConfig
 
-PRESET = loops.PRESETS["transformer"]  # the default preset of `train`
+PRESET = presets.PRESETS[presets.DEFAULT]
 
 
 def main(small_dir: str, large_dir: str, count: int = 3000, repeats: int = 3) -> dict:
     torch.set_num_threads(1)
-    data_config = PRESET.get("data", DataConfig())
-    train_config, augment_config = PRESET["train"], PRESET["augment"]
+    data_config = PRESET.data
+    train_config, augment_config = PRESET.train, PRESET.augment
     sets = {}
     for name, directory in (("small", small_dir), ("large", large_dir)):
         started = time.perf_counter()
@@ -40,7 +40,7 @@ def main(small_dir: str, large_dir: str, count: int = 3000, repeats: int = 3) ->
         print(f"{name}: {directory} {features}, loaded in {time.perf_counter() - started:.1f}s")
     classes = max(len(cache.load(d, data_config).vocabulary) for d in (small_dir, large_dir))
     torch.manual_seed(0)
-    model = models.build(PRESET["model"], data_config.num_features, classes)
+    model = models.build(PRESET.model, data_config.num_features, classes)
     augmenter = augment.build(augment_config, data_config)
     state = loops.start(model, train_config, 10**6)
     figures = {"small": [], "large": []}

@@ -1,7 +1,7 @@
 """The command line's shared pieces: the Typer app, the console, options, errors, configs.
 
-islr.py (train, evaluate), crossval.py (cv) and tools.py (predict, prepare, synth, bench, export)
-define the commands on `app`; `python islr.py` runs it.
+The command modules (islr.py's train and evaluate, crossval.py, predict.py, tools.py, ...) define
+their commands as functions; islr.py registers every one on `app`; `python islr.py` runs it.
 """
 
 import fcntl

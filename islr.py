@@ -52,6 +52,7 @@ import loops
 import options
 import pictures
 import plots
+import predict
 import presets
 import report
 import safely
@@ -394,11 +395,11 @@ def evaluate(
         )
 
 
-# The commands of the other modules: cross-validation (crossval.py); predict, prepare, synth,
-# bench, export (tools.py); the preprocessed cache (cache.py); pictures (show.py, report.py);
-# videos (extract.py, live.py, bench_video.py); the web page (serve.py).
+# The commands of the other modules: cross-validation (crossval.py); predict (predict.py);
+# prepare, synth, bench, export (tools.py); the preprocessed cache (cache.py); pictures
+# (show.py, report.py); videos (extract.py, live.py, bench_video.py); the web page (serve.py).
 app.command(context_settings=crossval.EXTRA_ARGS)(crossval.cv)
-app.command()(tools.predict)
+app.command()(predict.predict)
 app.command()(tools.prepare)
 app.command()(tools.synth)
 app.command(context_settings=crossval.EXTRA_ARGS)(tools.bench)

@@ -4,9 +4,11 @@
     RAW_DIR/train_landmark_files/<pid>/<sequence_id>.parquet   one row per frame and landmark
     RAW_DIR/sign_to_prediction_index_map.json           the raw vocabulary (optional)
 
+`write_sequence` writes one recording's landmarks in the same layout (extract.py).
+
 Bad input is a BadSequenceError of one of the kinds below; `convert.convert` counts and
 skips it (ConvertReport), and `predict` reads single parquet files with `read_sequence`.
-Reading parquet needs the optional extra (`pip install '.[kaggle]'`, pyarrow); it is imported
+Parquet files need the optional extra (`pip install '.[kaggle]'`, pyarrow); it is imported
 lazily so the core (training on HDF5) never needs it.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+import safely
 from landmarks import NUM_LANDMARKS, PART_SIZES, PARTS
 
 _PART_CODE = np.repeat(np.arange(len(PARTS), dtype=np.int8), PART_SIZES)  # (543,)
@@ -26,6 +29,7 @@ _PART_OF = {name: code for code, name in enumerate(PARTS)}
 _COLUMNS = ["frame", "type", "landmark_index", "x", "y", "z"]  # row_id is redundant, never read
 CSV_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
 MAP_FILE = "sign_to_prediction_index_map.json"
+LANDMARK_FILES = "train_landmark_files"  # RAW_DIR/<this>/<pid>/<sequence_id>.parquet
 
 # Kinds of bad input, each reported with a count and examples, and skipped.
 MISSING_FILE = "missing_file"
@@ -64,7 +68,7 @@ def pyarrow_parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise KaggleError("reading parquet needs pyarrow: pip install '.[kaggle]'") from None
+        raise KaggleError("parquet files need pyarrow: pip install '.[kaggle]'") from None
     return pq
 
 
@@ -169,3 +173,37 @@ def read_train_csv(
                 message = f"{csv_path} line {line_number} is malformed: {','.join(line)!r}"
                 bad_rows.append(BadSequenceError(BAD_CSV_ROW, message))
     return rows, known, bad_rows
+
+
+def sequence_table(points: np.ndarray):
+    """A pyarrow table of float32 (T, 543, 3) landmarks in the Kaggle layout, with Kaggle's
+    column types; `read_sequence` reads it back."""
+    pyarrow_parquet()  # the extra is installed
+    import pyarrow as pa
+
+    T = len(points)
+    types = np.repeat(np.array(PARTS, dtype=object), PART_SIZES)
+    frame = np.repeat(np.arange(T), NUM_LANDMARKS)
+    frame = frame.astype(np.int16 if T <= np.iinfo(np.int16).max else np.int32)
+    type_column = np.tile(types, T)
+    index_column = np.tile(_LANDMARK_INDEX, T)
+    row_id = [
+        f"{f}-{t}-{i}"
+        for f, t, i in zip(frame.tolist(), type_column, index_column.tolist(), strict=True)
+    ]
+    flat = points.reshape(-1, 3).astype(np.float64)  # float32 values, exactly
+    columns = {
+        "frame": pa.array(frame),
+        "row_id": pa.array(row_id, type=pa.string()),
+        "type": pa.array(type_column, type=pa.string()),
+        "landmark_index": pa.array(index_column),
+        **{name: pa.array(flat[:, c], from_pandas=True) for c, name in enumerate("xyz")},
+    }  # from_pandas: NaN is written as null, as pandas wrote the Kaggle files
+    return pa.table(columns)
+
+
+def write_sequence(path: Path, points: np.ndarray) -> None:
+    """Write float32 (T, 543, 3) landmarks as one Kaggle landmark parquet file, atomically."""
+    table, pq = sequence_table(points), pyarrow_parquet()
+    with safely.replacing(path) as temporary:
+        pq.write_table(table, temporary)

@@ -4,23 +4,10 @@
     python islr.py live runs/<name>/model.safetensors clip.mp4 --jsonl   # one JSON line a sign
     python islr.py bench-video runs/<name>/model.safetensors           # the speed figures
 
-Each frame goes through MediaPipe Holistic (video.py); a Segmenter cuts the stream into signs
-from hand presence and motion; each finished segment is predicted with the checkpoint's own
-preprocessing, as `predict` does, and shown with its top-k (or "unknown" below --threshold).
-
-The segmentation rule (SegmenterParams, all times in seconds):
-- a frame is *active* when a hand is present and moving: its centre (the mean of its 21 points)
-  moves faster than `min_speed` shoulder widths a second, or it has just come into view. The
-  shoulder width (pose 11 to 12) makes the speed independent of how far the signer sits;
-- `start` seconds of consecutive active frames start a sign (state "signing");
-- a sign ends when no frame has been active for `end` seconds: a pause, hands held still, or
-  hands down out of view. The segment runs from `pad` before its first active frame to `pad`
-  after its last one; one shorter than `shortest` is dropped as a twitch, one longer than
-  `longest` is cut there and recognised.
-The defaults fit the clips of the real data (median 20 frames, about 0.7 s; `longest` is
-above nearly all of them) and the selfie video, measured: 0.5 to 4 shoulder widths a second
-while signing, and gaps in hand detection of up to 5 frames (0.17 s) inside the sign, which
-`end` bridges.
+Each frame goes through MediaPipe Holistic (video.py); a Segmenter (segment.py) cuts the
+stream into signs from hand presence and motion; each finished segment is predicted with the
+checkpoint's own preprocessing (predict.classify) and shown with its top-k (or "unknown" below
+--threshold).
 
 A camera delivers frames at its own rate: a reader thread keeps only the newest frame, so a
 pipeline slower than the camera drops frames rather than falling behind, and the view says how
@@ -29,14 +16,13 @@ the pipeline goes, dropping nothing (reproducible; what the tests use).
 """
 
 import json
-import signal
 import statistics
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -44,109 +30,11 @@ from typing import Annotated
 import numpy as np
 import typer
 
+import checkpoint
+import predict
+import safely
 import video
-
-LEFT_HAND, POSE, RIGHT_HAND = slice(468, 489), 489, slice(522, 543)
-LEFT_SHOULDER, RIGHT_SHOULDER = POSE + 11, POSE + 12
-FALLBACK_SHOULDER_WIDTH = 0.25  # of the image width, where the pose is not found
-
-
-@dataclass(frozen=True)
-class SegmenterParams:
-    min_speed: float = 0.2  # shoulder widths a second: slower hands are "still"
-    start: float = 0.1  # seconds of active frames that start a sign
-    end: float = 0.5  # seconds without an active frame that end it
-    pad: float = 0.1  # seconds kept before the first and after the last active frame
-    shortest: float = 0.2  # seconds: shorter segments are dropped
-    longest: float = 6.0  # seconds: longer ones are cut and recognised
-
-
-class Segmenter:
-    """Cuts a stream of (543, 3) landmark frames into signs (the rule: module docstring).
-
-    `push(points, time=None)` returns a finished segment (T, 543, 3) when a sign ends, else
-    None; `time` is the frame's time in seconds (default: frames so far / fps, for a stream
-    that drops nothing). `flush()` returns the sign in progress at the end of a stream.
-    `state` is "waiting" or "signing".
-    """
-
-    def __init__(self, fps: float = 30.0, **params) -> None:
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, not {fps}")
-        self.fps = fps
-        self.params = SegmenterParams(**params)
-        self.state = "waiting"
-        self._count = 0
-        self._previous: dict[str, np.ndarray] = {}  # hand -> its centre in the last frame
-        self._previous_time: float | None = None
-        self._recent: deque[tuple[float, np.ndarray]] = deque()  # waiting: the last `pad` s
-        self._run_start: float | None = None  # time of the first of the current active run
-        self._frames: list[tuple[float, np.ndarray]] = []  # signing: the segment so far
-        self._last_active = 0.0
-
-    def active(self, points: np.ndarray, time: float) -> bool:
-        """True when a hand is present and moving (or has just come into view)."""
-        shoulders = points[LEFT_SHOULDER, :2] - points[RIGHT_SHOULDER, :2]
-        width = float(np.hypot(*shoulders)) if np.isfinite(shoulders).all() else 0.0
-        width = width if width > 1e-3 else FALLBACK_SHOULDER_WIDTH
-        dt = time - self._previous_time if self._previous_time is not None else 1 / self.fps
-        moving, centres = False, {}
-        for hand, part in (("left", LEFT_HAND), ("right", RIGHT_HAND)):
-            xy = points[part, :2]
-            if not np.isfinite(xy).all():
-                continue
-            centres[hand] = xy.mean(axis=0)
-            before = self._previous.get(hand)
-            if before is None:
-                moving = True  # came into view
-            else:
-                speed = float(np.hypot(*(centres[hand] - before))) / max(dt, 1e-6) / width
-                moving |= speed >= self.params.min_speed
-        self._previous, self._previous_time = centres, time
-        return moving
-
-    def push(self, points: np.ndarray, time: float | None = None) -> np.ndarray | None:
-        p = self.params
-        time = self._count / self.fps if time is None else time
-        self._count += 1
-        active = self.active(points, time)
-        if self.state == "waiting":
-            self._recent.append((time, points))
-            while self._recent and self._recent[0][0] < time - p.pad - p.start - 1e-9:
-                self._recent.popleft()
-            if not active:
-                self._run_start = None
-                return None
-            if self._run_start is None:
-                self._run_start = time
-            if time - self._run_start + 1 / self.fps >= p.start - 1e-9:
-                first = self._run_start - p.pad - 1e-9
-                self._frames = [(t, f) for t, f in self._recent if t >= first]
-                self._recent.clear()
-                self.state, self._last_active = "signing", time
-            return None
-        self._frames.append((time, points))
-        if active:
-            self._last_active = time
-        if time - self._last_active >= p.end - 1e-9:
-            return self._finish()
-        if time - self._frames[0][0] >= p.longest - 1e-9:
-            return self._finish()
-        return None
-
-    def flush(self) -> np.ndarray | None:
-        """The sign in progress, if any (at the end of a stream)."""
-        return self._finish() if self.state == "signing" else None
-
-    def _finish(self) -> np.ndarray | None:
-        p = self.params
-        frames = [f for t, f in self._frames if t <= self._last_active + p.pad + 1e-9]
-        start = self._frames[0][0]
-        self._frames, self.state, self._run_start = [], "waiting", None
-        if self._last_active - start + 1 / self.fps < p.shortest:
-            return None
-        return np.stack(frames)
-
+from segment import Segmenter
 
 # Recognising segments ------------------------------------------------------------------------
 
@@ -155,27 +43,13 @@ class Recogniser:
     """A checkpoint that predicts segments (T, 543, 3) with its own preprocessing."""
 
     def __init__(self, ckpt: Path, device: str = "cpu") -> None:
-        import checkpoint
-
         self.loaded = checkpoint.load(ckpt)
         self.device = device
-        self.model = self.loaded.model.to(device)
-
-    def probabilities(self, segment: np.ndarray) -> np.ndarray:
-        """(K,) sign probabilities of one segment, as `predict` computes them."""
-        import data
-        import loops
-
-        feature = np.ascontiguousarray(segment.transpose(2, 0, 1), dtype=np.float32)
-        prepared = data.prepare_arrays([feature], [0], self.loaded.data_config)
-        logits, _, _ = loops.predict(self.model, prepared.batches(loops.EVAL_BATCH), self.device)
-        return logits.softmax(-1)[0].numpy()
+        self.loaded.model.to(device)
 
     def top(self, segment: np.ndarray, k: int) -> list[dict]:
-        probabilities = self.probabilities(segment)
-        order = np.argsort(-probabilities, kind="stable")[:k]
-        signs = self.loaded.signs
-        return [{"sign": signs[i], "probability": float(probabilities[i])} for i in order]
+        """The `k` most likely signs of one segment: [{"sign", "probability"}]."""
+        return predict.classify(self.loaded, segment, k, self.device)["predictions"]
 
 
 # Frame sources -------------------------------------------------------------------------------
@@ -197,8 +71,7 @@ class LatestFrame:
                 if isinstance(source, int)
                 else f"{source} is not a video OpenCV can decode"
             )
-        fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else 30.0
+        self.fps = video.capture_fps(self.capture)
         self.pace = realtime and not isinstance(source, int)  # a file plays at its frame rate
         self._condition = threading.Condition()
         self._frame: np.ndarray | None = None
@@ -249,25 +122,6 @@ def every_frame(path: Path) -> Iterator[tuple[np.ndarray, float, int]]:
     fps = video.video_fps(path)
     for number, frame in enumerate(video.read_frames(path)):
         yield frame, number / fps, 0
-
-
-@contextmanager
-def stopped_by_ctrl_c(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C (and SIGTERM) set `stop` instead of raising: a live stream ends by Ctrl-C, and
-    ends cleanly, between frames (an exception raised inside MediaPipe's callbacks could be
-    lost)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread
-        return
-    handlers = {
-        s: signal.signal(s, lambda signum, frame: stop.set())
-        for s in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
 
 
 # The loop ------------------------------------------------------------------------------------
@@ -366,14 +220,7 @@ def live(
     threshold: Annotated[
         float, typer.Option(min=0, max=1, help='Below this top probability: "unknown".')
     ] = 0.5,
-    complexity: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=2,
-            help="MediaPipe pose model complexity: 1; 0 and 2 need model files the wheel lacks.",
-        ),
-    ] = 1,
+    complexity: video.Complexity = 1,
     every_frame_: Annotated[
         bool,
         typer.Option(
@@ -405,7 +252,7 @@ def live(
         segmenter = Segmenter(fps)
         recent: deque[dict] = deque(maxlen=history)
         view = LiveView(name, fps, recent, segmenter)
-        reader, stop = None, threading.Event()
+        reader = None
 
         def on_sign(record: dict) -> None:
             recent.appendleft(record)
@@ -417,7 +264,7 @@ def live(
         )
         try:
             # MediaPipe starts first, so that the source's first frames are not dropped for it.
-            with video.Holistic(complexity) as holistic, stopped_by_ctrl_c(stop):
+            with video.Holistic(complexity) as holistic, safely.deferred() as stop:
                 if every_frame_:
                     frames = every_frame(source)
                 else:

@@ -89,12 +89,17 @@ def ignored_while_starting_workers() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def temporary_name(path: Path | str) -> Path:
+    """The name `replacing` writes `path` under: what a writer killed mid-write leaves."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
 @contextmanager
 def replacing(path: Path | str) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed over `path` when the block ends
     without an error and removed when it does not."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = temporary_name(path)
     try:
         yield temporary
         os.replace(temporary, path)

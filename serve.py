@@ -6,15 +6,15 @@ The page (web/index.html, web/app.js, web/style.css: the only files served, read
 start) sends camera frames as JPEG over a WebSocket (/api/live), at most `--fps` a second,
 one at a time. For each frame the server extracts the landmarks with video.Holistic (the
 settings of `extract`, `predict` and `live`), cuts signs out of the stream with
-live.Segmenter, and answers with the frame's landmarks (the page draws the skeleton) and the
-segmenter's state, and, with the frame that ends a sign, the sign's top 5 from `classify`
+segment.Segmenter, and answers with the frame's landmarks (the page draws the skeleton) and the
+segmenter's state, and, with the frame that ends a sign, the sign's top 5 from predict.classify
 (the checkpoint's own preprocessing and model, as `predict` computes them). An uploaded video
 (POST /api/upload, the file as the body) gets exactly what `predict` prints for that file
 (at the default --complexity 1). Nothing leaves the machine: the server binds to 127.0.0.1
 unless told otherwise, the page loads nothing from elsewhere, and pages of other sites are
 refused the API (their Origin header).
 
-Limits: `--sessions` live sessions at once (each holds a MediaPipe graph and most of a core),
+Limits (serve_limits.py): `--sessions` live sessions at once (each holds a MediaPipe graph and most of a core),
 `--fps` frames a second per session (a faster client's extra frames are dropped, and told
 so), frames of at most MAX_FRAME_BYTES and MAX_FRAME_PIXELS, uploads of at most
 `--max-upload-mb` and UPLOAD_FRAMES frames, one upload decoded at a time, written under a
@@ -29,20 +29,28 @@ import math
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import numpy as np
-import torch
 import typer
 
 import checkpoint
-import data
-import loops
+import predict
+import segment
+import video
 from cli import Threads, console, note, use_threads, user_errors
+from serve_limits import (
+    FOREIGN,
+    MAX_FRAME_BYTES,
+    VIDEO_TYPES,
+    Limits,
+    ServeError,
+    decode_frame,
+    foreign,
+    video_track,
+)
 
 WEB = Path(__file__).resolve().parent / "web"
 ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read from disk
@@ -50,123 +58,14 @@ ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read f
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-# Upload media types and the suffix the temporary file gets (OpenCV picks its demuxer by it).
-VIDEO_TYPES = {
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-    "video/x-msvideo": ".avi",
-    "video/avi": ".avi",
-    "video/x-matroska": ".mkv",
-    "video/x-m4v": ".m4v",
-}
 INSTALL = "pip install -e '.[video,serve]'"
 TOP_K = 5
-MAX_FRAME_BYTES = 2_000_000  # one JPEG frame; a 1280x720 camera frame is ~100 kB
-MAX_FRAME_PIXELS = 1920 * 1080  # larger frames cost MediaPipe time and gain nothing
-UPLOAD_FRAMES = 1_800  # a minute at 30 fps: extraction takes about as long again on 2 cores
+DEFAULT_LIMITS = Limits()
 FRAME_BURST = 2  # frames a session may send back to back before --fps applies
-FOREIGN = "only this server's own page may use its API"
-
-
-class ServeError(Exception):
-    """A request the server refuses; `status` is its HTTP status, the message says why."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Limits:
-    sessions: int = 2  # live camera sessions at once: each holds a MediaPipe graph
-    fps: float = 15.0  # frames a second one session may send
-    upload_bytes: int = 50_000_000  # the largest upload taken
-    uploads: int = 1  # uploads decoded at once (each keeps a core busy)
 
 
 # ---------------------------------------------------------------------------------------------
-# Recognition: the same steps as `predict`
-
-
-def classify(loaded: checkpoint.Checkpoint, track: np.ndarray, top_k: int = TOP_K) -> dict:
-    """The top `top_k` signs for one landmark track (T, 543, 3), as `predict` computes them.
-
-    Returns {"frames": T, "landmarks_seen": bool, "predictions": [{"sign", "probability"}]}.
-    """
-    features = np.ascontiguousarray(track.transpose(2, 0, 1), dtype=np.float32)  # (3, T, 543)
-    prepared = data.prepare_arrays([features], [0], loaded.data_config)
-    with torch.inference_mode():
-        logits, _, _ = loops.predict(loaded.model, prepared.batches(loops.EVAL_BATCH))
-    probabilities = logits.softmax(-1)[0]  # (K,)
-    top = probabilities.topk(min(top_k, len(loaded.signs)))
-    return {
-        "frames": int(track.shape[0]),
-        # Preprocessing leaves a missing landmark at exactly 0 (as predict's note says).
-        "landmarks_seen": bool(prepared.frames.any()),
-        "predictions": [
-            {"sign": loaded.signs[i], "probability": p}
-            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        ],
-    }
-
-
-def video_track(path: Path, complexity: int) -> np.ndarray:
-    """Landmarks (T, 543, 3) of a video file, extracted as `predict` extracts them; a video
-    longer than UPLOAD_FRAMES is refused."""
-    import video
-
-    max_frames = UPLOAD_FRAMES
-
-    def bounded(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for count, frame in enumerate(frames, 1):
-            if count > max_frames:
-                raise ServeError(
-                    f"the video is longer than {max_frames} frames: cut it to the sign", 413
-                )
-            yield frame
-
-    return video.extract_frames(bounded(video.read_frames(path)), complexity=complexity)
-
-
-def jpeg_size(jpeg: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG's frame header, read before any pixel is decoded."""
-    if jpeg[:2] != b"\xff\xd8":
-        raise ServeError("a frame must be a JPEG image")
-    at = 2
-    while at + 9 <= len(jpeg):
-        if jpeg[at] != 0xFF:
-            break
-        marker, length = jpeg[at + 1], int.from_bytes(jpeg[at + 2 : at + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
-            height = int.from_bytes(jpeg[at + 5 : at + 7], "big")
-            width = int.from_bytes(jpeg[at + 7 : at + 9], "big")
-            return width, height
-        at += 2 + length
-    raise ServeError("the frame is not a readable JPEG image")
-
-
-def decode_frame(jpeg: bytes) -> np.ndarray:
-    """An RGB uint8 (H, W, 3) frame from a JPEG the browser sent, within the frame limits."""
-    import video
-
-    cv2 = video.opencv()
-    if len(jpeg) > MAX_FRAME_BYTES:
-        raise ServeError(f"a frame is at most {MAX_FRAME_BYTES:,} bytes")
-    width, height = jpeg_size(jpeg)
-    if not 0 < width * height <= MAX_FRAME_PIXELS:
-        raise ServeError(f"a frame of {width}x{height} pixels: at most {MAX_FRAME_PIXELS:,}")
-    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (height, width):
-        raise ServeError("the frame is not a readable JPEG image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def foreign(headers) -> bool:
-    """True for a request a page of another site sent (its Origin is not this server): a
-    WebSocket or a POST from any open tab could otherwise use the camera API and the uploads."""
-    origin = headers.get("origin")
-    return origin is not None and urlsplit(origin).netloc != headers.get("host")
+# Answers
 
 
 def points_of(landmarks: np.ndarray) -> list[list[float] | None]:
@@ -180,16 +79,13 @@ def points_of(landmarks: np.ndarray) -> list[list[float] | None]:
 
 
 def create_app(
-    ckpt: Path, loaded: checkpoint.Checkpoint, limits: Limits = Limits(), complexity: int = 1
+    ckpt: Path, loaded: checkpoint.Checkpoint, limits: Limits = DEFAULT_LIMITS, complexity: int = 1
 ):
     """The FastAPI application serving the page and its API for one loaded checkpoint."""
     from fastapi import FastAPI, Request, WebSocket
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
     from starlette.websockets import WebSocketDisconnect, WebSocketState
-
-    import live
-    import video
 
     assets = {route: ((WEB / name).read_bytes(), kind) for route, (name, kind) in ASSETS.items()}
     metrics = loaded.metadata.get("metrics", {})
@@ -265,7 +161,7 @@ def create_app(
                     raise ServeError("the upload is empty")
                 started = time.perf_counter()
                 track = await asyncio.to_thread(video_track, path, complexity)
-                result = await asyncio.to_thread(classify, loaded, track)
+                result = await asyncio.to_thread(predict.classify, loaded, track, TOP_K)
                 result["seconds"] = round(time.perf_counter() - started, 2)
                 return JSONResponse(result)
         except ServeError as problem:
@@ -295,7 +191,7 @@ def create_app(
         holistic = None
         try:
             holistic = await asyncio.to_thread(video.Holistic, complexity=complexity)
-            segmenter = live.Segmenter(fps=limits.fps)
+            segmenter = segment.Segmenter(fps=limits.fps)
             await socket_.send_json({"type": "ready"})
             tokens, refilled = float(FRAME_BURST), time.monotonic()
             opened = refilled  # frames are timed as they arrive: the page's rate varies
@@ -321,10 +217,10 @@ def create_app(
                 try:
                     frame = decode_frame(message["bytes"])
                     landmarks = await asyncio.to_thread(holistic.landmarks, frame)
-                    segment = segmenter.push(landmarks, time=time.monotonic() - opened)
+                    ended = segmenter.push(landmarks, time=time.monotonic() - opened)
                     sign = None
-                    if segment is not None:
-                        sign = await asyncio.to_thread(classify, loaded, segment)
+                    if ended is not None:
+                        sign = await asyncio.to_thread(predict.classify, loaded, ended, TOP_K)
                     answer = {
                         "type": "frame",
                         "width": frame.shape[1],
@@ -383,12 +279,7 @@ def serve(
     max_upload_mb: Annotated[
         int, typer.Option(min=1, help="The largest video upload, in MB.")
     ] = Limits.upload_bytes // 1_000_000,
-    complexity: Annotated[
-        int,
-        typer.Option(
-            min=0, max=2, help="MediaPipe Holistic model complexity (extract and predict use 1)."
-        ),
-    ] = 1,
+    complexity: video.Complexity = 1,
     threads: Threads = 0,
 ) -> None:
     """A local web page: sign to the camera (or upload a video) and see the top 5."""
@@ -396,9 +287,6 @@ def serve(
         try:
             import fastapi  # noqa: F401
             import uvicorn
-
-            import live  # noqa: F401
-            import video
         except ImportError as missing:
             raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None
         use_threads(threads)

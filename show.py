@@ -24,7 +24,7 @@ import checkpoint
 import data
 import loops
 import plots
-import tools
+import predict
 import video
 from cli import console, output_file, user_errors
 from landmarks import LEFT_HAND, NUM_LANDMARKS, POSE, RIGHT_HAND
@@ -264,7 +264,7 @@ def read_clip(path: Path, sequence_id: str | None) -> Clip:
         )
     if sequence_id is not None:
         raise ValueError(f"a sequence id goes with an .hdf5 file, not {path.name}")
-    [(_, features)] = tools.read_recordings(path)
+    [(_, features)] = predict.read_recordings(path)
     return Clip(features.transpose(1, 2, 0), path.stem, kaggle_sign(path))
 
 

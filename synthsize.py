@@ -4,7 +4,9 @@ synth.py makes the signers and their clips; `write_kaggle_signer` and `train_csv
 the raw asl-signs layout that `python islr.py prepare` converts: RAW/train.csv (path,
 participant_id, sequence_id, sign), RAW/train_landmark_files/<pid>/<sequence_id>.parquet (one
 row per frame and landmark: frame, type, landmark_index, x, y, z; the real files' row_id
-column, which nothing reads, is left out), RAW/sign_to_prediction_index_map.json.
+column, which nothing reads, is left out), RAW/sign_to_prediction_index_map.json. extract writes
+its files through kaggle.write_sequence, row_id included; here the row_id strings would cost
+more than the rest of the file at 94k sequences.
 
     python islr.py synth RAW --signs 250 --per-sign 18 --layout kaggle
 """

@@ -37,15 +37,26 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
-NUM_LANDMARKS = 543
-PART_SIZES = (("face", 468), ("left_hand", 21), ("pose", 33), ("right_hand", 21))  # Kaggle order
+from landmarks import NUM_LANDMARKS, PART_SIZES, PARTS
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 COMPLEXITIES = (0, 1, 2)
 INSTALL_HINT = "pip install -e '.[video]'"
+# The --complexity option of the commands that run MediaPipe (extract, live, serve).
+Complexity = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=2,
+        help="MediaPipe pose model complexity: 1; 0 and 2 need model files the wheel lacks.",
+    ),
+]
 
 
 class VideoError(Exception):
@@ -169,9 +180,14 @@ def video_fps(path: str | Path, default: float = 30.0) -> float:
         return default
     capture = opencv().VideoCapture(str(path))
     try:
-        fps = capture.get(opencv().CAP_PROP_FPS) if capture.isOpened() else 0.0
+        return capture_fps(capture, default)
     finally:
         capture.release()
+
+
+def capture_fps(capture, default: float = 30.0) -> float:
+    """The frame rate an open OpenCV VideoCapture declares (`default` where it declares none)."""
+    fps = capture.get(opencv().CAP_PROP_FPS) if capture.isOpened() else 0.0
     return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else default
 
 
@@ -259,7 +275,7 @@ class Holistic:
         results = self._solution.process(np.ascontiguousarray(rgb))
         points = np.full((NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
         start = 0
-        for name, size in PART_SIZES:
+        for name, size in zip(PARTS, PART_SIZES, strict=True):
             found = getattr(results, f"{name}_landmarks")
             if found is not None:
                 points[start : start + size] = [(p.x, p.y, p.z) for p in found.landmark]

@@ -184,3 +184,46 @@ def test_bench_mistakes_are_one_line_errors(tiny_data, tmp_path, command, messag
 
     result = run("bench", "--data", tiny_data, *words(command, tmp=tmp_path))
     one_line_error(result, message)
+
+
+def test_benchscale_times_both_sets_and_prints_the_ratio(tmp_path, capsys):
+    """benchscale loads two sets of different vocabularies through the cache and times
+    the default preset's epoch on each."""
+    from conftest import write_gislr
+
+    import benchscale
+
+    small = write_gislr(tmp_path / "small")
+    large = write_gislr(tmp_path / "large", signs=("a", "b", "c", "d", "e"), per_signer=20)
+    medians = benchscale.main(str(small), str(large), 16, 1)
+    assert medians.keys() == {"small", "large"}
+    assert all(math.isfinite(value) and value > 0 for value in medians.values())
+    assert "(large / small " in capsys.readouterr().out
+
+
+def test_bench_plots_prints_epoch_times_with_and_without_curves(tiny_data):
+    """bench_plots trains the recipe with and without curves.png and prints both medians."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench_plots.py",
+            "--data",
+            str(tiny_data),
+            "--epochs",
+            "2",
+            "--rounds",
+            "1",
+            "--preset",
+            "simple",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for label in ("epoch without curves.png: median", "epoch with curves.png:", "alone"):
+        assert label in result.stdout

@@ -10,7 +10,7 @@ from conftest import REAL_RAW, one_line_error, require_real_data, run
 import checkpoint
 import data
 import loops
-import tools
+import predict
 
 
 def test_predict_equals_evaluate(trained, tmp_path):
@@ -61,7 +61,7 @@ def test_predict_reads_kaggle_parquet(tmp_path):
     pytest.importorskip("pyarrow", reason="reading parquet needs the [kaggle] extra")
     require_real_data()
     parquet = REAL_RAW / "train_landmark_files" / "2044" / "1148566480.parquet"
-    ((name, from_parquet),) = tools.read_recordings(parquet)
+    ((name, from_parquet),) = predict.read_recordings(parquet)
     with h5py.File(require_real_data() / "2044.hdf5") as file:
         stored = file["1148566480"]["feature"][()]
     assert np.array_equal(from_parquet, stored, equal_nan=True)

@@ -22,6 +22,7 @@ from conftest import SHARED_DATA, run, write_gislr
 
 import checkpoint
 import serve
+import serve_limits
 
 pytest.importorskip("fastapi", reason="serve needs its extra: pip install -e '.[video,serve]'")
 pytest.importorskip("mediapipe", reason="serve needs the video extra: pip install -e '.[video]'")
@@ -54,7 +55,7 @@ def model(tmp_path_factory) -> Path:
 
 
 def client(ckpt: Path, **limits) -> TestClient:
-    app = serve.create_app(ckpt, checkpoint.load(ckpt), serve.Limits(**limits))
+    app = serve.create_app(ckpt, checkpoint.load(ckpt), serve_limits.Limits(**limits))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -99,7 +100,7 @@ def test_page_info_and_nothing_else(model):
     assert api.get("/style.css").text == (REPO / "web" / "style.css").read_text()
     info = api.get("/api/info").json()
     assert info["signs"] == checkpoint.load(model).signs and info["checkpoint"] == str(model)
-    assert info["top_k"] == 5 and info["fps"] == serve.Limits.fps
+    assert info["top_k"] == 5 and info["fps"] == serve_limits.Limits.fps
     for path in (
         "/../serve.py",
         "/%2e%2e/serve.py",
@@ -165,7 +166,7 @@ def test_bad_uploads_get_a_message(model, monkeypatch):
     response = api.post("/api/upload", content=chunks, headers={"content-type": "video/mp4"})
     assert response.status_code == 413 and "larger than" in response.json()["error"]
     if SELFIE.is_file():  # longer than the frame bound
-        monkeypatch.setattr(serve, "UPLOAD_FRAMES", 10)
+        monkeypatch.setattr(serve_limits, "UPLOAD_FRAMES", 10)
         response = client(model).post(
             "/api/upload", content=SELFIE.read_bytes(), headers={"content-type": "video/mp4"}
         )
@@ -306,17 +307,6 @@ def test_serve_refuses_bad_input(model, tmp_path):
     assert result.exit_code == 1 and "cannot listen on 127.0.0.1" in result.output
 
 
-def test_jpeg_size_reads_the_frame_header():
-    """The frame header is found past other segments; a PNG or a truncated file is refused."""
-    cv2 = pytest.importorskip("cv2")
-    image = np.zeros((48, 64, 3), np.uint8)
-    assert serve.jpeg_size(cv2.imencode(".jpg", image)[1].tobytes()) == (64, 48)
-    with pytest.raises(serve.ServeError):
-        serve.jpeg_size(cv2.imencode(".png", image)[1].tobytes())
-    with pytest.raises(serve.ServeError):
-        serve.jpeg_size(b"\xff\xd8\xff\xe0\x00\x10JFIF")
-
-
 # ---------------------------------------------------------------------------------------------
 # The page in a real browser
 
@@ -423,7 +413,7 @@ def test_server_survives_garbage_and_vanishing_clients(address):
             client_.send(frame)
             client_.socket.close()  # gone, without a close frame, while the server works
     with session(max_size=None) as client_:
-        client_.send(b"\xff\xd8" + bytes(serve.MAX_FRAME_BYTES + 10_000))
+        client_.send(b"\xff\xd8" + bytes(serve_limits.MAX_FRAME_BYTES + 10_000))
         with pytest.raises(Exception) as closed:
             client_.recv(timeout=30)
         assert "1009" in str(closed.value)  # message too big
