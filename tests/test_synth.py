@@ -13,6 +13,7 @@ from conftest import require_real_data
 import data
 import lexicon
 import synth
+import synthclips
 
 LEFT, RIGHT = slice(468, 489), slice(522, 543)
 
@@ -133,12 +134,12 @@ def _shoulder_frame(clip: np.ndarray, part: slice) -> np.ndarray:
 
 def test_left_handed_signer_is_the_mirror_image(monkeypatch):
     """A left-handed twin signs with the left_hand block, mirrored in x, y unchanged."""
-    monkeypatch.setattr(synth, "NOISE", np.zeros_like(synth.NOISE))  # exact geometry only
-    signer = synth._signer(np.random.default_rng(1), "1", left_handed=False)
+    monkeypatch.setattr(synthclips, "NOISE", np.zeros_like(synthclips.NOISE))  # exact geometry only
+    signer = synthclips.make_signer(np.random.default_rng(1), "1", left_handed=False)
     twin = dataclasses.replace(signer, left_handed=True)
     labels = np.arange(40) % 10
-    right = synth.signer_clips(np.random.default_rng(2), signer, labels)
-    left = synth.signer_clips(np.random.default_rng(2), twin, labels)
+    right = synthclips.signer_clips(np.random.default_rng(2), signer, labels)
+    left = synthclips.signer_clips(np.random.default_rng(2), twin, labels)
     compared = 0
     for clip, twin_clip in zip(right, left, strict=True):
         both = ~np.isnan(clip[0, :, RIGHT]) & ~np.isnan(twin_clip[0, :, LEFT])
