@@ -70,6 +70,7 @@ def _signer_file(
     ids: np.ndarray,
     num_signs: int = 10,
     layout: str = "gislr",
+    lengths: str = "top10",
 ) -> int | list:
     """Generate and write one signer; their own generator makes them independent of the rest.
 
@@ -81,7 +82,8 @@ def _signer_file(
     names, signs = lexicon.vocabulary(num_signs)
     parts = range(0, len(ids), CLIPS_AT_ONCE)
     clips = (
-        synthclips.signer_clips(rng, signer, labels[i : i + CLIPS_AT_ONCE], signs) for i in parts
+        synthclips.signer_clips(rng, signer, labels[i : i + CLIPS_AT_ONCE], signs, lengths)
+        for i in parts
     )
     if layout == "kaggle":
         pieces = (
@@ -111,16 +113,20 @@ def generate(
     sequences_per_signer: int = 190,
     num_signs: int = 10,
     layout: str = "gislr",
+    lengths: str = "top10",
 ) -> int:
     """Write the dataset; return the number of sequences written.
 
     `num_signs` past the ten: made-up signs (lexicon.vocabulary); layout "kaggle": the raw
-    asl-signs layout (train.csv and parquet files, synthsize.write_kaggle_signer).
+    asl-signs layout (train.csv and parquet files, synthsize.write_kaggle_signer); `lengths`
+    "real": clip lengths with the real data's longer tail (synthclips.LENGTHS).
     """
     if num_signers < 1 or sequences_per_signer < 1:
         raise ValueError("num_signers and sequences_per_signer must be at least 1")
     if layout not in ("gislr", "kaggle"):
         raise ValueError(f"unknown layout {layout!r}: choose gislr or kaggle")
+    if lengths not in synthclips.LENGTHS:
+        raise ValueError(f"unknown lengths {lengths!r}: choose {' or '.join(synthclips.LENGTHS)}")
     vocabulary, _ = lexicon.vocabulary(num_signs)
     out_dir = Path(out_dir)
     if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
@@ -154,12 +160,15 @@ def generate(
             f" --signs {num_signs} --signers {num_signers} --per-sign {per_sign} --layout {layout}"
         )
         made["call"] += f", {num_signs=}, {layout=}"
+    if lengths != "top10":
+        made["command"] += f" --lengths {lengths}"
+        made["call"] += f", {lengths=}"
     # The README first: it marks the directory as ours, so an interrupted run can be redone.
     # The map last: until it is there, the directory is not a dataset (see `unfinished`).
     _write_text(out_dir / "README.txt", README.format(**made))
     _write_text(out_dir / "LICENSE.txt", LICENSE.format(**made))
     jobs = [
-        (out_dir / f"{p}.hdf5", seed, i, left[i], ids[i], num_signs, layout)
+        (out_dir / f"{p}.hdf5", seed, i, left[i], ids[i], num_signs, layout, lengths)
         for i, p in enumerate(participants)
     ]
     workers = min(os.cpu_count() or 1, num_signers)

@@ -79,9 +79,18 @@ def make_signer(
     )
 
 
-def _lengths(rng: np.random.Generator, n: int, speed: float) -> np.ndarray:
-    """Frames per clip: one in five short (mostly exactly 6, as in the real data), else 7-100."""
-    long = np.clip(np.round(np.exp(rng.normal(np.log(24 / speed), 0.6, n))), 7, 100)
+# Clip lengths past the short ones: log-normal (median frames at speed 1, sigma, longest).
+# "top10": the synthetic top-10 set's (over all clips: median 19, mean 23.7 frames). "real":
+# fitted to the real hello/thankyou clips (over all clips: median 20, mean 33.3, 90th percentile
+# 82, longest 272); it gives median 20, mean 33, 90th percentile 76, longest 272.
+LENGTHS = {"top10": (24, 0.6, 100), "real": (26, 0.9, 272)}
+
+
+def _lengths(rng: np.random.Generator, n: int, speed: float, model: str = "top10") -> np.ndarray:
+    """Frames per clip: one in five short (mostly exactly 6, as in the real data), else
+    log-normal as LENGTHS[model] says."""
+    median, sigma, longest = LENGTHS[model]
+    long = np.clip(np.round(np.exp(rng.normal(np.log(median / speed), sigma, n))), 7, longest)
     short = np.where(rng.random(n) < 0.8, 6, rng.integers(2, 6, n))
     return np.where(rng.random(n) < 0.18, short, long).astype(np.int64)
 
@@ -126,12 +135,16 @@ def _arm(shoulder: np.ndarray, hand: np.ndarray, outward: float) -> np.ndarray:
 
 
 def signer_clips(
-    rng: np.random.Generator, signer: Signer, labels: np.ndarray, signs: list[Sign] | None = None
+    rng: np.random.Generator,
+    signer: Signer,
+    labels: np.ndarray,
+    signs: list[Sign] | None = None,
+    lengths_model: str = "top10",
 ) -> list[np.ndarray]:
     """One float32 (3, T, 543) array per label (an index into `signs`, default the ten of
-    VOCABULARY), NaN where a landmark is missing."""
+    VOCABULARY), NaN where a landmark is missing; clip lengths as LENGTHS[lengths_model]."""
     num = len(labels)
-    lengths = _lengths(rng, num, signer.speed)
+    lengths = _lengths(rng, num, signer.speed, lengths_model)
     clip, frame, phase, at_rest = _timeline(rng, lengths)
     num_frames, at_rest = len(clip), at_rest[:, None]
 

@@ -52,6 +52,9 @@ def synth(
     layout: Annotated[
         str, typer.Option(help="gislr (HDF5) or kaggle (train.csv + parquet, for prepare).")
     ] = "gislr",
+    lengths: Annotated[
+        str, typer.Option(help="Clip lengths: top10 (median 19, mean 24) or real (mean 33).")
+    ] = "top10",
 ) -> None:
     """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
     import synth as synthetic
@@ -62,8 +65,10 @@ def synth(
             raise ValueError(f"{out} is not empty: choose a new directory")
         start = time.perf_counter()
         size = dict(num_signers=signers, sequences_per_signer=signs * per_sign, num_signs=signs)
-        default = (signs, signers, per_sign, layout) == (10, 21, 19, "gislr")
-        count = synthetic.generate(out, seed=seed, **({} if default else size), layout=layout)
+        default = (signs, signers, per_sign, layout, lengths) == (10, 21, 19, "gislr", "top10")
+        count = synthetic.generate(
+            out, seed=seed, **({} if default else size), layout=layout, lengths=lengths
+        )
     console.print(
         f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
     )

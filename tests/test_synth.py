@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import require_real_data
+from conftest import one_line_error, require_real_data, run
 
 import data
 import lexicon
@@ -259,3 +259,21 @@ def test_ctrl_c_stops_synth_at_once(tmp_path):
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 130 and output.strip().endswith("interrupted"), output
     assert "Traceback" not in output and synth.unfinished(tmp_path / "set")
+
+
+def test_real_lengths_have_the_real_datas_tail(tmp_path):
+    """--lengths real: clips as long on average as the real ones (mean 33 frames, up to 272),
+    the top-10 model's median kept; an unknown model is refused."""
+    out = tmp_path / "real"
+    result = run("synth", out, "--signers", 3, "--per-sign", 40, "--lengths", "real")
+    assert result.exit_code == 0, result.output
+    lengths = []
+    for path in out.glob("*.hdf5"):
+        with h5py.File(path) as file:
+            lengths += [file[key]["feature"].shape[1] for key in file]
+    lengths = np.array(lengths)
+    assert len(lengths) == 3 * 10 * 40
+    assert 17 <= np.median(lengths) <= 23 and 29 <= lengths.mean() <= 38
+    assert lengths.max() > 100  # past the top-10 model's longest clip
+    assert "--lengths real" in (out / "README.txt").read_text()
+    one_line_error(run("synth", tmp_path / "x", "--lengths", "long"), "unknown lengths 'long'")
