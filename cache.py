@@ -38,11 +38,9 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
-import typer
 
 import data
 from data import Prepared
@@ -382,35 +380,3 @@ def _remove_replaced(entry: Path, description: dict) -> None:
         ):
             shutil.rmtree(other, ignore_errors=True)
             other.with_name(f"{other.name}.lock").unlink(missing_ok=True)
-
-
-def cache(
-    clear: Annotated[bool, typer.Option("--clear", help="Remove every entry.")] = False,
-) -> None:
-    """List the preprocessed cache (ISLR_CACHE_DIR, default ~/.cache/islr), or clear it."""
-    from cli import console, user_errors
-
-    with user_errors():
-        directory = cache_directory()
-        if directory is None:
-            console.print("the preprocessed cache is off (ISLR_CACHE_DIR=none)")
-            return
-        entries = sorted(p for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
-        total = 0
-        for entry in entries:
-            size = sum(path.stat().st_size for path in entry.iterdir())
-            total += size
-            manifest = read_manifest(entry) or {}
-            console.print(
-                f"{entry.name}  {size / 2**20:8.1f} MiB  {manifest.get('num_sequences', '?')} "
-                f"sequences  {manifest.get('root', 'unfinished')}  {manifest.get('config', '')}"
-            )
-        if clear:
-            for path in directory.iterdir() if directory.is_dir() else []:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            console.print(f"cleared {directory}: {len(entries)} entries, {total / 2**20:.1f} MiB")
-        else:
-            console.print(f"{directory}: {len(entries)} entries, {total / 2**20:.1f} MiB")

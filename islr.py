@@ -396,7 +396,7 @@ def evaluate(
 
 
 # The commands of the other modules: cross-validation (crossval.py); predict (predict.py);
-# prepare, synth, bench, export (tools.py); the preprocessed cache (cache.py); pictures
+# prepare, synth, bench, export, cache (tools.py); pictures
 # (show.py, report.py); videos (extract.py, live.py, bench_video.py); the web page (serve.py).
 app.command(context_settings=crossval.EXTRA_ARGS)(crossval.cv)
 app.command()(predict.predict)
@@ -404,7 +404,7 @@ app.command()(tools.prepare)
 app.command()(tools.synth)
 app.command(context_settings=crossval.EXTRA_ARGS)(tools.bench)
 app.command()(tools.export)
-app.command()(cache.cache)
+app.command()(tools.cache)
 app.command()(show.show)
 app.command()(report.report)
 app.command()(extract.extract)

@@ -1,7 +1,8 @@
 """Commands around training: convert Kaggle data, make synthetic data, measure speed, export
-for deployment. Registered on the app in islr.py; run them as `python islr.py prepare ...` etc.
+for deployment, list or clear the preprocessed cache. Registered on the app in islr.py; run them as `python islr.py prepare ...` etc.
 """
 
+import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cache import cache_directory, read_manifest
 from cli import (
     DEFAULT_DATA,
     DataDir,
@@ -288,3 +290,33 @@ def export(
         f"max |logit difference| {result['max_abs_difference']:.1e} against PyTorch on "
         f"{result['parity_source']}"
     )
+
+
+def cache(
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every entry.")] = False,
+) -> None:
+    """List the preprocessed cache (ISLR_CACHE_DIR, default ~/.cache/islr), or clear it."""
+    with user_errors():
+        directory = cache_directory()
+        if directory is None:
+            console.print("the preprocessed cache is off (ISLR_CACHE_DIR=none)")
+            return
+        entries = sorted(p for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+        total = 0
+        for entry in entries:
+            size = sum(path.stat().st_size for path in entry.iterdir())
+            total += size
+            manifest = read_manifest(entry) or {}
+            console.print(
+                f"{entry.name}  {size / 2**20:8.1f} MiB  {manifest.get('num_sequences', '?')} "
+                f"sequences  {manifest.get('root', 'unfinished')}  {manifest.get('config', '')}"
+            )
+        if clear:
+            for path in directory.iterdir() if directory.is_dir() else []:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            console.print(f"cleared {directory}: {len(entries)} entries, {total / 2**20:.1f} MiB")
+        else:
+            console.print(f"{directory}: {len(entries)} entries, {total / 2**20:.1f} MiB")
