@@ -67,7 +67,7 @@ class ConvertReport:
     num_signers: int = 0  # signer files written by this run
     num_signers_reused: int = 0  # complete from an earlier run for the same vocabulary and rows
     num_sequences_reused: int = 0  # sequences in those files
-    num_stale_removed: int = 0  # signer files of an earlier run no longer wanted, removed
+    num_stale_removed: int = 0  # signer files in OUT that train.csv does not list, removed
     replaced_vocabulary: dict[str, int] | None = None  # the map of an earlier run, if another
     skipped: dict[str, int] = field(default_factory=dict)  # problem kind -> count
     examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> first few messages
