@@ -15,7 +15,7 @@ Shared machines are noisy: a warm-up epoch comes first, then (a) and (b) alterna
 (a, b, a, b, ...) and each figure is the median of its repetitions.
 
     python islr.py bench                         # the default preset on the synthetic set
-    python -c "import bench, data, models, loops; print(bench.run('datasets/synthetic-top10',
+    python -c "import bench, preprocessing, models, loops; print(bench.run('datasets/synthetic-top10',
         preprocessing.DataConfig(), models.ModelConfig(), loops.TrainConfig(), max_sequences=1000))"
 """
 

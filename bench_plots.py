@@ -64,7 +64,7 @@ def drawing_time(history: list[dict], first_candidate: int, path: Path) -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--preset", default="transformer")
+    parser.add_argument("--preset", default=presets.DEFAULT)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="0: PyTorch's default, as train")

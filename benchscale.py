@@ -31,14 +31,13 @@ def main(small_dir: str, large_dir: str, count: int = 3000, repeats: int = 3) ->
     torch.set_num_threads(1)
     data_config = PRESET.data
     train_config, augment_config = PRESET.train, PRESET.augment
-    sets = {}
+    sets, classes = {}, 0
     for name, directory in (("small", small_dir), ("large", large_dir)):
         started = time.perf_counter()
         features = cache.load(directory, data_config)
-        every = features.subset(sorted(set(features.signers)))
-        sets[name] = subset(every, count, torch.Generator().manual_seed(0))
+        sets[name] = subset(features.prepared, count, torch.Generator().manual_seed(0))
+        classes = max(classes, len(features.vocabulary))
         print(f"{name}: {directory} {features}, loaded in {time.perf_counter() - started:.1f}s")
-    classes = max(len(cache.load(d, data_config).vocabulary) for d in (small_dir, large_dir))
     torch.manual_seed(0)
     model = models.build(PRESET.model, data_config.num_features, classes)
     augmenter = augment.build(augment_config, data_config)

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kaggle import MAP_FILE
 from landmarks import NUM_LANDMARKS
 from preprocessing import DataConfig, DataError, preprocess
 
 MAX_FRAMES = 100_000  # a declared length past this is a broken or hostile file, not a sign
 LENGTH_JITTER = 0.2  # training batches: log-length noise, so batch-mates change between epochs
-VOCABULARY_FILE = "sign_to_prediction_index_map.json"
+VOCABULARY_FILE = MAP_FILE  # sign -> class index, JSON
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ import numpy as np
 import safely
 from landmarks import NUM_LANDMARKS, PART_SIZES, PARTS
 
-_PART_CODE = np.repeat(np.arange(len(PARTS), dtype=np.int8), PART_SIZES)  # (543,)
-_LANDMARK_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for n in PART_SIZES])  # (543,)
+PART_CODE = np.repeat(np.arange(len(PARTS), dtype=np.int8), PART_SIZES)  # (543,)
+LANDMARK_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for n in PART_SIZES])  # (543,)
 _PART_OF = {name: code for code, name in enumerate(PARTS)}
 _COLUMNS = ["frame", "type", "landmark_index", "x", "y", "z"]  # row_id is redundant, never read
 CSV_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
@@ -131,8 +131,8 @@ def _rows_in_order(table, T: int) -> np.ndarray:
             raise TypeError(f"{name} holds {column.dtype} values, not numbers")
     rising = np.diff(frame[:, 0], prepend=-np.inf) > 0  # (T,) frame numbers only go up
     return (
-        (types == _PART_CODE).all(axis=1)
-        & (index == _LANDMARK_INDEX).all(axis=1)
+        (types == PART_CODE).all(axis=1)
+        & (index == LANDMARK_INDEX).all(axis=1)
         & (frame == frame[:, :1]).all(axis=1)
         & rising
     )
@@ -186,7 +186,7 @@ def sequence_table(points: np.ndarray):
     frame = np.repeat(np.arange(T), NUM_LANDMARKS)
     frame = frame.astype(np.int16 if T <= np.iinfo(np.int16).max else np.int32)
     type_column = np.tile(types, T)
-    index_column = np.tile(_LANDMARK_INDEX, T)
+    index_column = np.tile(LANDMARK_INDEX, T)
     row_id = [
         f"{f}-{t}-{i}"
         for f, t, i in zip(frame.tolist(), type_column, index_column.tolist(), strict=True)

@@ -17,7 +17,12 @@ FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522
 PARTS = ("face", "left_hand", "pose", "right_hand")
 PART_SIZES = (468, 21, 33, 21)  # points of each part, in Kaggle row order
 LEFT_WRIST, RIGHT_WRIST = LEFT_HAND, RIGHT_HAND  # hand point 0 is the wrist
-PART_RANGES = ((FACE, LEFT_HAND), (LEFT_HAND, POSE), (POSE, RIGHT_HAND), (RIGHT_HAND, 543))
+PART_RANGES = (
+    (FACE, LEFT_HAND),
+    (LEFT_HAND, POSE),
+    (POSE, RIGHT_HAND),
+    (RIGHT_HAND, NUM_LANDMARKS),
+)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -46,7 +46,19 @@ class Sign:
     two_handed: bool = False  # the other hand mirrors the dominant one
 
 
-EAR, EYE, TEMPLE, LIPS = (-0.27, -0.44), (-0.11, -0.49), (-0.21, -0.6), (0.0, -0.31)
+PLACES = {  # where signs are made, body units (origin between the shoulders, 1 = shoulder width)
+    "ear": (-0.27, -0.44),
+    "eye": (-0.11, -0.49),
+    "temple": (-0.21, -0.6),
+    "lips": (0.0, -0.31),
+    "chin": (-0.02, -0.22),
+    "forehead": (-0.05, -0.62),
+    "cheek": (-0.16, -0.36),
+    "chest": (-0.1, 0.25),
+    "shoulder": (0.3, 0.0),
+    "neutral": (-0.2, 0.3),
+}
+EAR, EYE, TEMPLE, LIPS = (PLACES[name] for name in ("ear", "eye", "temple", "lips"))
 SIGNS = {
     "listen": Sign(EAR, "tap", "cupped", 9, angle=10),
     "hear": Sign(EAR, "tap", "index", 8, angle=20),
@@ -62,18 +74,6 @@ SIGNS = {
 
 
 SIGN_SEED = 250  # the made-up signs are the same in every set
-PLACES = {  # body units, as SIGNS: ear, eye, temple, lips, chin, chest, shoulder, ...
-    "ear": (-0.27, -0.44),
-    "eye": (-0.11, -0.49),
-    "temple": (-0.21, -0.6),
-    "lips": (0.0, -0.31),
-    "chin": (-0.02, -0.22),
-    "forehead": (-0.05, -0.62),
-    "cheek": (-0.16, -0.36),
-    "chest": (-0.1, 0.25),
-    "shoulder": (0.3, 0.0),
-    "neutral": (-0.2, 0.3),
-}
 PATHS = ("tap", "outward", "arc_up", "circle", "hold")
 CONTACTS = (8, 9, 4)  # index tip, palm, thumb tip
 

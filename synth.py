@@ -10,8 +10,8 @@ Each word is a made-up sign (ASL-like; the names are only labels, lexicon.py). T
 differ only in the direction of time (look/pretend, uncle/donkey, shhh/mouse), so a model that
 averages frames without regard to order cannot tell them apart; listen/hear share place and
 path and differ in handshape. How a signer performs them, clip by clip: synthclips.py. This
-module writes the files, one process per signer file with `workers`, each signer from its own
-seeded generator, so the same seed gives byte-identical files.
+module writes the files, a process per core, each signer from its own seeded generator, so the
+same seed gives byte-identical files.
 """
 
 import json
@@ -26,6 +26,7 @@ import lexicon
 import safely
 import synthclips
 import synthsize
+from kaggle import MAP_FILE
 
 # The 21 participant ids of the Kaggle data (names only, no values); 16069, the series'
 # test signer, comes first so that a smaller set still has it.
@@ -52,10 +53,6 @@ PARTICIPANTS = (
     "61333",
     "62590",
 )
-# ---------------------------------------------------------------------------------------------
-# Files
-
-MAP = "sign_to_prediction_index_map.json"  # data.VOCABULARY_FILE; this module stays torch-free
 COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)  # real: 9, 3x slower
 
 
@@ -80,21 +77,19 @@ def _signer_file(
     signer = synthclips.make_signer(rng, path.stem, left_handed, num_signs)
     labels = rng.permutation(np.arange(len(ids)) % num_signs)  # balanced classes
     names, signs = lexicon.vocabulary(num_signs)
-    parts = range(0, len(ids), CLIPS_AT_ONCE)
-    clips = (
-        synthclips.signer_clips(rng, signer, labels[i : i + CLIPS_AT_ONCE], signs, lengths)
-        for i in parts
+    pieces = (  # (ids, clips, labels) of CLIPS_AT_ONCE sequences at a time, made as written
+        (
+            ids[i : i + CLIPS_AT_ONCE],
+            synthclips.signer_clips(rng, signer, labels[i : i + CLIPS_AT_ONCE], signs, lengths),
+            labels[i : i + CLIPS_AT_ONCE],
+        )
+        for i in range(0, len(ids), CLIPS_AT_ONCE)
     )
     if layout == "kaggle":
-        pieces = (
-            (ids[i : i + CLIPS_AT_ONCE], part, labels[i : i + CLIPS_AT_ONCE])
-            for i, part in zip(parts, clips, strict=True)
-        )
         return synthsize.write_kaggle_signer(path.parent, path.stem, pieces, list(names))
 
     with safely.replacing(path) as temporary, h5py.File(temporary, "w") as file:
-        for i, part in zip(parts, clips, strict=True):
-            some = ids[i : i + CLIPS_AT_ONCE], part, labels[i : i + CLIPS_AT_ONCE]
+        for some in pieces:
             for sequence_id, feature, label in zip(*some, strict=True):
                 group = file.create_group(str(sequence_id))
                 # No timestamps: the same seed gives byte-identical files.
@@ -132,9 +127,12 @@ def generate(
     if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
         raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MAP).unlink(missing_ok=True)  # written last, once the set is whole again
+    (out_dir / MAP_FILE).unlink(missing_ok=True)  # written last, once the set is whole again
     (out_dir / "train.csv").unlink(missing_ok=True)  # the kaggle layout's: written last too
-    participants = [*PARTICIPANTS, *(str(90001 + i) for i in range(num_signers - 21))][:num_signers]
+    participants = [
+        *PARTICIPANTS,
+        *(str(90001 + i) for i in range(num_signers - len(PARTICIPANTS))),
+    ][:num_signers]
     for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
         stale.unlink()  # from an earlier synthetic set with more signers
     for stale in out_dir.glob(".*.tmp"):
@@ -154,7 +152,7 @@ def generate(
         count=num_signers * sequences_per_signer,
         call=f"{seed=}, {num_signers=}, {sequences_per_signer=}",
     )
-    if (num_signs, layout) != (10, "gislr"):  # the default set's README stays as it was
+    if (num_signs, layout) != (10, "gislr"):  # the default set's command names only the seed
         per_sign = sequences_per_signer // num_signs
         made["command"] += (
             f" --signs {num_signs} --signers {num_signers} --per-sign {per_sign} --layout {layout}"
@@ -180,7 +178,7 @@ def generate(
         rows = [row for signer_rows in results for row in signer_rows]
         _write_text(out_dir / "train.csv", synthsize.train_csv(rows))
         results = [len(rows)]
-    _write_text(out_dir / MAP, json.dumps(vocabulary, indent=4) + "\n")
+    _write_text(out_dir / MAP_FILE, json.dumps(vocabulary, indent=4) + "\n")
     return sum(results)
 
 
@@ -210,7 +208,7 @@ def _in_processes(jobs: list[tuple], workers: int) -> list:
 
 def unfinished(out_dir: Path) -> bool:
     """A synthetic set whose generation was interrupted: ours, but without its map yet."""
-    return _ours(Path(out_dir)) and not (Path(out_dir) / MAP).exists()
+    return _ours(Path(out_dir)) and not (Path(out_dir) / MAP_FILE).exists()
 
 
 def _ours(out_dir: Path) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from landmarks import FACE, LEFT_HAND, NUM_LANDMARKS, PART_SIZES, POSE, RIGHT_HAND
-from lexicon import SIGNS, VOCABULARY, Sign
+from lexicon import Sign
 from skeleton import DEG, FACE_TEMPLATE, HANDSHAPES, POSE_TEMPLATE, hand_points
 
 # Landmark jitter, (3, 543) standard deviations in body units (of uniform noise, hence the
@@ -138,11 +138,11 @@ def signer_clips(
     rng: np.random.Generator,
     signer: Signer,
     labels: np.ndarray,
-    signs: list[Sign] | None = None,
+    signs: list[Sign],
     lengths_model: str = "top10",
 ) -> list[np.ndarray]:
-    """One float32 (3, T, 543) array per label (an index into `signs`, default the ten of
-    VOCABULARY), NaN where a landmark is missing; clip lengths as LENGTHS[lengths_model]."""
+    """One float32 (3, T, 543) array per label (an index into `signs`), NaN where a landmark
+    is missing; clip lengths as LENGTHS[lengths_model]."""
     num = len(labels)
     lengths = _lengths(rng, num, signer.speed, lengths_model)
     clip, frame, phase, at_rest = _timeline(rng, lengths)
@@ -153,7 +153,7 @@ def signer_clips(
     spread, angle, twist, tip = np.zeros((4, num_frames))
     two_handed = np.zeros(num_frames, bool)
     amplitude = signer.amplitude * rng.uniform(0.8, 1.2, num)[clip, None]
-    for index, sign in enumerate(signs or [SIGNS[name] for name in VOCABULARY]):
+    for index, sign in enumerate(signs):
         mine, accent = labels[clip] == index, signer.accent[index]
         s = 1 - phase[mine] if sign.reverse else phase[mine]
         twice = 0.5 - 0.5 * np.cos(4 * np.pi * s)  # 0 -> 1 -> 0, two times

@@ -1,6 +1,6 @@
 """Synthetic sets in the raw Kaggle layout (vocabularies of any size: lexicon.py).
 
-synth.py makes the signers and their clips; `write_kaggle_signer` and `train_csv` write them in
+synthclips.py makes the signers and their clips; `write_kaggle_signer` and `train_csv` write them in
 the raw asl-signs layout that `python islr.py prepare` converts: RAW/train.csv (path,
 participant_id, sequence_id, sign), RAW/train_landmark_files/<pid>/<sequence_id>.parquet (one
 row per frame and landmark: frame, type, landmark_index, x, y, z; the real files' row_id
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from landmarks import NUM_LANDMARKS, PART_SIZES, PARTS
-
-_TYPES = np.repeat(np.arange(len(PARTS), dtype=np.int8), PART_SIZES)  # (543,) part code
-_INDEX = np.concatenate([np.arange(n, dtype=np.int16) for n in PART_SIZES])  # (543,)
+from kaggle import CSV_COLUMNS, LANDMARK_FILES, LANDMARK_INDEX, PART_CODE
+from landmarks import NUM_LANDMARKS, PARTS
 
 
 def write_kaggle_signer(
@@ -35,7 +33,7 @@ def write_kaggle_signer(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    top = raw_dir / "train_landmark_files"
+    top = raw_dir / LANDMARK_FILES
     final, partial = top / participant, top / f".{participant}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -46,13 +44,13 @@ def write_kaggle_signer(
             T = clip.shape[1]
             columns = {
                 "frame": np.repeat(np.arange(T, dtype=np.int16), NUM_LANDMARKS),
-                "type": pa.DictionaryArray.from_arrays(np.tile(_TYPES, T), dictionary),
-                "landmark_index": np.tile(_INDEX, T),
+                "type": pa.DictionaryArray.from_arrays(np.tile(PART_CODE, T), dictionary),
+                "landmark_index": np.tile(LANDMARK_INDEX, T),
             }
             for c, axis in enumerate("xyz"):  # float64 as the real files; NaN where missing
                 columns[axis] = clip[c].reshape(-1).astype(np.float64)
             pq.write_table(pa.table(columns), partial / f"{sequence_id}.parquet")
-            path = f"train_landmark_files/{participant}/{sequence_id}.parquet"
+            path = f"{LANDMARK_FILES}/{participant}/{sequence_id}.parquet"
             rows.append((path, participant, str(sequence_id), names[label]))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
@@ -63,6 +61,6 @@ def train_csv(rows: list[tuple[str, str, str, str]]) -> str:
     """The text of train.csv for these rows (the caller writes it atomically)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(("path", "participant_id", "sequence_id", "sign"))
+    writer.writerow(CSV_COLUMNS)
     writer.writerows(rows)
     return text.getvalue()

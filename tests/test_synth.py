@@ -138,8 +138,9 @@ def test_left_handed_signer_is_the_mirror_image(monkeypatch):
     signer = synthclips.make_signer(np.random.default_rng(1), "1", left_handed=False)
     twin = dataclasses.replace(signer, left_handed=True)
     labels = np.arange(40) % 10
-    right = synthclips.signer_clips(np.random.default_rng(2), signer, labels)
-    left = synthclips.signer_clips(np.random.default_rng(2), twin, labels)
+    _, signs = lexicon.vocabulary(10)
+    right = synthclips.signer_clips(np.random.default_rng(2), signer, labels, signs)
+    left = synthclips.signer_clips(np.random.default_rng(2), twin, labels, signs)
     compared = 0
     for clip, twin_clip in zip(right, left, strict=True):
         both = ~np.isnan(clip[0, :, RIGHT]) & ~np.isnan(twin_clip[0, :, LEFT])
