@@ -59,7 +59,7 @@ def save(
     **extra,
 ) -> None:
     """Write the checkpoint atomically: a temporary file first, then a rename over `path`."""
-    tensors = model.state_dict()  # the plain model: see trainer.unwrap
+    tensors = model.state_dict()  # the plain model: see loops.unwrap
     metadata = {
         "format": FORMAT,
         "data_config": json.dumps(asdict(data_config)),
@@ -81,12 +81,6 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
             os.chmod(temporary, 0o666 & ~umask)
     except SafetensorError as error:  # its writer's I/O errors: a full disk, say
         raise OSError(f"cannot write {path}: {error}") from None
-
-
-def write_text(path: Path, text: str) -> None:
-    """Replace a text file atomically (`safely.replacing`)."""
-    with safely.replacing(path) as temporary:
-        temporary.write_text(text)
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -28,7 +28,7 @@ def print_full(console: Console, signs: list[str], result: dict) -> None:
     ):
         per_class.add_row(sign, str(count), "-" if accuracy is None else f"{accuracy:.1%}")
     console.print(per_class)
-    # Columns by number, so that ten signs fit in 80 columns (names were cut short).
+    # Columns by number, so that ten signs fit in 80 columns (names as headers would be cut).
     matrix = Table("true \\ predicted", *map(str, range(len(signs))), title="confusion matrix")
     for t, (sign, row) in enumerate(zip(signs, result["confusion"], strict=True)):
         cells = (

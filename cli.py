@@ -27,6 +27,7 @@ import data
 import loops
 import models
 import presets
+import safely
 from presets import Preset
 
 DEFAULT_DATA = Path("datasets/synthetic-top10")  # made by `synth` on first use, git-ignored
@@ -106,7 +107,7 @@ def write_json(path: Path, value: object) -> None:
     """Write a command's --json file at its end (atomically); a disk that filled up meanwhile
     is one line, as any other mistake."""
     with user_errors():
-        checkpoint.write_text(path, json.dumps(value, indent=1))
+        safely.write_text(path, json.dumps(value, indent=1))
 
 
 def output_directory(path: Path, flag: str) -> Path:

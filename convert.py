@@ -39,6 +39,7 @@ from kaggle import (
     pyarrow_parquet,
     read_sequence,
     read_train_csv,
+    write_sign_map,
 )
 
 # The published GISLR files use exactly these settings (chunks: h5py's automatic guess).
@@ -332,9 +333,8 @@ def convert(
             f"e.g. {report.examples[kind][0]}"
         )
 
-    (out_dir / "LICENSE.txt").write_text(LICENSE_TEXT.format(num_signs=len(vocabulary)))
-    with safely.replacing(map_path) as temporary:
-        temporary.write_text(json.dumps(vocabulary, indent=4) + "\n")
+    safely.write_text(out_dir / "LICENSE.txt", LICENSE_TEXT.format(num_signs=len(vocabulary)))
+    write_sign_map(out_dir, vocabulary)
     return report
 
 

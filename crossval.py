@@ -20,7 +20,6 @@ import torch
 import typer
 
 import cache
-import checkpoint
 import curves
 import data
 import plots
@@ -201,7 +200,7 @@ def cv(
             "data": asdict(config.data),
             "augment": asdict(config.augment),
         }
-        checkpoint.write_text(out / "cv.json", json.dumps(summary, indent=1))
+        safely.write_text(out / "cv.json", json.dumps(summary, indent=1))
         if plots.available():
             plots.write_cv(out / "cv.png", runs)
             console.print(f"picture: {out / 'cv.png'}")

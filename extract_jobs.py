@@ -12,7 +12,6 @@ path as given, so a run again skips what is done and adds what is new.
 import csv
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,9 +222,6 @@ def write_dataset_index(out: Path, jobs: list[Job]) -> tuple[int, int]:
     for key in sorted(rows):
         writer.writerow(rows[key])
     signs = sorted({row["sign"] for row in rows.values()})
-    with safely.replacing(csv_path) as temporary:
-        temporary.write_text(text.getvalue())
-    mapping = json.dumps({sign: index for index, sign in enumerate(signs)}, indent=4)
-    with safely.replacing(out / kaggle.MAP_FILE) as temporary:
-        temporary.write_text(mapping + "\n")
+    safely.write_text(csv_path, text.getvalue())
+    kaggle.write_sign_map(out, {sign: index for index, sign in enumerate(signs)})
     return len(rows), len(signs)

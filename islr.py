@@ -349,18 +349,10 @@ def evaluate(
         if not signers:
             raise ValueError(f"{ckpt} was trained without a test signer: name one with --signer")
         ensure_default_data(data_dir)
-        vocabulary = data.read_vocabulary(data_dir)
-        if vocabulary != loaded.vocabulary:
-            raise ValueError(
-                f"{data_dir} has a different vocabulary from {ckpt}: they do not fit together"
-            )
-        dataset = cache.load(data_dir, loaded.data_config, signers=set(signers), track=tracked)
-        prepared = dataset.prepared
         device_ = pick_device(device)
-        batches = tracked(
-            prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating"
+        result, dataset, prepared = report.evaluate_run(
+            loaded, data_dir, signers, device_, batch_size
         )
-        result = loops.evaluate(loaded.model.to(device_), batches, device=device_)
 
     signs = loaded.signs
     console.print(
@@ -380,7 +372,7 @@ def evaluate(
             "not held-out accuracy"
         )
     if json_path:
-        report = {
+        metrics = {
             "checkpoint": str(ckpt),
             "data": str(data_dir),
             "signers": signers,
@@ -388,7 +380,7 @@ def evaluate(
             "seen_in_training": seen,
             **result,
         }
-        write_json(json_path, report)
+        write_json(json_path, metrics)
     with user_errors():
         pictures.evaluation_pictures(
             plots_dir, errors_dir, result, loaded, dataset, prepared, device_, data_dir

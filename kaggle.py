@@ -202,6 +202,11 @@ def sequence_table(points: np.ndarray):
     return pa.table(columns)
 
 
+def write_sign_map(directory: Path, vocabulary: dict[str, int]) -> None:
+    """Write sign_to_prediction_index_map.json (sign -> class index) into `directory`, whole."""
+    safely.write_text(directory / MAP_FILE, json.dumps(vocabulary, indent=4) + "\n")
+
+
 def write_sequence(path: Path, points: np.ndarray) -> None:
     """Write float32 (T, 543, 3) landmarks as one Kaggle landmark parquet file, atomically."""
     table, pq = sequence_table(points), pyarrow_parquet()

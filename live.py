@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -127,20 +127,25 @@ def every_frame(path: Path) -> Iterator[tuple[np.ndarray, float, int]]:
 # The loop ------------------------------------------------------------------------------------
 
 
+TIMED_FRAMES = 100_000  # frames whose timings Stats keeps (about an hour at 30 frames/s)
+
+
 @dataclass
 class Stats:
     frames: int = 0  # processed
     dropped: int = 0
     signs: int = 0
-    milliseconds: list[float] | None = None  # per processed frame: landmarks to updated view
-    cpu_milliseconds: list[float] | None = None  # the same, CPU time of all the process's threads
+    # Per processed frame, the last TIMED_FRAMES: landmarks to updated view, and its CPU time
+    # over all the process's threads (bounded, so a camera can run for hours).
+    milliseconds: deque = field(default_factory=lambda: deque(maxlen=TIMED_FRAMES))
+    cpu_milliseconds: deque = field(default_factory=lambda: deque(maxlen=TIMED_FRAMES))
     seconds: float = 0.0  # from the first frame to the last
 
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict:
-        ms = sorted(self.milliseconds or [0.0])
+        ms = sorted(self.milliseconds) or [0.0]
         return {
             "frames": self.frames,
             "dropped": self.dropped,
@@ -166,7 +171,7 @@ def recognise_stream(
     """Run frames through Holistic, the segmenter and the recogniser. `on_sign(record)` gets
     each recognised sign; `on_frame(stats, fps)` is called after each frame. `stop` set ends
     the stream after the current frame (the sign in progress is still recognised)."""
-    stats = Stats(milliseconds=[], cpu_milliseconds=[])
+    stats = Stats()
     window: deque[float] = deque(maxlen=30)
 
     def finish(segment: np.ndarray | None, at: float) -> None:

@@ -123,8 +123,9 @@ def start(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> TrainS
     ema = None
     if config.ema > 0:
         average = ema_with_warmup(config.ema)
-        plain = getattr(model, "module", model)  # the model inside DistributedDataParallel
-        ema = torch.optim.swa_utils.AveragedModel(plain, multi_avg_fn=average, use_buffers=True)
+        ema = torch.optim.swa_utils.AveragedModel(
+            unwrap(model), multi_avg_fn=average, use_buffers=True
+        )
     return TrainState(model, optimizer, scheduler, ema, torch.Generator().manual_seed(config.seed))
 
 
@@ -356,6 +357,11 @@ def epoch_batches(
 def world_size() -> int:
     """Processes training together (torchrun); 1 without a process group."""
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def rank() -> int:

@@ -4,7 +4,7 @@
 
 `top_signs` turns probabilities into the ranked list that `predict`, `live` and `serve` show,
 and `classify` predicts one landmark track (T, 543, 3) the way `predict` does, for `live`'s
-segments and `serve`'s frames and uploads. `read_recordings` reads the files `predict` and `show`
+segments and `serve`'s segments and uploads. `read_recordings` reads the files `predict` and `show`
 take.
 """
 

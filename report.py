@@ -25,6 +25,7 @@ import data
 import loops
 import pictures
 import plots
+import safely
 from cli import DEFAULT_DATA, Device, console, output_file, pick_device, tracked, user_errors
 
 SECTIONS = ("configuration", "metrics", "curves", "confusion", "per-class", "errors")
@@ -76,16 +77,23 @@ def metrics_table(loaded: checkpoint.Checkpoint, result: dict | None) -> str:
     return table(rows)
 
 
-def evaluate_run(loaded: checkpoint.Checkpoint, data_dir: Path, signers: list[str], device):
-    """(result, dataset, prepared) of the checkpoint on the signers' clips."""
+def evaluate_run(
+    loaded: checkpoint.Checkpoint,
+    data_dir: Path,
+    signers: list[str],
+    device,
+    batch_size: int = loops.EVAL_BATCH,
+):
+    """(result, dataset, prepared) of the checkpoint on the signers' clips, with a progress bar;
+    `evaluate` and `report` both evaluate through it."""
     vocabulary = data.read_vocabulary(data_dir)
     if vocabulary != loaded.vocabulary:
-        raise ValueError(f"{data_dir} has a different vocabulary from the run's checkpoint")
+        raise ValueError(
+            f"{data_dir} has a different vocabulary from the checkpoint: they do not fit together"
+        )
     dataset = cache.load(data_dir, loaded.data_config, signers=set(signers), track=tracked)
     prepared = dataset.prepared
-    batches = tracked(
-        prepared.batches(loops.EVAL_BATCH), prepared.num_batches(loops.EVAL_BATCH), "evaluating"
-    )
+    batches = tracked(prepared.batches(batch_size), prepared.num_batches(batch_size), "evaluating")
     result = loops.evaluate(loaded.model.to(device), batches, device=device)
     return result, dataset, prepared
 
@@ -201,5 +209,5 @@ def report(
         if signers:
             evaluated = evaluate_run(loaded, data_dir, signers, device_)
         content = build_page(run, loaded, history, *evaluated, device_, errors, data_dir)
-        checkpoint.write_text(out, content)
+        safely.write_text(out, content)
     console.print(f"report: {out} ({len(content) / 1e6:.1f} MB)")

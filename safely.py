@@ -105,3 +105,9 @@ def replacing(path: Path | str) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Replace a text file whole (`replacing`)."""
+    with replacing(path) as temporary:
+        temporary.write_text(text)

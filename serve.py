@@ -136,7 +136,9 @@ def create_app(
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in VIDEO_TYPES:
             return error(
-                f"upload a video file (mp4, mov, webm, avi, mkv), not {kind or 'this'}", 415
+                f"upload a video file ({', '.join(sorted({t[1:] for t in VIDEO_TYPES.values()}))}), "
+                f"not {kind or 'this'}",
+                415,
             )
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.upload_bytes:
@@ -293,7 +295,7 @@ def serve(
         loaded = checkpoint.load(ckpt)
         video.quiet_native_output()  # MediaPipe's C++ log lines, a dozen per session
         try:  # the video extra and the model of --complexity, checked before anyone connects
-            video.Holistic(complexity=complexity).close()
+            video.check_complexity(complexity)
         except video.VideoError as problem:
             raise ServeError(str(problem)) from None
         limits = Limits(sessions=sessions, fps=fps, upload_bytes=max_upload_mb * 1_000_000)

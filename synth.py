@@ -14,7 +14,6 @@ module writes the files, a process per core, each signer from its own seeded gen
 same seed gives byte-identical files.
 """
 
-import json
 import os
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import kaggle
 import lexicon
 import safely
 import synthclips
@@ -163,8 +163,8 @@ def generate(
         made["call"] += f", {lengths=}"
     # The README first: it marks the directory as ours, so an interrupted run can be redone.
     # The map last: until it is there, the directory is not a dataset (see `unfinished`).
-    _write_text(out_dir / "README.txt", README.format(**made))
-    _write_text(out_dir / "LICENSE.txt", LICENSE.format(**made))
+    safely.write_text(out_dir / "README.txt", README.format(**made))
+    safely.write_text(out_dir / "LICENSE.txt", LICENSE.format(**made))
     jobs = [
         (out_dir / f"{p}.hdf5", seed, i, left[i], ids[i], num_signs, layout, lengths)
         for i, p in enumerate(participants)
@@ -176,9 +176,9 @@ def generate(
         results = [_signer_file(*job) for job in jobs]
     if layout == "kaggle":
         rows = [row for signer_rows in results for row in signer_rows]
-        _write_text(out_dir / "train.csv", synthsize.train_csv(rows))
+        safely.write_text(out_dir / "train.csv", synthsize.train_csv(rows))
         results = [len(rows)]
-    _write_text(out_dir / MAP_FILE, json.dumps(vocabulary, indent=4) + "\n")
+    kaggle.write_sign_map(out_dir, vocabulary)
     return sum(results)
 
 
@@ -215,11 +215,6 @@ def _ours(out_dir: Path) -> bool:
     """The directory holds a synthetic set (whole or not), which generate may write over."""
     readme = out_dir / "README.txt"
     return readme.is_file() and readme.read_text().startswith(MARKER)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with safely.replacing(path) as temporary:
-        temporary.write_text(text)
 
 
 README = """Synthetic GISLR top-10 stand-in -- NOT the real GISLR data.

@@ -35,6 +35,7 @@ import augment
 import checkpoint
 import loops
 import models
+import safely
 from data import Batch, Prepared
 from preprocessing import DataConfig
 from presets import Preset
@@ -129,7 +130,7 @@ def _rank_suffix(rank: int) -> str:
 def save_resume(path: Path, state: loops.TrainState, extra: dict, rng: dict) -> None:
     """Write the state an uninterrupted run would carry into the next epoch (`rng`: from
     `rng_states`)."""
-    tensors = {f"model.{k}": v for k, v in unwrap(state.model).state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in loops.unwrap(state.model).state_dict().items()}
     if state.ema is not None:
         tensors |= {f"ema.{k}": v for k, v in state.ema.state_dict().items()}
     optimizer = state.optimizer.state_dict()
@@ -211,7 +212,7 @@ def restore(
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    unwrap(state.model).load_state_dict(part("model."))
+    loops.unwrap(state.model).load_state_dict(part("model."))
     if state.ema is not None:
         state.ema.load_state_dict(part("ema."))
     per_parameter: dict[int, dict] = {}
@@ -228,11 +229,6 @@ def restore(
         torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], device)
     state.generator.set_state(tensors["rng.batches"])
     state.epoch = metadata["epoch"]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +332,7 @@ def train_run(
         on_epoch(record, is_best)
         out.mkdir(parents=True, exist_ok=True)  # now: a run stopped in its first epoch leaves none
         epoch_state = dict(epoch=record["epoch"], metrics={"val": val})
-        eval_model = unwrap(state.eval_model)
+        eval_model = loops.unwrap(state.eval_model)
         if is_best:
             checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
         checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
@@ -353,7 +349,7 @@ def train_run(
             },
             rng,
         )
-        checkpoint.write_text(out / "history.json", json.dumps(history, indent=1))
+        safely.write_text(out / "history.json", json.dumps(history, indent=1))
         on_saved(history, best)
 
     tests = {}

@@ -94,7 +94,8 @@ def quiet_native_output() -> None:
     sys.stdout / sys.stderr (which Python code and rich print to) to copies of the originals.
     Streams that are not those descriptors (pytest's or CliRunner's capture, rich's proxy while
     a progress bar runs: call this before one starts) are left alone.
-    The command line calls this (extract, live, predict); a program that keeps references to
+    The commands call this (extract, live, predict, show, serve, bench-video, through
+    `extract.run` and `predict.read_recordings` too); a program that keeps references to
     the original sys.stderr (a logging handler made earlier, say) would lose that output, so
     Holistic never calls it by itself.
     """

@@ -88,20 +88,6 @@ def test_a_failed_checkpoint_write_is_an_os_error_and_leaves_the_old_file(tmp_pa
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-def test_a_failed_text_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    """write_text (JSON outputs) that fails midway keeps the old file and removes its temporary."""
-    path = tmp_path / "metrics.json"
-    path.write_text("old")
-
-    def full_disk(source, target):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(checkpoint.os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        checkpoint.write_text(path, "new")
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and path.read_text() == "old"
-
-
 def test_a_checkpoint_replaced_while_it_loads_is_read_whole(tmp_path):
     """`evaluate last.safetensors` while training rewrites it: old file or new, never a mix."""
     path = tmp_path / "last.safetensors"
