@@ -5,15 +5,16 @@ signer and `sign_to_prediction_index_map.json`. Each HDF5 group is one sequence:
 float32 [3, T, 543] (x, y, z; channel first; NaN where MediaPipe saw nothing) and `token`
 int64 [1].
 
-The path from disk to model input:
-    load_dataset(dir)              every sequence of every signer, as stored    (3, T, 543) each
-    preprocessing.preprocess(...)  select landmarks, NaN -> 0, parts-based norm (sum T, J*C)
-    Prepared.batches(...)          padded merge by index arithmetic             (N, T, J*C)
+From disk to model input (train, cv and evaluate; cache.py):
+    read_signer_chunks(path, ...)  one signer file, a chunk of sequences at a time  (3, T, 543)
+    prepare_arrays(...)            preprocessing.preprocess: select landmarks, NaN -> 0,
+                                   parts-based norm, all frames of a chunk at once (sum T, J*C)
+    Prepared.batches(...)          padded merge by index arithmetic                 (N, T, J*C)
 
-Preprocessing runs once per dataset, vectorised over all frames (preprocessing.py), so
-there is no per-sample Python on the training path. train, cv and evaluate go through
-cache.load instead: the same path one signer file (`read_signer_chunks`) at a time, into a
-memory-mapped cache of the preprocessed frames, so memory holds the features, not the raw data.
+Preprocessing is vectorised over all frames (preprocessing.py), so there is no per-sample
+Python on the training path; cache.load keeps the preprocessed frames in a memory-mapped cache,
+so memory holds the features, not the raw data. `load_dataset` reads every raw sequence into
+memory at once, for bench and for the tests that compare against it.
 
     python -c "import data; print(data.load_dataset('datasets/synthetic-top10'))"
 """
