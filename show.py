@@ -22,7 +22,6 @@ import typer
 
 import checkpoint
 import data
-import loops
 import plots
 import predict
 import video
@@ -336,11 +335,8 @@ def read_video(path: Path) -> Clip:
 
 def predicted(ckpt: Path, points: np.ndarray) -> tuple[str, float]:
     """(sign, probability) a checkpoint gives a (T, 543, 3) sequence."""
-    loaded = checkpoint.load(ckpt)
-    prepared = data.prepare_arrays([points.transpose(2, 0, 1)], [0], loaded.data_config)
-    logits, _, _ = loops.predict(loaded.model, prepared.batches(1))
-    probability, index = logits.softmax(-1)[0].max(0)
-    return loaded.signs[int(index)], float(probability)
+    [top] = predict.classify(checkpoint.load(ckpt), points, top_k=1)["predictions"]
+    return top["sign"], top["probability"]
 
 
 def title_of(sign: str | None, prediction: tuple[str, float] | None) -> str:
