@@ -34,6 +34,10 @@ def _pairs(text: str) -> tuple[tuple[int, int], ...]:
 
 
 # The 76 face points of the series' "full body" preset: lips, nose, both eyes.
+FACE_OVAL = _ints("""
+    10 338 297 332 284 251 389 356 454 323 361 288 397 365 379 378 400 377
+    152 148 176 149 150 136 172 58 132 93 234 127 162 21 54 103 67 109
+""")  # the face mesh's outline, clockwise on screen from the top of the forehead
 FULLBODY_FACE = _ints("""
     0 1 2 7 13 14 17 33 37 39 40 61 78 80 81 82 84 87 88 91 95 98 133 144 145 146 153 154 155
     157 158 159 160 161 163 173 178 181 185 191 246 249 263 267 269 270 291 308 310 311 312 314

@@ -26,7 +26,7 @@ import plots
 import predict
 import video
 from cli import console, output_file, user_errors
-from landmarks import LEFT_HAND, NUM_LANDMARKS, POSE, RIGHT_HAND
+from landmarks import FACE_OVAL, LEFT_HAND, NUM_LANDMARKS, POSE, RIGHT_HAND
 
 FPS = 15  # GISLR clips were recorded at about 30 frames/s: half speed is easier to follow
 SIZE = (4.0, 4.5)  # inches; at plots.DPI (100) an animation is 400 x 450 pixels
@@ -59,47 +59,9 @@ HAND_EDGES = [
 ]
 # Pose: shoulders (11, 12), elbows (13, 14), wrists (15, 16).
 ARM_EDGES = [(11, 12), (11, 13), (13, 15), (12, 14), (14, 16)]
-# Face mesh contours, each a closed loop: the oval (the same points and order as
-# skeleton.py's synthetic face silhouette), the outer lips, the right and left eye.
+# Face mesh contours, each a closed loop: the oval, the outer lips, the right and left eye.
 FACE_LOOPS = [
-    [
-        10,
-        338,
-        297,
-        332,
-        284,
-        251,
-        389,
-        356,
-        454,
-        323,
-        361,
-        288,
-        397,
-        365,
-        379,
-        378,
-        400,
-        377,
-        152,
-        148,
-        176,
-        149,
-        150,
-        136,
-        172,
-        58,
-        132,
-        93,
-        234,
-        127,
-        162,
-        21,
-        54,
-        103,
-        67,
-        109,
-    ],
+    list(FACE_OVAL),
     [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185],
     [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246],
     [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466],

@@ -10,6 +10,8 @@ the image's right, y down, 1 = shoulder width); synth.py moves and poses them pe
 
 import numpy as np
 
+from landmarks import FACE_OVAL
+
 DEG = np.pi / 180
 
 
@@ -29,12 +31,6 @@ def _contour(center, size, start: float, lower: int, upper: int) -> np.ndarray:
     return np.add(center, np.multiply(size, np.stack([np.cos(angles), np.sin(angles)], -1)))
 
 
-_SILHOUETTE = """
-    10 338 297 332 284 251 389 356 454 323 361 288 397 365 379 378 400 377
-    152 148 176 149 150 136 172 58 132 93 234 127 162 21 54 103 67 109
-"""
-
-
 def _face_template() -> np.ndarray:
     """(468, 3): the points of the `fullbody` preset sit at the lips, nose and eyes."""
     points = np.full((468, 2), np.nan)
@@ -52,7 +48,7 @@ def _face_template() -> np.ndarray:
     )  # left eye
     points[[1, 2, 98, 327]] = [(0, -0.41), (0, -0.385), (-0.06, -0.385), (0.06, -0.385)]
     center, size = np.array([0, -0.42]), np.array([0.26, 0.24])
-    silhouette = np.array(_SILHOUETTE.split(), dtype=int)  # the face oval, clockwise
+    silhouette = np.array(FACE_OVAL)  # clockwise
     angles = 2 * np.pi * (np.arange(36) / 36 - 0.25)  # clockwise on screen from the top
     points[silhouette] = center + size * np.stack([np.cos(angles), np.sin(angles)], -1)
     # The rest of the mesh scattered over the oval, the same for every seed.
