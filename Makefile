@@ -38,7 +38,7 @@ synth: $(VENV)/.installed ## Generate the synthetic top-10 set into datasets/syn
 	else $(PY) islr.py synth $(ARGS); fi
 
 bench-prepare: $(VENV)/.installed ## Conversion speed: ours vs one pandas DataFrame per file (RAW=dir)
-	$(PY) bench_prepare.py "$(or $(RAW),../shared/data/asl-signs-raw)"
+	$(PY) -m bench.prepare "$(or $(RAW),../shared/data/asl-signs-raw)"
 
 test: $(VENV)/.installed ## Run the tests (fast ones; real-data tests skip without ../shared/data)
 	$(PY) -m pytest -q $(ARGS)

@@ -67,6 +67,7 @@ class Features:
     signers: np.ndarray  # (S,) str participant id per sequence
     sequence_ids: np.ndarray  # (S,) str HDF5 group names
     cached: bool  # True: read from a cache entry built earlier
+    cache_note: str | None = None  # why no cache entry could be written, for the command to say
 
     def __len__(self) -> int:
         return len(self.prepared)
@@ -139,7 +140,7 @@ def load(
     if missing:
         raise DataError(f"signer {missing[0]} is not in {root} (it has {', '.join(files)})")
     directory = cache_directory() if cache_dir == "default" else cache_dir
-    features = None
+    features, cache_note = None, None
     if directory is not None:
         key, description = entry_key(root, files, config)
         entry = Path(directory) / key
@@ -148,10 +149,9 @@ def load(
             try:
                 features = _build_entry(entry, files, vocabulary, config, description, track)
             except OSError as error:  # a cache we may not write (read-only, full): none
-                if track is not None:
-                    from cli import note
-
-                    note(f"no preprocessed cache ({error}); set ISLR_CACHE_DIR to a writable one")
+                cache_note = (
+                    f"no preprocessed cache ({error}); set ISLR_CACHE_DIR to a writable one"
+                )
     if features is None:
         chosen = {s: p for s, p in files.items() if signers is None or s in signers}
         features = _in_memory(chosen, vocabulary, config, track)
@@ -166,6 +166,7 @@ def load(
             features.sequence_ids[keep],
             True,
         )
+    features.cache_note = cache_note
     return features
 
 

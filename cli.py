@@ -8,7 +8,6 @@ import fcntl
 import itertools
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields, replace
@@ -22,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 import augment
+import cache
 import checkpoint
 import data
 import loops
@@ -195,6 +195,14 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def load_features(data_dir: Path, config, signers: set[str] | None = None) -> cache.Features:
+    """cache.load with a progress bar, saying so when no cache entry could be written."""
+    features = cache.load(data_dir, config, signers=signers, track=tracked)
+    if features.cache_note:
+        note(features.cache_note)
+    return features
+
+
 def tracked(batches: Iterable, total: int, description: str) -> Iterator:
     """Yield the batches under a transient rich progress bar (plain iteration in a log file)."""
     if not console.is_terminal:
@@ -211,26 +219,6 @@ def tracked(batches: Iterable, total: int, description: str) -> Iterator:
         for batch in batches:
             yield batch
             progress.advance(task)
-
-
-def ensure_default_data(path: Path) -> None:
-    """The embedded default: generate the synthetic set the first time it is needed.
-
-    Also when a first generation was interrupted: the set is complete once its map is there.
-    """
-    if path.resolve() != DEFAULT_DATA.resolve() or (path / data.VOCABULARY_FILE).exists():
-        return
-    import synth
-
-    console.print(f"Generating the synthetic top-10 set into {path} (once) ...")
-    start = time.perf_counter()
-    try:
-        count = synth.generate(path, seed=0)
-    except OSError as error:  # e.g. a read-only folder, or `datasets` a dangling link
-        raise data.DataError(
-            f"cannot write the default data to {path} ({error}): pass --data DIR"
-        ) from None
-    console.print(f"  {count} sequences in {time.perf_counter() - start:.1f}s")
 
 
 def parse_signer(value: str | None) -> str | None:

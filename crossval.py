@@ -19,10 +19,7 @@ from typing import Annotated
 import torch
 import typer
 
-import cache
-import curves
 import data
-import plots
 import safely
 import trainer
 from cli import (
@@ -32,8 +29,8 @@ from cli import (
     claim,
     console,
     describe_run,
-    ensure_default_data,
     given_options,
+    load_features,
     new_run_directory,
     option,
     output_directory,
@@ -48,6 +45,8 @@ from cli import (
     train_flags,
     user_errors,
 )
+from pictures import curves, plots
+from synthetic import synth
 
 # cv and bench take any train flag after their own options.
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -109,8 +108,8 @@ def cv(
         out = new_run_directory(name) if made else output_directory(out, "--out")
         held.enter_context(claim(out, made=made))  # until the summary is written
         refuse_used(out)
-        ensure_default_data(data_dir)
-        dataset = cache.load(data_dir, config.data, track=tracked)  # streamed, or mapped
+        synth.ensure_default_data(data_dir)
+        dataset = load_features(data_dir, config.data)  # streamed, or mapped
         signers = sorted(set(dataset.signers))
         excluded = parse_signers(exclude, "--exclude")
         for signer in excluded:

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kaggle import MAP_FILE
-from landmarks import NUM_LANDMARKS
+from landmarks import MAP_FILE, NUM_LANDMARKS
 from preprocessing import DataConfig, DataError, preprocess
 
 MAX_FRAMES = 100_000  # a declared length past this is a broken or hostile file, not a sign

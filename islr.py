@@ -39,27 +39,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-import bench_video
-import cache
 import checkpoint
-import classtables
 import crossval
-import curves
 import data
-import extract
-import live
 import loops
 import options
-import pictures
-import plots
-import predict
 import presets
-import report
 import safely
-import serve
-import show
 import tools
 import trainer
+from bench import video_path
 from cli import (
     DEFAULT_DATA,
     DEFAULT_TEST_SIGNER,
@@ -71,10 +60,10 @@ from cli import (
     claim,
     console,
     describe_run,
-    ensure_default_data,
     errors,
     flag,
     given_options,
+    load_features,
     main,
     new_run_directory,
     note,
@@ -93,6 +82,10 @@ from cli import (
     user_errors,
     write_json,
 )
+from pictures import classtables, curves, evaluation, plots, report, show
+from synthetic import synth
+from video import extract, live, predict
+from web import serve
 
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
 # the --preset chosen, so these only inform; see cli.resolve_configs.)
@@ -173,10 +166,10 @@ def train(
             held.enter_context(claim(out, made=made))  # until training ends
             if not resume:
                 refuse_used(out)
-            ensure_default_data(data_dir)
+            synth.ensure_default_data(data_dir)
         trainer.barrier()
         started = time.perf_counter()
-        dataset = cache.load(data_dir, config.data, track=tracked)  # streamed, or mapped
+        dataset = load_features(data_dir, config.data)  # streamed, or mapped
         if resumed and dataset.vocabulary != resumed.vocabulary:
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
         split = resumed.split if resumed else choose_split(dataset, test_signer, val_signer)
@@ -341,14 +334,14 @@ def evaluate(
     with user_errors():
         use_threads(threads)
         output_file(json_path, "--json", reading=ckpt)
-        pictures.check_picture_directories(plots_dir, errors_dir)
+        evaluation.check_picture_directories(plots_dir, errors_dir)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
         signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
         signers = signers or loaded.metadata.get("split", {}).get("test")
         if not signers:
             raise ValueError(f"{ckpt} was trained without a test signer: name one with --signer")
-        ensure_default_data(data_dir)
+        synth.ensure_default_data(data_dir)
         device_ = pick_device(device)
         result, dataset, prepared = report.evaluate_run(
             loaded, data_dir, signers, device_, batch_size
@@ -382,14 +375,14 @@ def evaluate(
         }
         write_json(json_path, metrics)
     with user_errors():
-        pictures.evaluation_pictures(
+        evaluation.evaluation_pictures(
             plots_dir, errors_dir, result, loaded, dataset, prepared, device_, data_dir
         )
 
 
 # The commands of the other modules: cross-validation (crossval.py); predict (predict.py);
 # prepare, synth, bench, export, cache (tools.py); pictures
-# (show.py, report.py); videos (extract.py, live.py, bench_video.py); the web page (serve.py).
+# (show.py, report.py); videos (extract.py, live.py, video_path.py); the web page (serve.py).
 app.command(context_settings=crossval.EXTRA_ARGS)(crossval.cv)
 app.command()(predict.predict)
 app.command()(tools.prepare)
@@ -402,7 +395,7 @@ app.command()(report.report)
 app.command()(extract.extract)
 app.command()(live.live)
 app.command()(serve.serve)
-app.command("bench-video")(bench_video.bench_video)
+app.command("bench-video")(video_path.bench_video)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -13,6 +13,7 @@ synthetic generator and the Kaggle reader share these tables with the model code
 from functools import cache
 
 NUM_LANDMARKS = 543
+MAP_FILE = "sign_to_prediction_index_map.json"  # sign -> class index: both data layouts have it
 FACE, LEFT_HAND, POSE, RIGHT_HAND = 0, 468, 489, 522
 PARTS = ("face", "left_hand", "pose", "right_hand")
 PART_SIZES = (468, 21, 33, 21)  # points of each part, in Kaggle row order

@@ -27,7 +27,6 @@ from cli import (
     Threads,
     claim,
     console,
-    ensure_default_data,
     note,
     option,
     output_directory,
@@ -41,6 +40,7 @@ from cli import (
     user_errors,
     write_json,
 )
+from synthetic.synth import ensure_default_data
 
 
 def synth(
@@ -59,7 +59,7 @@ def synth(
     ] = "top10",
 ) -> None:
     """Write a synthetic dataset in the GISLR top-10 layout (not real sign data)."""
-    import synth as synthetic
+    from synthetic import synth as synthetic
 
     with user_errors():
         output_directory(out, "OUT")
@@ -96,7 +96,7 @@ def prepare(
     ] = False,
 ) -> None:
     """Convert the Kaggle parquet layout into the GISLR HDF5 layout (needs pip install '.\\[kaggle]')."""
-    import convert
+    from raw import convert
 
     columns = (
         TextColumn("converting"),
@@ -189,7 +189,7 @@ def bench(
 
     Any `train` flag (--preset, --model, --flip, ...) after these options sets the recipe.
     """
-    import bench as benchmark
+    from bench import speed as benchmark
 
     with user_errors():
         output_file(json_path, "--json")

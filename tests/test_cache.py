@@ -11,8 +11,8 @@ from conftest import REAL_GISLR, require_real_data, run, write_gislr
 
 import cache
 import data
-import synth
 from preprocessing import DataConfig
+from synthetic import synth
 
 CONFIGS = [
     DataConfig(),
@@ -218,3 +218,6 @@ def test_a_cache_that_cannot_be_written_is_done_without(tmp_path):
     blocked.write_text("not a directory")
     features = cache.load(root, DataConfig(), cache_dir=blocked / "cache")
     assert not features.cached and len(features) == 48
+    assert (
+        "no preprocessed cache" in features.cache_note and "ISLR_CACHE_DIR" in features.cache_note
+    )

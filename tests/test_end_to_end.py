@@ -9,7 +9,7 @@ import pytest
 from conftest import require_real_data, run
 
 import checkpoint
-import synth
+from synthetic import synth
 
 pytestmark = pytest.mark.slow
 

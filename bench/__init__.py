@@ -1,0 +1,8 @@
+"""Benchmarks: the commands and scripts that print BENCHMARKS.md's figures.
+
+speed.py        `bench`: training and inference speed (`--tutorial`: the series' data path)
+prepare.py      `prepare` against one pandas DataFrame per file (make bench-prepare)
+scale.py        training throughput at two data sizes, interleaved
+drawing.py      what drawing curves.png costs a training run
+video_path.py   `bench-video`: extraction and `live` on this machine
+"""
