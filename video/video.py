@@ -18,7 +18,7 @@ not detected in a frame. The settings and why:
   any Holistic video pipeline; static_image_mode for still images, where there is no "before";
 - frames are fed as the camera recorded them, not mirrored. In the Kaggle data the signer's
   left shoulder (pose 11) has the larger x in every frame, and the extraction of
-  ../shared/data/videos/signer-selfie.mp4 agrees in all 58 frames (tests/test_video.py). That
+  ../shared/data/videos/signer-selfie.mp4 agrees in all 58 frames (tests/video/test_video.py). That
   check cannot tell mirroring, measured: MediaPipe names the pose sides by image side, so a
   mirrored video passes it too, and mirroring only moves each hand into the other part (the
   selfie's signing hand, the signer's right hand seen palm first, is right_hand as recorded

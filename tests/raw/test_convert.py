@@ -1,6 +1,6 @@
 """Tests of kaggle.py and convert.py: Kaggle parquet layout -> GISLR HDF5 layout.
 
-Run: pytest tests/test_convert.py   (tests reading parquet skip without the [kaggle] extra)
+Run: pytest tests/raw/test_convert.py   (tests reading parquet skip without the [kaggle] extra)
 """
 
 import csv
