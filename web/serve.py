@@ -24,32 +24,16 @@ temporary name the server picks. Every error reaches the page as {"error": messa
 Needs the extras `video` and `serve`: pip install -e '.[video,serve]'.
 """
 
-import asyncio
-import math
 import socket
-import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 import checkpoint
-import recognise
 from cli import Threads, console, note, use_threads, user_errors
-from video import segment, video
-from web.limits import (
-    FOREIGN,
-    MAX_FRAME_BYTES,
-    VIDEO_TYPES,
-    Limits,
-    ServeError,
-    decode_frame,
-    foreign,
-    video_track,
-)
+from video import video
+from web.limits import MAX_FRAME_BYTES, Limits, ServeError
 
 WEB = Path(__file__).resolve().parent
 ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read from disk
@@ -58,206 +42,28 @@ ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read f
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 INSTALL = "pip install -e '.[video,serve]'"
-TOP_K = 5
 DEFAULT_LIMITS = Limits()
-FRAME_BURST = 2  # frames a session may send back to back before --fps applies
-
-
-# ---------------------------------------------------------------------------------------------
-# Answers
-
-
-def points_of(landmarks: np.ndarray) -> list[list[float] | None]:
-    """The (x, y) of each of the 543 landmarks for the page, None where not detected."""
-    rounded = np.round(landmarks[:, :2].astype(np.float64), 4)
-    return [None if math.isnan(x) else [x, y] for x, y in rounded.tolist()]
-
-
-# ---------------------------------------------------------------------------------------------
-# The web application
 
 
 def create_app(
     ckpt: Path, loaded: checkpoint.Checkpoint, limits: Limits = DEFAULT_LIMITS, complexity: int = 1
 ):
     """The FastAPI application serving the page and its API for one loaded checkpoint."""
-    from fastapi import FastAPI, Request, WebSocket
-    from fastapi.responses import JSONResponse, Response
+    from fastapi import FastAPI
     from starlette.exceptions import HTTPException
-    from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+    from web import routes
 
     assets = {route: ((WEB / name).read_bytes(), kind) for route, (name, kind) in ASSETS.items()}
-    metrics = loaded.metadata.get("metrics", {})
-    info = {
-        "checkpoint": str(ckpt),
-        "signs": loaded.signs,
-        "test_accuracy": metrics.get("test", {}).get("accuracy") if metrics else None,
-        "top_k": TOP_K,
-        "complexity": complexity,
-        **asdict(limits),
-    }
-    busy = {"sessions": 0, "uploads": 0}  # one event loop: plain counters are race-free
     app = FastAPI(title="islr", docs_url=None, redoc_url=None, openapi_url=None)
-
-    def error(message: str, status: int) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, problem: HTTPException) -> JSONResponse:
-        if problem.status_code == 404:
-            return error(f"{request.url.path}: no such page (this server has only / and /api)", 404)
-        return error(str(problem.detail), problem.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, problem: Exception) -> JSONResponse:
-        console.print(f"error in {request.url.path}: {type(problem).__name__}: {problem}")
-        return error("the server failed on this request (its console says why)", 500)
-
-    def page(route: str):
-        body, kind = assets[route]
-
-        async def asset() -> Response:
-            return Response(body, media_type=kind, headers={"Cache-Control": "no-cache"})
-
-        return asset
-
+    app.state.islr = routes.State(ckpt, loaded, limits, complexity, assets)
+    app.add_exception_handler(HTTPException, routes.http_error)
+    app.add_exception_handler(Exception, routes.internal_error)
     for route in assets:
-        app.get(route, include_in_schema=False)(page(route))
-
-    @app.get("/api/info")
-    async def describe() -> dict:
-        return info
-
-    @app.post("/api/upload")
-    async def upload(request: Request) -> JSONResponse:
-        if foreign(request.headers):
-            return error(FOREIGN, 403)
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in VIDEO_TYPES:
-            return error(
-                f"upload a video file ({', '.join(sorted({t[1:] for t in VIDEO_TYPES.values()}))}), "
-                f"not {kind or 'this'}",
-                415,
-            )
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.upload_bytes:
-            return error(f"the video is larger than {limits.upload_bytes // 1_000_000} MB", 413)
-        if busy["uploads"] >= limits.uploads:
-            return error("another video is being read: try again in a moment", 503)
-        busy["uploads"] += 1
-        try:
-            with tempfile.TemporaryDirectory(prefix="islr-serve-") as folder:
-                path = Path(folder) / f"upload{VIDEO_TYPES[kind]}"  # never the client's name
-                size = 0
-                with path.open("wb") as file:
-                    async for chunk in request.stream():
-                        size += len(chunk)
-                        if size > limits.upload_bytes:
-                            raise ServeError(
-                                f"the video is larger than {limits.upload_bytes // 1_000_000} MB",
-                                413,
-                            )
-                        file.write(chunk)
-                if not size:
-                    raise ServeError("the upload is empty")
-                started = time.perf_counter()
-                track = await asyncio.to_thread(video_track, path, complexity)
-                result = await asyncio.to_thread(recognise.classify, loaded, track, TOP_K)
-                result["seconds"] = round(time.perf_counter() - started, 2)
-                return JSONResponse(result)
-        except ServeError as problem:
-            return error(str(problem), problem.status)
-        except video.VideoError as problem:  # named by its temporary path: say "the upload"
-            return error(str(problem).replace(str(path), "the upload"), 400)
-        finally:
-            busy["uploads"] -= 1
-
-    @app.websocket("/api/live")
-    async def live_session(socket_: WebSocket) -> None:
-        await socket_.accept()
-        if foreign(socket_.headers):
-            await socket_.send_json({"type": "error", "message": FOREIGN})
-            await socket_.close(code=1008)
-            return
-        if busy["sessions"] >= limits.sessions:
-            await socket_.send_json(
-                {
-                    "type": "error",
-                    "message": f"the server is busy: {limits.sessions} camera sessions at once",
-                }
-            )
-            await socket_.close(code=1013)
-            return
-        busy["sessions"] += 1
-        holistic = None
-        try:
-            holistic = await asyncio.to_thread(video.Holistic, complexity=complexity)
-            segmenter = segment.Segmenter(fps=limits.fps)
-            await socket_.send_json({"type": "ready"})
-            tokens, refilled = float(FRAME_BURST), time.monotonic()
-            opened = refilled  # frames are timed as they arrive: the page's rate varies
-            while True:
-                message = await socket_.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                now = time.monotonic()
-                tokens = min(FRAME_BURST, tokens + (now - refilled) * limits.fps)
-                refilled = now
-                if message.get("bytes") is None:
-                    await socket_.send_json(
-                        {"type": "error", "message": "send camera frames as binary JPEG messages"}
-                    )
-                    continue
-                if tokens < 1:
-                    await socket_.send_json(
-                        {"type": "dropped", "message": f"over {limits.fps:g} frames a second"}
-                    )
-                    continue
-                tokens -= 1
-                started = time.perf_counter()
-                try:
-                    frame = decode_frame(message["bytes"])
-                    landmarks = await asyncio.to_thread(holistic.landmarks, frame)
-                    ended = segmenter.push(landmarks, time=time.monotonic() - opened)
-                    sign = None
-                    if ended is not None:
-                        sign = await asyncio.to_thread(recognise.classify, loaded, ended, TOP_K)
-                    answer = {
-                        "type": "frame",
-                        "width": frame.shape[1],
-                        "height": frame.shape[0],
-                        "points": points_of(landmarks),
-                        "state": segmenter.state,
-                        "sign": sign,  # the top 5 of a sign this frame ended, else None
-                        "ms": round(1000 * (time.perf_counter() - started), 1),
-                    }
-                except ServeError as problem:
-                    await socket_.send_json({"type": "error", "message": str(problem)})
-                    continue
-                except Exception as problem:  # a bug, not the client's doing: say so, go on
-                    console.print(f"error in /api/live: {type(problem).__name__}: {problem}")
-                    await socket_.send_json(
-                        {
-                            "type": "error",
-                            "message": "the server failed on this frame (its console says why)",
-                        }
-                    )
-                    continue
-                await socket_.send_json(answer)
-        except video.VideoError as problem:  # MediaPipe could not start
-            await socket_.send_json({"type": "error", "message": str(problem)})
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            pass  # the client went away mid-answer: nothing to tell it
-        finally:
-            busy["sessions"] -= 1
-            if holistic is not None:
-                holistic.close()
-            if socket_.application_state == WebSocketState.CONNECTED:
-                try:
-                    await socket_.close()
-                except (OSError, RuntimeError):
-                    pass
-
+        app.add_route(route, routes.asset, methods=["GET"], include_in_schema=False)
+    app.add_route("/api/info", routes.info, methods=["GET"])
+    app.add_route("/api/upload", routes.upload, methods=["POST"])
+    app.router.add_websocket_route("/api/live", routes.live_session)
     return app
 
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import SHARED_DATA, run, write_gislr
 
 import checkpoint
-from web import limits, serve
+from web import limits, routes, serve
 
 pytest.importorskip("fastapi", reason="serve needs its extra: pip install -e '.[video,serve]'")
 pytest.importorskip("mediapipe", reason="serve needs the video extra: pip install -e '.[video]'")
@@ -181,7 +181,7 @@ def test_internal_failure_is_a_message_not_a_trace(model, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyError("deep inside")
 
-    monkeypatch.setattr(serve, "video_track", broken)
+    monkeypatch.setattr(routes, "video_track", broken)
     api = client(model)
     response = api.post(
         "/api/upload", content=video.read_bytes(), headers={"content-type": "video/mp4"}
@@ -199,7 +199,7 @@ def test_internal_failure_is_a_message_not_a_trace(model, monkeypatch):
             raise failure
         return [None] * len(landmarks)
 
-    monkeypatch.setattr(serve, "points_of", points_once)
+    monkeypatch.setattr(routes, "points_of", points_once)
     with api.websocket_connect("/api/live") as socket:
         assert socket.receive_json()["type"] == "ready"
         socket.send_bytes(frame)
@@ -381,6 +381,14 @@ def browser(tmp_path_factory):
         chromium.close()
 
 
+def watch_console(page) -> list[str]:
+    """The page's console errors and uncaught exceptions, collected as they happen."""
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda problem: errors.append(str(problem)))
+    return errors
+
+
 def test_server_survives_garbage_and_vanishing_clients(address):
     """Against the real server (uvicorn): bytes that are not HTTP, a WebSocket dropped without
     a goodbye mid-frame, a frame over the size bound; each time the next client is served."""
@@ -427,6 +435,7 @@ def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
     """The camera's frames come back as a skeleton drawn over the video, and the clip's sign
     as a top 5 with probability bars; the page's speed is printed."""
     page = browser.new_page(viewport={"width": 1100, "height": 760})
+    console_errors = watch_console(page)
     requested = []
     page.on("request", lambda request: requested.append(request.url))
     page.on("websocket", lambda socket: requested.append(socket.url))
@@ -460,6 +469,7 @@ def test_page_shows_skeleton_and_signs(browser, address, tmp_path):
     assert {url.split("//")[1].split("/")[0] for url in requested} == {host.rstrip("/")}
     assert any(url.endswith("/app.js") for url in requested)
     assert any(url.startswith("ws://") and url.endswith("/api/live") for url in requested)
+    assert console_errors == []  # a 404 (a favicon, say) is logged as one
 
     frames, elapsed = stats[0] - started[0], (stats[1] - started[1]) / 1000
     delays, server = (np.array(figures[-frames:] if frames else figures) for figures in stats[2:])
@@ -490,6 +500,7 @@ def test_page_upload_equals_predict(browser, address, predicted):
     """Uploading the clip on the page shows the top 5 that `predict` prints for it."""
     video = require_selfie()
     page = browser.new_page()
+    console_errors = watch_console(page)
     page.goto(address)
     page.set_input_files("#file", str(video))
     page.click("#upload")
@@ -510,4 +521,6 @@ def test_page_upload_equals_predict(browser, address, predicted):
     page.click("#upload")
     page.wait_for_selector("#message:not([hidden])")
     assert "upload a video file" in page.inner_text("#message")
+    # The refused upload's 415 is the one error the browser logs (as a failed resource).
+    assert [e for e in console_errors if "415" not in e] == []
     page.close()
