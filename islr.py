@@ -161,13 +161,7 @@ def train(
         config = resumed.preset if resumed else resolve_configs(ctx)
         if resumed and "data_dir" not in given_options(ctx):  # --data: where its data moved
             data_dir = resumed.data_dir
-        out, made = (resume, False) if resume else run_directory(out, preset)
-        if loops.rank() == 0:  # one process writes the run and generates the synthetic set
-            held.enter_context(claim(out, made=made))  # until training ends
-            if not resume:
-                refuse_used(out)
-            synth.ensure_default_data(data_dir)
-        trainer.barrier()
+        out = open_run(held, out, preset, resume, data_dir)
         started = time.perf_counter()
         dataset = load_features(data_dir, config.data)  # streamed, or mapped
         if resumed and dataset.vocabulary != resumed.vocabulary:
@@ -192,6 +186,21 @@ def resumed_run(ctx: typer.Context, resume: Path) -> trainer.ResumedRun:
         raise ValueError(f"--resume continues {resume} with its own settings: drop {flags}")
     set_threads(ctx)
     return trainer.read_resumed_run(resume)
+
+
+def open_run(
+    held: ExitStack, out: Path | None, preset: str, resume: Path | None, data_dir: Path
+) -> Path:
+    """The run directory, claimed by rank 0 until `held` closes (the synthetic set generated
+    there if it is the default data); every process waits for it."""
+    out, made = (resume, False) if resume else run_directory(out, preset)
+    if loops.rank() == 0:  # one process writes the run and generates the synthetic set
+        held.enter_context(claim(out, made=made))  # until training ends
+        if not resume:
+            refuse_used(out)
+        synth.ensure_default_data(data_dir)
+    trainer.barrier()
+    return out
 
 
 def run_directory(out: Path | None, preset: str) -> tuple[Path, bool]:
@@ -347,29 +356,13 @@ def evaluate(
             loaded, data_dir, signers, device_, batch_size
         )
 
-    signs = loaded.signs
-    console.print(
-        styled(
-            str(ckpt),
-            "bold",
-            f" on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences",
-        )
-    )
-    console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
-    classtables.print_class_tables(console, signs, result)  # short past 20 signs
-    split = loaded.metadata.get("split", {})
-    seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]
-    if seen:
-        note(
-            f"signer(s) {', '.join(seen)} trained or validated this model: these figures are "
-            "not held-out accuracy"
-        )
+    seen = print_evaluation(ckpt, loaded, data_dir, signers, result)
     if json_path:
         metrics = {
             "checkpoint": str(ckpt),
             "data": str(data_dir),
             "signers": signers,
-            "signs": signs,
+            "signs": loaded.signs,
             "seen_in_training": seen,
             **result,
         }
@@ -378,6 +371,30 @@ def evaluate(
         evaluation.evaluation_pictures(
             plots_dir, errors_dir, result, loaded, dataset, prepared, device_, data_dir
         )
+
+
+def print_evaluation(
+    ckpt: Path, loaded: checkpoint.Checkpoint, data_dir: Path, signers: list[str], result: dict
+) -> list[str]:
+    """Print evaluate's figures and class tables; returns the signers among them that trained
+    or validated the model (noted: their figures are not held-out accuracy)."""
+    console.print(
+        styled(
+            str(ckpt),
+            "bold",
+            f" on {data_dir}, signer(s) {', '.join(signers)}: {result['samples']} sequences",
+        )
+    )
+    console.print(f"accuracy {result['accuracy']:.2%}{top5_text(result, '   ')}")
+    classtables.print_class_tables(console, loaded.signs, result)  # short past 20 signs
+    split = loaded.metadata.get("split", {})
+    seen = [s for s in signers if s in split.get("train", []) + split.get("val", [])]
+    if seen:
+        note(
+            f"signer(s) {', '.join(seen)} trained or validated this model: these figures are "
+            "not held-out accuracy"
+        )
+    return seen
 
 
 # The commands of the other modules: cross-validation (crossval.py); predict (predict.py);

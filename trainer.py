@@ -271,57 +271,29 @@ def train_run(
     `on_saved(history, best)` runs once each epoch's files are written (e.g. to draw them).
     Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
     """
-    data_config, model_config, train_config = preset.data, preset.model, preset.train
     device = torch.device(device)
-    torch.manual_seed(train_config.seed)
-    model = models.build(model_config, data_config.num_features, len(vocabulary)).to(device)
-    parameters = models.num_parameters(model)
-    if dist.is_initialized():
-        model = nn.parallel.DistributedDataParallel(model)
-    world = loops.world_size()
-    state = loops.start(
-        model, train_config, prepared["train"].num_batches(train_config.batch_size, world)
-    )
-    augmenter = augment.build(preset.augment, data_config)
-    # What every checkpoint records: checkpoint.save takes the data and model configs as
-    # dataclasses (they rebuild the model) and everything else ready for JSON.
-    saved = dict(
-        data_config=data_config,
-        model_config=model_config,
-        vocabulary=vocabulary,
-        train_config=asdict(train_config),
-        augment_config=asdict(preset.augment),
-        **(metadata or {}),
-    )
+    state, parameters = start_state(prepared["train"], preset, len(vocabulary), device)
+    augmenter = augment.build(preset.augment, preset.data)
+    saved = checkpoint_fields(preset, vocabulary, metadata)
     history, best = [], None
     if resume:
-        tensors, resumed = load_resume(out / "resume.safetensors")
-        check_world(resumed, out)
-        restore(state, tensors, resumed, device)
-        history, best = resumed["history"], resumed["best"]
+        history, best = resume_state(state, out, device)
     writer = loops.rank() == 0
 
     for record in loops.fit(
         state,
         prepared["train"],
         prepared["val"],
-        train_config,
+        preset.train,
         device=device,
         augment=augmenter,
         track=track,
     ):
-        record["train"] = reduce_metrics(record["train"], device)
-        val = loops.summary(record["val"])
-        if not (math.isfinite(record["train"]["loss"]) and math.isfinite(val["loss"])):
-            raise ValueError(
-                f"training diverged in epoch {record['epoch']} (its loss is not "
-                "finite); the checkpoints of the epochs before it are kept: try a "
-                "lower --learning-rate or --clip-norm 1"
-            )
+        val = epoch_metrics(record, device)
         history.append(
             {"epoch": record["epoch"], "train": loops.summary(record["train"]), "val": val}
         )
-        is_best = record["epoch"] >= train_config.first_candidate and (
+        is_best = record["epoch"] >= preset.train.first_candidate and (
             best is None or improves(val, best["val"])
         )
         if is_best:
@@ -330,38 +302,114 @@ def train_run(
         if not writer:
             continue
         on_epoch(record, is_best)
-        out.mkdir(parents=True, exist_ok=True)  # now: a run stopped in its first epoch leaves none
-        epoch_state = dict(epoch=record["epoch"], metrics={"val": val})
-        eval_model = loops.unwrap(state.eval_model)
-        if is_best:
-            checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
-        checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
-        save_resume(
-            out / "resume.safetensors",
-            state,
-            {
-                **saved,
-                "history": history,
-                "best": best,
-                "data_config": asdict(data_config),
-                "model_config": asdict(model_config),
-                "world": world,
-            },
-            rng,
-        )
-        safely.write_text(out / "history.json", json.dumps(history, indent=1))
+        save_epoch(out, state, record["epoch"], val, is_best, saved, history, best, rng)
         on_saved(history, best)
 
-    tests = {}
-    if writer and "test" in prepared:
-        for name in ("model", "last"):
-            path = out / f"{name}.safetensors"
-            loaded = checkpoint.load(path)
-            batches = prepared["test"].batches(loops.EVAL_BATCH)
-            result = loops.evaluate(loaded.model.to(device), batches, device=device)
-            metrics = {**loaded.metadata["metrics"], "test": loops.summary(result)}
-            epoch = loaded.metadata["epoch"]
-            checkpoint.save(path, loaded.model, **saved, epoch=epoch, metrics=metrics)
-            tests[name] = {**result, "epoch": epoch}
+    tests = evaluate_checkpoints(prepared.get("test"), out, saved, device) if writer else {}
     barrier()
     return {"best": best, "test": tests, "parameters": parameters}
+
+
+def start_state(
+    train: Prepared, preset: Preset, num_classes: int, device: torch.device
+) -> tuple[loops.TrainState, int]:
+    """(the seeded model with its optimizer, schedule and EMA, its parameter count); the model
+    is wrapped in DistributedDataParallel under torchrun."""
+    torch.manual_seed(preset.train.seed)
+    model = models.build(preset.model, preset.data.num_features, num_classes).to(device)
+    parameters = models.num_parameters(model)
+    if dist.is_initialized():
+        model = nn.parallel.DistributedDataParallel(model)
+    num_batches = train.num_batches(preset.train.batch_size, loops.world_size())
+    return loops.start(model, preset.train, num_batches), parameters
+
+
+def checkpoint_fields(preset: Preset, vocabulary: dict[str, int], metadata: dict | None) -> dict:
+    """What every checkpoint of a run records: checkpoint.save takes the data and model configs
+    as dataclasses (they rebuild the model) and everything else ready for JSON."""
+    return dict(
+        data_config=preset.data,
+        model_config=preset.model,
+        vocabulary=vocabulary,
+        train_config=asdict(preset.train),
+        augment_config=asdict(preset.augment),
+        **(metadata or {}),
+    )
+
+
+def resume_state(
+    state: loops.TrainState, out: Path, device: torch.device
+) -> tuple[list[dict], dict | None]:
+    """Put out/resume.safetensors back into `state`; returns the run's (history, best)."""
+    tensors, resumed = load_resume(out / "resume.safetensors")
+    check_world(resumed, out)
+    restore(state, tensors, resumed, device)
+    return resumed["history"], resumed["best"]
+
+
+def epoch_metrics(record: dict, device: torch.device) -> dict:
+    """The epoch's validation summary, once its training metrics (in `record`, reduced over the
+    processes in place) and validation loss are known to be finite."""
+    record["train"] = reduce_metrics(record["train"], device)
+    val = loops.summary(record["val"])
+    if not (math.isfinite(record["train"]["loss"]) and math.isfinite(val["loss"])):
+        raise ValueError(
+            f"training diverged in epoch {record['epoch']} (its loss is not "
+            "finite); the checkpoints of the epochs before it are kept: try a "
+            "lower --learning-rate or --clip-norm 1"
+        )
+    return val
+
+
+def save_epoch(
+    out: Path,
+    state: loops.TrainState,
+    epoch: int,
+    val: dict,
+    is_best: bool,
+    saved: dict,
+    history: list[dict],
+    best: dict | None,
+    rng: dict,
+) -> None:
+    """Write the epoch's files: model.safetensors (if best), last, resume and history.json."""
+    out.mkdir(parents=True, exist_ok=True)  # now: a run stopped in its first epoch leaves none
+    epoch_state = dict(epoch=epoch, metrics={"val": val})
+    eval_model = loops.unwrap(state.eval_model)
+    if is_best:
+        checkpoint.save(out / "model.safetensors", eval_model, **saved, **epoch_state)
+    checkpoint.save(out / "last.safetensors", eval_model, **saved, **epoch_state)
+    save_resume(
+        out / "resume.safetensors",
+        state,
+        {
+            **saved,
+            "history": history,
+            "best": best,
+            "data_config": asdict(saved["data_config"]),
+            "model_config": asdict(saved["model_config"]),
+            "world": loops.world_size(),
+        },
+        rng,
+    )
+    safely.write_text(out / "history.json", json.dumps(history, indent=1))
+
+
+def evaluate_checkpoints(
+    test: Prepared | None, out: Path, saved: dict, device: torch.device
+) -> dict[str, dict]:
+    """Evaluate model and last.safetensors on the test split (if any) and add its metrics to
+    them; returns {"model": metrics, "last": metrics} (each with its epoch), or {}."""
+    tests = {}
+    if test is None:
+        return tests
+    for name in ("model", "last"):
+        path = out / f"{name}.safetensors"
+        loaded = checkpoint.load(path)
+        batches = test.batches(loops.EVAL_BATCH)
+        result = loops.evaluate(loaded.model.to(device), batches, device=device)
+        metrics = {**loaded.metadata["metrics"], "test": loops.summary(result)}
+        epoch = loaded.metadata["epoch"]
+        checkpoint.save(path, loaded.model, **saved, epoch=epoch, metrics=metrics)
+        tests[name] = {**result, "epoch": epoch}
+    return tests
