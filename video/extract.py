@@ -40,6 +40,7 @@ class Report:
     frames: int = 0  # extracted by this run
     seconds: float = 0.0
     problems: dict[str, list[str]] = field(default_factory=dict)  # kind -> messages
+    cut_short: list[str] = field(default_factory=list)  # written, from fewer frames than declared
     interrupted: bool = False
 
     def add_problem(self, kind: str, message: str) -> None:
@@ -91,7 +92,9 @@ def _count_frames(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 def extract_one(
     job: extract_jobs.Job, complexity: int, keep_empty: bool
 ) -> tuple[extract_jobs.Job, int, str | None, str]:
-    """Extract and write one recording: (job, frames, problem kind or None, message)."""
+    """Extract and write one recording: (job, frames, problem kind or None, message). A file
+    written from fewer frames than its video declares has no problem kind and says so in the
+    message (video.truncation_note)."""
     try:
         frames = _count_frames(video.read_frames(job.source))
         points = video.extract_frames(frames, complexity, static=video.is_image_path(job.source))
@@ -102,7 +105,8 @@ def extract_one(
         return job, len(points), "no_person", message + " (--keep-empty writes all-NaN files)"
     job.out.parent.mkdir(parents=True, exist_ok=True)
     write_landmarks(job.out, points)
-    return job, len(points), None, ""
+    cut = video.truncation_note(job.source, len(points))
+    return job, len(points), None, f"{job.source}: {cut}" if cut else ""
 
 
 def run(
@@ -128,7 +132,6 @@ def run(
         kaggle.pyarrow_parquet()  # fail now, not after the first extraction
     video.check_complexity(complexity)
     video.quiet_native_output()
-    global _frames_done, _on_frame, _stop
     counter = multiprocessing.get_context("spawn").Value("q", 0)
     started = time.perf_counter()
     shown = [0.0]  # when progress was last reported
@@ -138,6 +141,8 @@ def run(
         report.frames += frames
         if kind is None:
             report.written.append(job)
+            if message:
+                report.cut_short.append(message)
         else:
             report.add_problem(kind, message)
 
@@ -147,44 +152,54 @@ def run(
             on_progress(counter.value, len(report.written) + report.num_problems)
 
     with safely.deferred() as stop:
-        if workers == 1:
-            _frames_done, _on_frame, _stop = counter, lambda: progress(now=False), stop
-            try:
-                for job in todo:
-                    safely.check(stop)
-                    finished(extract_one(job, complexity, keep_empty))
-                    progress()
-            except KeyboardInterrupt:
-                report.interrupted = True
-            finally:
-                _frames_done = _on_frame = _stop = None
-        else:
-            context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-            with safely.ignored_while_starting_workers():
-                pool = context.Pool(min(workers, len(todo)), _init_worker, (counter,))
-            try:
-                results = pool.imap_unordered(
-                    _extract_job, [(job, complexity, keep_empty) for job in todo]
-                )
-                for _ in todo:
-                    while True:
-                        safely.check(stop)
-                        try:
-                            finished(results.next(timeout=0.1))
-                            break
-                        except multiprocessing.TimeoutError:
-                            progress(now=False)
-                    progress()
-                pool.close()
-            except KeyboardInterrupt:
-                report.interrupted = True
-            finally:
-                pool.terminate()
-                pool.join()
-                for job in todo:  # a worker stopped mid-write leaves its temporary file
-                    safely.temporary_name(job.out).unlink(missing_ok=True)
+        arguments = (complexity, keep_empty)
+        try:
+            if workers == 1:
+                _run_here(todo, arguments, counter, stop, finished, progress)
+            else:
+                _run_in_processes(todo, arguments, workers, counter, stop, finished, progress)
+        except KeyboardInterrupt:
+            report.interrupted = True
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _run_here(todo, arguments: tuple, counter, stop, finished, progress) -> None:
+    """`run`'s jobs one after another in this process, stopping between frames on `stop`."""
+    global _frames_done, _on_frame, _stop
+    _frames_done, _on_frame, _stop = counter, lambda: progress(now=False), stop
+    try:
+        for job in todo:
+            safely.check(stop)
+            finished(extract_one(job, *arguments))
+            progress()
+    finally:
+        _frames_done = _on_frame = _stop = None
+
+
+def _run_in_processes(todo, arguments: tuple, workers: int, counter, stop, finished, progress):
+    """`run`'s jobs in `workers` spawned processes; on `stop` they are terminated, and the
+    temporary file of one stopped mid-write is removed."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    with safely.ignored_while_starting_workers():
+        pool = context.Pool(min(workers, len(todo)), _init_worker, (counter,))
+    try:
+        results = pool.imap_unordered(_extract_job, [(job, *arguments) for job in todo])
+        for _ in todo:
+            while True:
+                safely.check(stop)
+                try:
+                    finished(results.next(timeout=0.1))
+                    break
+                except multiprocessing.TimeoutError:
+                    progress(now=False)
+            progress()
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+        for job in todo:  # a worker stopped mid-write leaves its temporary file
+            safely.temporary_name(job.out).unlink(missing_ok=True)
 
 
 def _extract_job(arguments: tuple) -> tuple:
@@ -235,51 +250,77 @@ def extract(
 
     Files already extracted are skipped, so an interrupted run continues where it stopped.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from cli import console, note, say_error, say_interrupted, styled, user_errors
+    from cli import console, note, user_errors
 
     with user_errors(extract_jobs.ExtractError, kaggle.KaggleError, video.VideoError):
         jobs, folder_mode = extract_jobs.command_jobs(inputs, out, dataset, signer, format)
         video.check_complexity(complexity)
         video.quiet_native_output()  # before the progress bar, which swaps sys.stdout meanwhile
-        todo = [job for job in jobs if not job.out.is_file()]
-        total = sum(video.count_frames(job.source) or 1 for job in todo)
-        columns = (
-            TextColumn("extracting"),
-            BarColumn(),
-            TextColumn(
-                "{task.completed}/{task.total} frames, {task.fields[rate]} frames/s, "
-                "{task.fields[files]}/{task.fields[num_files]} files, ETA {task.fields[eta]}"
-            ),
-            TimeElapsedColumn(),
+        report = run_with_progress(
+            jobs, complexity=complexity, workers=workers, keep_empty=keep_empty
         )
-        started = time.perf_counter()
-        with Progress(
-            *columns, console=console, transient=True, disable=not console.is_terminal
-        ) as progress:
-            task = progress.add_task(
-                "extract", total=max(total, 1), rate="-", files=0, num_files=len(todo), eta="-"
+        if dataset and out.is_dir():
+            num_rows, num_signs = extract_jobs.write_dataset_index(out, jobs)
+    where = out if folder_mode else jobs[0].out
+    settings = f"complexity {complexity}, {workers} worker(s)"
+    print_report(report, folder_mode, len(jobs), where, settings)
+    if dataset:
+        console.print(
+            f"{out}: train.csv has {num_rows} recordings of {num_signs} signs; next: "
+            f"python islr.py prepare {out} DATA_DIR"
+        )
+        if num_signs < 2:
+            note("a data set needs at least two signs to train a classifier")
+
+
+def run_with_progress(
+    jobs: list[extract_jobs.Job], *, complexity: int, workers: int, keep_empty: bool
+) -> Report:
+    """`run` under a progress bar of frames and files (with its rate and time left)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cli import console
+
+    todo = [job for job in jobs if not job.out.is_file()]
+    total = sum(video.count_frames(job.source) or 1 for job in todo)
+    columns = (
+        TextColumn("extracting"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed}/{task.total} frames, {task.fields[rate]} frames/s, "
+            "{task.fields[files]}/{task.fields[num_files]} files, ETA {task.fields[eta]}"
+        ),
+        TimeElapsedColumn(),
+    )
+    started = time.perf_counter()
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as progress:
+        task = progress.add_task(
+            "extract", total=max(total, 1), rate="-", files=0, num_files=len(todo), eta="-"
+        )
+
+        def show(frames: int, files: int) -> None:
+            seconds = time.perf_counter() - started
+            rate = frames / seconds if seconds > 0 else 0.0
+            left = max(total - frames, 0)
+            eta = f"{left / rate:.0f}s" if rate > 0 else "-"
+            progress.update(
+                task, completed=min(frames, total), rate=f"{rate:.1f}", files=files, eta=eta
             )
 
-            def show(frames: int, files: int) -> None:
-                seconds = time.perf_counter() - started
-                rate = frames / seconds if seconds > 0 else 0.0
-                left = max(total - frames, 0)
-                eta = f"{left / rate:.0f}s" if rate > 0 else "-"
-                progress.update(
-                    task, completed=min(frames, total), rate=f"{rate:.1f}", files=files, eta=eta
-                )
+        return run(
+            jobs, complexity=complexity, workers=workers, keep_empty=keep_empty, on_progress=show
+        )
 
-            report = run(
-                jobs,
-                complexity=complexity,
-                workers=workers,
-                keep_empty=keep_empty,
-                on_progress=show,
-            )
-            if dataset and out.is_dir():
-                num_rows, num_signs = extract_jobs.write_dataset_index(out, jobs)
+
+def print_report(
+    report: Report, folder_mode: bool, num_jobs: int, where: Path, settings: str
+) -> None:
+    """extract's closing lines: skipped recordings by kind (a folder), files that may be cut
+    short, the totals; exit 130 when interrupted, 1 when nothing was extracted."""
+    from cli import console, note, say_error, say_interrupted, styled
+
     for kind, messages in report.problems.items() if folder_mode else ():
         shown = "; ".join(messages[:NUM_EXAMPLES])
         more = f" (and {len(messages) - NUM_EXAMPLES} more)" if len(messages) > NUM_EXAMPLES else ""
@@ -288,14 +329,19 @@ def extract(
                 f"skipped {len(messages)} ({kind.replace('_', ' ')}):", "yellow", f" {shown}{more}"
             )
         )
+    for message in report.cut_short[:NUM_EXAMPLES]:
+        note(message)
+    if len(report.cut_short) > NUM_EXAMPLES:
+        note(f"and {len(report.cut_short) - NUM_EXAMPLES} more recording(s) may be cut short")
     rate = report.frames / report.seconds if report.seconds else 0.0
-    where = out if folder_mode else jobs[0].out
     line = (
         f"{len(report.written)} recording(s), {report.frames} frames in {report.seconds:.1f}s "
-        f"({rate:.1f} frames/s, complexity {complexity}, {workers} worker(s)) -> {where}"
+        f"({rate:.1f} frames/s, {settings}) -> {where}"
     )
     if report.existing:
         line += f"; {len(report.existing)} already extracted, skipped"
+    if report.cut_short:
+        line += f"; {len(report.cut_short)} may be cut short"
     if report.interrupted:
         say_interrupted(f": {line}; run the same command again to continue")
         raise typer.Exit(130)
@@ -303,14 +349,7 @@ def extract(
         say_error(
             "nothing extracted: " + "; ".join(m for ms in report.problems.values() for m in ms)
             if not folder_mode
-            else f"nothing extracted from {len(jobs)} recording(s) (see the skipped lines above)"
+            else f"nothing extracted from {num_jobs} recording(s) (see the skipped lines above)"
         )
         raise typer.Exit(1)
     console.print(line)
-    if dataset:
-        console.print(
-            f"{out}: train.csv has {num_rows} recordings of {num_signs} signs; next: "
-            f"python islr.py prepare {out} DATA_DIR"
-        )
-        if num_signs < 2:
-            note("a data set needs at least two signs to train a classifier")

@@ -37,7 +37,8 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
 
     `.parquet`: one Kaggle sequence file; `.hdf5` (`.h5`): every sequence of a GISLR signer
     file; `.npy`: one array [T, 543, 3] (frames, landmarks, x/y/z), as MediaPipe code produces
-    it. Names are the path as given (plus the sequence id within an HDF5 file).
+    it. Names are the path as given (plus the sequence id within an HDF5 file). A video that
+    decodes to fewer frames than it declares gets a note (video.truncation_note).
     """
     path = Path(path)
     if path.is_dir():
@@ -79,6 +80,9 @@ def read_recordings(path: Path) -> list[tuple[str, np.ndarray]]:
             points = video.extract_path(path)  # (T, 543, 3), as `extract` writes them
         except video.VideoError as error:
             raise data.DataError(str(error)) from None
+        cut = video.truncation_note(path, len(points))
+        if cut:
+            note(f"{path}: {cut}")
         return [(str(path), np.ascontiguousarray(points.transpose(2, 0, 1)))]
     raise data.DataError(
         f"{path}: unknown input type {path.suffix!r} (use .parquet, .hdf5, .npy, a video or an "

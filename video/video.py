@@ -205,6 +205,20 @@ def count_frames(path: str | Path) -> int | None:
     return int(count) if count and count > 0 else None
 
 
+def truncation_note(path: str | Path, frames_read: int) -> str | None:
+    """ "read 12 of 58 frames: the file may be cut short" when decoding `path` gave fewer
+    frames than its container declares (count_frames); None when it gave them all, or the
+    container declares none.
+
+    Some containers' counts are estimates from duration and frame rate, so a shortfall of one
+    frame, or of 2% of the count, goes without a note.
+    """
+    expected = count_frames(path)
+    if expected is None or frames_read >= expected - max(1, expected // 50):
+        return None
+    return f"read {frames_read} of {expected} frames: the file may be cut short"
+
+
 def check_complexity(complexity: int) -> None:
     """A VideoError unless `complexity` is 0, 1 or 2 and its pose model is here."""
     if complexity not in COMPLEXITIES:

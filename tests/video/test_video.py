@@ -217,8 +217,55 @@ def test_predict_on_a_video_equals_predict_on_its_parquet(trained, selfie_parque
         results.append((record["predictions"], record["landmarks_seen"]))
     assert results[0] == results[1]
     assert len(results[0][0]) == 3 and results[0][1]
+    assert "cut short" not in result.output
     (tmp_path / "text.mp4").write_text("not a video")
     one_line_error(run("predict", ckpt, tmp_path / "text.mp4"), "not a video OpenCV can decode")
+
+
+def cut_selfie(folder: Path) -> Path:
+    """The first 100,000 bytes of the selfie video: OpenCV decodes 12 of the 58 frames its
+    container declares."""
+    require_videos()
+    path = folder / "cut.mp4"
+    path.write_bytes(SELFIE.read_bytes()[:100_000])
+    return path
+
+
+def test_truncation_note_names_frames_read_of_frames_declared(tmp_path):
+    """A video cut short: "read 12 of 58 frames"; the whole video, a frame short of it (an
+    estimated count) and an image: no note."""
+    cut = cut_selfie(tmp_path)
+    frames = sum(1 for _ in video.read_frames(cut))
+    assert frames == 12
+    assert video.truncation_note(cut, frames) == "read 12 of 58 frames: the file may be cut short"
+    assert video.truncation_note(SELFIE, 58) is None
+    assert video.truncation_note(SELFIE, 57) is None
+    assert video.truncation_note(PERSON, 1) is None
+
+
+def test_predict_and_extract_say_a_video_is_cut_short(trained, tmp_path):
+    """predict and extract of a cut video still give their result, with a note of frames read
+    of frames declared; extract of a folder counts the recordings that may be cut short."""
+    cut = cut_selfie(tmp_path)
+    _, out, _ = trained
+    result = run("predict", out / "model.safetensors", cut)
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())  # rich wraps long lines
+    assert f"note: {cut}: read 12 of 58 frames: the file may be cut short" in printed
+    result = run("extract", cut, "--out", tmp_path / "cut.parquet")
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    assert f"note: {cut}: read 12 of 58 frames" in printed
+    assert "1 recording(s), 12 frames" in printed and "1 may be cut short" in printed
+    assert kaggle.read_sequence(tmp_path / "cut.parquet").shape == (3, 12, 543)
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    cut.rename(folder / "cut.mp4")
+    (folder / "person.png").write_bytes(PERSON.read_bytes())
+    result = run("extract", folder, "--out", tmp_path / "landmarks")
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    assert "2 recording(s), 13 frames" in printed and "; 1 may be cut short" in printed
 
 
 def test_quiet_native_output_keeps_python_output():
