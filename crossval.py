@@ -46,6 +46,7 @@ from cli import (
     user_errors,
 )
 from pictures import curves, plots
+from presets import Preset
 from synthetic import synth
 
 # cv and bench take any train flag after their own options.
@@ -110,59 +111,19 @@ def cv(
         refuse_used(out)
         synth.ensure_default_data(data_dir)
         dataset = load_features(data_dir, config.data)  # streamed, or mapped
-        signers = sorted(set(dataset.signers))
         excluded = parse_signers(exclude, "--exclude")
-        for signer in excluded:
-            if signer not in signers:
-                raise data.DataError(f"excluded signer {signer} is not in the data")
-            if signer == test_signer:
-                raise ValueError(f"--test-signer {signer} is also excluded: drop one of them")
-            signers.remove(signer)
-        if test_signer is None:
-            splits = data.signer_folds(signers, folds, val_signers)
-        else:
-            train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
-            splits = [(train_signers, val, [test])]
+        splits = cv_splits(sorted(set(dataset.signers)), excluded, folds, val_signers, test_signer)
         where = f" on {data_dir} ({dataset}): {len(splits)} fold(s) x {seeds} seed(s), out {out}"
         describe_run("islr cv", where, config)
-        runs = []
+        runs, parameters = [], 0
         try:
-            for fold, (train_signers, val, test) in enumerate(splits):
-                prepared = dataset.split(train_signers, val, test)
+            for fold, split in enumerate(splits):
+                prepared = dataset.split(*split)
                 for seed in range(seeds):
-                    result = trainer.train_run(
-                        prepared,
-                        out / f"fold{fold}-seed{seed}",
-                        replace(config, train=replace(config.train, seed=seed)),
-                        vocabulary=dataset.vocabulary,
-                        device=device_,
-                        metadata=trainer.run_metadata(
-                            {"train": train_signers, "val": val, "test": test}, data_dir
-                        ),
-                        track=tracked,
-                        on_saved=curves.writer(
-                            out / f"fold{fold}-seed{seed}" / "curves.png",
-                            config.train.first_candidate,
-                            config.train.epochs,
-                        ),
+                    run, parameters = cv_run(
+                        prepared, fold, seed, split, config, out, dataset, data_dir, device_
                     )
-                    test_metrics = result["test"]["model"]
-                    runs.append(
-                        {
-                            "fold": fold,
-                            "seed": seed,
-                            "test_signers": test,
-                            "val_signers": val,
-                            "best_epoch": result["best"]["epoch"],
-                            **test_metrics,
-                        }
-                    )
-                    console.print(
-                        f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
-                        f"epoch {result['best']['epoch']}, "
-                        f"test acc {test_metrics['accuracy']:.2%}, "
-                        f"last-epoch {result['test']['last']['accuracy']:.2%}"
-                    )
+                    runs.append(run)
         except KeyboardInterrupt:
             say_interrupted(
                 f" after {len(runs)} of {len(splits) * seeds} runs (kept in {out}); "
@@ -171,38 +132,117 @@ def cv(
             raise typer.Exit(130) from None
         finally:
             curves.wait_for_drawing()  # each run's curves.png, before the lock is let go
-        accuracies = torch.tensor([r["accuracy"] for r in runs])
-        per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
-        std = accuracies.std().item() if len(runs) > 1 else 0.0
-        console.print(
-            styled(
-                f"test accuracy {accuracies.mean():.2%} ± {std:.2%}",
-                "bold",
-                f" over {len(runs)} runs "
-                f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {result['parameters']:,} parameters",
-            )
+        summarise(runs, parameters, dataset, config, excluded, out)
+
+
+def cv_splits(
+    signers: list[str],
+    excluded: list[str],
+    folds: int,
+    val_signers: int,
+    test_signer: str | None,
+) -> list[tuple[list[str], list[str], list[str]]]:
+    """(train, val, test) signers of each fold: disjoint test groups, or one fixed test signer;
+    `excluded` signers are in none."""
+    signers = list(signers)
+    for signer in excluded:
+        if signer not in signers:
+            raise data.DataError(f"excluded signer {signer} is not in the data")
+        if signer == test_signer:
+            raise ValueError(f"--test-signer {signer} is also excluded: drop one of them")
+        signers.remove(signer)
+    if test_signer is None:
+        return data.signer_folds(signers, folds, val_signers)
+    train_signers, val, test = data.split_signers(signers, test_signer, val_signers)
+    return [(train_signers, val, [test])]
+
+
+def cv_run(
+    prepared: dict,
+    fold: int,
+    seed: int,
+    split: tuple[list[str], list[str], list[str]],
+    config: Preset,
+    out: Path,
+    dataset: data.Dataset,
+    data_dir: Path,
+    device: torch.device,
+) -> tuple[dict, int]:
+    """Train and test one fold with one seed, print its line; (its cv.json entry, the model's
+    number of parameters)."""
+    train_signers, val, test = split
+    run_dir = out / f"fold{fold}-seed{seed}"
+    result = trainer.train_run(
+        prepared,
+        run_dir,
+        replace(config, train=replace(config.train, seed=seed)),
+        vocabulary=dataset.vocabulary,
+        device=device,
+        metadata=trainer.run_metadata({"train": train_signers, "val": val, "test": test}, data_dir),
+        track=tracked,
+        on_saved=curves.writer(
+            run_dir / "curves.png", config.train.first_candidate, config.train.epochs
+        ),
+    )
+    test_metrics = result["test"]["model"]
+    run = {
+        "fold": fold,
+        "seed": seed,
+        "test_signers": test,
+        "val_signers": val,
+        "best_epoch": result["best"]["epoch"],
+        **test_metrics,
+    }
+    console.print(
+        f"fold {fold} seed {seed} (test {', '.join(test)}, val {', '.join(val)}): "
+        f"epoch {result['best']['epoch']}, "
+        f"test acc {test_metrics['accuracy']:.2%}, "
+        f"last-epoch {result['test']['last']['accuracy']:.2%}"
+    )
+    return run, result["parameters"]
+
+
+def summarise(
+    runs: list[dict],
+    parameters: int,
+    dataset: data.Dataset,
+    config: Preset,
+    excluded: list[str],
+    out: Path,
+) -> None:
+    """Print mean ± std test accuracy and per-class accuracy; write cv.json (and cv.png)."""
+    accuracies = torch.tensor([r["accuracy"] for r in runs])
+    per_class = mean_per_class([r["per_class_accuracy"] for r in runs])
+    std = accuracies.std().item() if len(runs) > 1 else 0.0
+    console.print(
+        styled(
+            f"test accuracy {accuracies.mean():.2%} ± {std:.2%}",
+            "bold",
+            f" over {len(runs)} runs "
+            f"(min {accuracies.min():.2%}, max {accuracies.max():.2%}); {parameters:,} parameters",
         )
-        signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
-        shown = (
-            f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)
-        )
-        console.print("per-class: " + ", ".join(shown))
-        summary = {
-            "runs": runs,
-            "mean": accuracies.mean().item(),
-            "std": std,
-            "excluded": excluded,
-            "signs": signs,
-            "per_class_accuracy": per_class,
-            "model": asdict(config.model),
-            "train": asdict(config.train),
-            "data": asdict(config.data),
-            "augment": asdict(config.augment),
-        }
-        safely.write_text(out / "cv.json", json.dumps(summary, indent=1))
-        if plots.available():
-            plots.write_cv(out / "cv.png", runs)
-            console.print(f"picture: {out / 'cv.png'}")
+    )
+    signs = sorted(dataset.vocabulary, key=dataset.vocabulary.get)
+    shown = (
+        f"{s} -" if a is None else f"{s} {a:.1%}" for s, a in zip(signs, per_class, strict=True)
+    )
+    console.print("per-class: " + ", ".join(shown))
+    summary = {
+        "runs": runs,
+        "mean": accuracies.mean().item(),
+        "std": std,
+        "excluded": excluded,
+        "signs": signs,
+        "per_class_accuracy": per_class,
+        "model": asdict(config.model),
+        "train": asdict(config.train),
+        "data": asdict(config.data),
+        "augment": asdict(config.augment),
+    }
+    safely.write_text(out / "cv.json", json.dumps(summary, indent=1))
+    if plots.available():
+        plots.write_cv(out / "cv.png", runs)
+        console.print(f"picture: {out / 'cv.png'}")
 
 
 def mean_per_class(runs: list[list[float | None]]) -> list[float | None]:

@@ -94,24 +94,8 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
     vs PyTorch), "parity_sequences", "parity_frames" [min, max], "parity_source", "seconds"}.
     """
     started = time.perf_counter()
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}: choose torchscript or onnx")
     out = Path(out)
-    suffix = FORMATS[format]
-    if out.suffix in FORMATS.values() and out.suffix != suffix:
-        raise ValueError(
-            f"{out} is named {out.suffix} but the format is {format}: name it "
-            f"{out.with_suffix(suffix).name} or choose the other format"
-        )
-    if not out.parent.is_dir():
-        raise ValueError(f"output directory {out.parent} does not exist: create it first")
-    if format == "onnx":
-        missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
-        if missing:
-            raise ExportError(
-                f"export to ONNX needs {', '.join(missing)}: pip install '.[onnx]' "
-                "(or use --format torchscript)"
-            )
+    check_target(out, format)
     loaded = checkpoint.load(ckpt_path)
     if format == "onnx" and isinstance(loaded.model, models.RecurrentISLR):
         raise ExportError(
@@ -120,18 +104,7 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
         )
     deployable = Deployable(loaded.model, loaded.data_config)
     sequences, source = parity_sequences(loaded)
-    metadata = {
-        "vocabulary": json.dumps(loaded.signs),
-        "islr": json.dumps(
-            {
-                "input": "landmarks float32 [T, 543, 3], Kaggle landmark order, NaN = missing",
-                "output": "logits float32 [K], in vocabulary order",
-                "checkpoint": str(ckpt_path),
-                "data_config": asdict(loaded.data_config),
-                "model_config": asdict(loaded.model_config),
-            }
-        ),
-    }
+    metadata = file_metadata(loaded, ckpt_path)
     example = random_sequence(torch.Generator().manual_seed(1), TRACE_FRAMES)
     with safely.replacing(out) as temporary:  # renamed to `out` only if parity holds
         save = save_torchscript if format == "torchscript" else save_onnx
@@ -159,6 +132,44 @@ def export(ckpt_path: Path | str, out: Path | str, format: str) -> dict:
         "parity_frames": [min(lengths), max(lengths)],
         "parity_source": source,
         "seconds": time.perf_counter() - started,
+    }
+
+
+def check_target(out: Path, format: str) -> None:
+    """Refuse, before any work, an unknown format, a name with the other format's suffix, a
+    missing output directory, and ONNX without its packages."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: choose torchscript or onnx")
+    suffix = FORMATS[format]
+    if out.suffix in FORMATS.values() and out.suffix != suffix:
+        raise ValueError(
+            f"{out} is named {out.suffix} but the format is {format}: name it "
+            f"{out.with_suffix(suffix).name} or choose the other format"
+        )
+    if not out.parent.is_dir():
+        raise ValueError(f"output directory {out.parent} does not exist: create it first")
+    if format == "onnx":
+        missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ExportError(
+                f"export to ONNX needs {', '.join(missing)}: pip install '.[onnx]' "
+                "(or use --format torchscript)"
+            )
+
+
+def file_metadata(loaded: checkpoint.Checkpoint, ckpt_path: Path | str) -> dict[str, str]:
+    """What the exported file carries besides the model: the vocabulary and how to feed it."""
+    return {
+        "vocabulary": json.dumps(loaded.signs),
+        "islr": json.dumps(
+            {
+                "input": "landmarks float32 [T, 543, 3], Kaggle landmark order, NaN = missing",
+                "output": "logits float32 [K], in vocabulary order",
+                "checkpoint": str(ckpt_path),
+                "data_config": asdict(loaded.data_config),
+                "model_config": asdict(loaded.model_config),
+            }
+        ),
     }
 
 

@@ -123,42 +123,8 @@ def bench_video(
             "live": {},
         }
         table = Table("figure", "value", title=f"islr bench-video on {source.name}")
-        for complexity in video.COMPLEXITIES:
-            for workers in (1, 2):
-                if not video.pose_model_path(complexity).is_file():
-                    row = {"complexity": complexity, "workers": workers, "frames_per_second": None}
-                    value = f"- ({video.pose_model_path(complexity).name} not in the wheel)"
-                else:
-                    row = {
-                        "complexity": complexity,
-                        "workers": workers,
-                        **extraction_speed(source, copies, complexity, workers),
-                    }
-                    value = (
-                        f"{row['frames_per_second']:.1f} ({row['frames']} frames, {row['seconds']:.1f}s; "
-                        f"CPU {row['cpu_ms_per_frame']:.0f} ms a frame)"
-                    )
-                result["extraction"].append(row)
-                table.add_row(
-                    f"(a) extract, complexity {complexity}, {workers} worker(s), frames/s", value
-                )
-        for realtime in (False, True):
-            figures = live_speed(ckpt, source, 1, realtime)
-            result["live"]["realtime" if realtime else "every_frame"] = figures
-            if realtime:
-                total = figures["frames"] + figures["dropped"]
-                table.add_row(
-                    f"(b) live, real time at {figures['source_fps']:.0f} fps, complexity 1",
-                    f"processed {figures['frames']}/{total}, dropped {figures['dropped']} "
-                    f"({figures['dropped'] / total:.0%}), {figures['signs']} sign(s) found",
-                )
-            else:
-                table.add_row(
-                    "(b) live ms per frame, complexity 1, every frame: median / p95",
-                    f"{figures['ms_median']:.1f} / {figures['ms_p95']:.1f} ({figures['fps']:.1f} "
-                    f"frames/s, CPU {figures['cpu_ms_median']:.0f} ms a frame, "
-                    f"{figures['signs']} sign(s) found)",
-                )
+        result["extraction"] = extraction_rows(source, copies, table)
+        result["live"] = live_rows(ckpt, source, table)
         result["load_average_after"] = os.getloadavg()[0]
         table.add_row(
             "load average before / after, cpus",
@@ -167,3 +133,52 @@ def bench_video(
     console.print(table)
     if json_path:
         write_json(json_path, result)
+
+
+def extraction_rows(source: Path, copies: int, table) -> list[dict]:
+    """(a): extraction speed at each complexity whose model is here, with 1 and 2 workers; a
+    row of `table` each."""
+    rows = []
+    for complexity in video.COMPLEXITIES:
+        for workers in (1, 2):
+            if not video.pose_model_path(complexity).is_file():
+                row = {"complexity": complexity, "workers": workers, "frames_per_second": None}
+                value = f"- ({video.pose_model_path(complexity).name} not in the wheel)"
+            else:
+                row = {
+                    "complexity": complexity,
+                    "workers": workers,
+                    **extraction_speed(source, copies, complexity, workers),
+                }
+                value = (
+                    f"{row['frames_per_second']:.1f} ({row['frames']} frames, {row['seconds']:.1f}s; "
+                    f"CPU {row['cpu_ms_per_frame']:.0f} ms a frame)"
+                )
+            rows.append(row)
+            table.add_row(
+                f"(a) extract, complexity {complexity}, {workers} worker(s), frames/s", value
+            )
+    return rows
+
+
+def live_rows(ckpt: Path, source: Path, table) -> dict[str, dict]:
+    """(b): live on every frame, then in real time; a row of `table` each."""
+    result = {}
+    for realtime in (False, True):
+        figures = live_speed(ckpt, source, 1, realtime)
+        result["realtime" if realtime else "every_frame"] = figures
+        if realtime:
+            total = figures["frames"] + figures["dropped"]
+            table.add_row(
+                f"(b) live, real time at {figures['source_fps']:.0f} fps, complexity 1",
+                f"processed {figures['frames']}/{total}, dropped {figures['dropped']} "
+                f"({figures['dropped'] / total:.0%}), {figures['signs']} sign(s) found",
+            )
+        else:
+            table.add_row(
+                "(b) live ms per frame, complexity 1, every frame: median / p95",
+                f"{figures['ms_median']:.1f} / {figures['ms_p95']:.1f} ({figures['fps']:.1f} "
+                f"frames/s, CPU {figures['cpu_ms_median']:.0f} ms a frame, "
+                f"{figures['signs']} sign(s) found)",
+            )
+    return result

@@ -109,38 +109,11 @@ def build_page(
 ) -> str:
     """The HTML page of a run (result None: no test signer, no evaluation sections' evaluation)."""
     train_config = loaded.metadata.get("train_config", {})
-    split = loaded.metadata.get("split", {})
-    configuration = table(
-        {
-            "command": loaded.metadata.get("command", "?"),
-            "data": loaded.metadata.get("data", "?"),
-            **{f"{k} signers": ", ".join(v) for k, v in split.items()},
-        }
-    )
-    boxes = ""
-    for name, values in (
-        ("data", loaded.data_config.__dict__),
-        ("model", loaded.model_config.__dict__),
-        ("train", train_config),
-        ("augment", loaded.metadata.get("augment_config", {})),
-    ):
-        boxes += f"<div><h3>{name}</h3>{table(values)}</div>"
-    configuration += f'<div class="row">{boxes}</div>'
     parts = [
-        section("configuration", "Configuration", configuration),
+        section("configuration", "Configuration", configuration_html(loaded, train_config)),
         section("metrics", "Metrics", metrics_table(loaded, result)),
+        section("curves", "Training curves", curves_html(loaded, history, train_config)),
     ]
-    if history:
-        try:
-            config = loops.TrainConfig(**train_config)
-            first, planned = config.first_candidate, config.epochs
-        except (TypeError, ValueError):  # none recorded, or from another islr: shade nothing
-            first, planned = 1, None
-        figure = curves.curves_figure(history, loaded.metadata.get("epoch"), first, planned)
-        curves_html = image(plots.png_bytes(figure), "png", "training curves")
-    else:
-        curves_html = "<p>No history.json in the run.</p>"
-    parts.append(section("curves", "Training curves", curves_html))
     if result is None:
         missing = "<p>The run has no test signer: nothing was evaluated.</p>"
         parts += [
@@ -158,6 +131,47 @@ def build_page(
         section("confusion", "Confusion", images["confusion.png"] + images["top_confusions.png"])
     )
     parts.append(section("per-class", "Per-class accuracy", images["per_class.png"]))
+    body = errors_html(loaded, result, dataset, prepared, device, errors, data_dir)
+    parts.append(section("errors", "Misclassified clips", body))
+    return page(run, parts)
+
+
+def configuration_html(loaded, train_config: dict) -> str:
+    """The command, data and signers of a run, then a box per config."""
+    split = loaded.metadata.get("split", {})
+    configuration = table(
+        {
+            "command": loaded.metadata.get("command", "?"),
+            "data": loaded.metadata.get("data", "?"),
+            **{f"{k} signers": ", ".join(v) for k, v in split.items()},
+        }
+    )
+    boxes = ""
+    for name, values in (
+        ("data", loaded.data_config.__dict__),
+        ("model", loaded.model_config.__dict__),
+        ("train", train_config),
+        ("augment", loaded.metadata.get("augment_config", {})),
+    ):
+        boxes += f"<div><h3>{name}</h3>{table(values)}</div>"
+    return configuration + f'<div class="row">{boxes}</div>'
+
+
+def curves_html(loaded, history, train_config: dict) -> str:
+    """The training curves of history.json, the epochs that could be kept shaded."""
+    if not history:
+        return "<p>No history.json in the run.</p>"
+    try:
+        config = loops.TrainConfig(**train_config)
+        first, planned = config.first_candidate, config.epochs
+    except (TypeError, ValueError):  # none recorded, or from another islr: shade nothing
+        first, planned = 1, None
+    figure = curves.curves_figure(history, loaded.metadata.get("epoch"), first, planned)
+    return image(plots.png_bytes(figure), "png", "training curves")
+
+
+def errors_html(loaded, result, dataset, prepared, device, errors: int, data_dir: Path) -> str:
+    """Up to `errors` animations of misclassified clips, worst first."""
     with tempfile.TemporaryDirectory() as folder:
         paths = evaluation.write_errors(
             Path(folder), loaded, dataset, prepared, device, data_dir, limit=errors
@@ -168,9 +182,7 @@ def build_page(
         f"<p>{len(paths)} of {wrong} misclassified clips, worst first (lowest probability "
         "of the true sign); <code>evaluate --errors DIR</code> writes them all.</p>"
     )
-    body = note + f'<div class="animations">{animations}</div>' if wrong else "<p>No errors.</p>"
-    parts.append(section("errors", "Misclassified clips", body))
-    return page(run, parts)
+    return note + f'<div class="animations">{animations}</div>' if wrong else "<p>No errors.</p>"
 
 
 def page(run: Path, parts: list[str]) -> str:

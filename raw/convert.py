@@ -275,19 +275,7 @@ def convert(
     pyarrow_parquet()  # fail now, not in every worker, when the extra is missing
     vocabulary = choose_signs(rows, top=top, signs=signs, known=known)
     report.vocabulary = vocabulary
-    by_signer: dict[int, dict[int, TrainRow]] = defaultdict(dict)
-    for row in rows:
-        if known is not None and row.sign not in known:
-            message = f"train.csv row {row.path} has the sign {row.sign!r}, not in the raw map"
-            report.add_problem(BadSequenceError(UNKNOWN_SIGN, message), strict)
-        elif row.sign not in vocabulary:
-            continue  # not chosen: simply not converted
-        elif row.sequence_id in by_signer[row.participant_id]:
-            message = f"train.csv lists sequence {row.sequence_id} twice ({row.path})"
-            report.add_problem(BadSequenceError(DUPLICATE_SEQUENCE, message), strict)
-        else:
-            by_signer[row.participant_id][row.sequence_id] = row
-
+    by_signer = _rows_by_signer(rows, known, vocabulary, report, strict)
     if not by_signer:
         raise ConvertError(f"{raw_dir / 'train.csv'} lists no sequence of the chosen signs")
     earlier = earlier_output(raw_dir, out_dir)
@@ -296,29 +284,11 @@ def convert(
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in out_dir.glob("*.partial"):  # left by a killed worker of an earlier run
         path.unlink()
-    vocabulary_json = json.dumps(vocabulary)
     map_path = out_dir / MAP_FILE
     if map_path.exists() and _read_json(map_path) != vocabulary:
         report.replaced_vocabulary = _read_json(map_path)
         map_path.unlink()  # until every signer file matches the new vocabulary, no map claims it
-    jobs = []
-    for pid, signer_rows in by_signer.items():
-        items = tuple((r.path, r.sequence_id, vocabulary[r.sign]) for r in signer_rows.values())
-        sources = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()
-        out_path = out_dir / f"{pid}.hdf5"
-        if earlier.get(out_path.name) == (vocabulary_json, sources):
-            with h5py.File(out_path, "r") as file:
-                report.num_sequences_reused += len(file)
-            report.num_signers_reused += 1
-            if on_file is not None:
-                on_file(len(items))
-        elif items:
-            jobs.append(_SignerJob(raw_dir, out_path, items, vocabulary_json, sources))
-    for name in earlier:  # an earlier run's files, for signers train.csv now lacks
-        if Path(name).stem not in {str(pid) for pid in by_signer}:
-            (out_dir / name).unlink()
-            report.num_stale_removed += 1
-
+    jobs = _signer_jobs(raw_dir, out_dir, by_signer, vocabulary, earlier, report, on_file)
     jobs.sort(key=lambda job: -len(job.items))  # largest first balances the workers
     with safely.deferred() as stop:
         if workers <= 1 or len(jobs) <= 1:
@@ -336,6 +306,63 @@ def convert(
     safely.write_text(out_dir / "LICENSE.txt", LICENSE_TEXT.format(num_signs=len(vocabulary)))
     write_sign_map(out_dir, vocabulary)
     return report
+
+
+def _rows_by_signer(
+    rows: Sequence[TrainRow],
+    known: Mapping[str, int] | None,
+    vocabulary: dict[str, int],
+    report: ConvertReport,
+    strict: bool,
+) -> dict[int, dict[int, TrainRow]]:
+    """participant id -> sequence id -> row, for the rows of the chosen signs; a sign the raw
+    map lacks and a repeated sequence are problems in `report`."""
+    by_signer: dict[int, dict[int, TrainRow]] = defaultdict(dict)
+    for row in rows:
+        if known is not None and row.sign not in known:
+            message = f"train.csv row {row.path} has the sign {row.sign!r}, not in the raw map"
+            report.add_problem(BadSequenceError(UNKNOWN_SIGN, message), strict)
+        elif row.sign not in vocabulary:
+            continue  # not chosen: simply not converted
+        elif row.sequence_id in by_signer[row.participant_id]:
+            message = f"train.csv lists sequence {row.sequence_id} twice ({row.path})"
+            report.add_problem(BadSequenceError(DUPLICATE_SEQUENCE, message), strict)
+        else:
+            by_signer[row.participant_id][row.sequence_id] = row
+    return by_signer
+
+
+def _signer_jobs(
+    raw_dir: Path,
+    out_dir: Path,
+    by_signer: dict[int, dict[int, TrainRow]],
+    vocabulary: dict[str, int],
+    earlier: dict[str, tuple[str, str]],
+    report: ConvertReport,
+    on_file: Callable[[int], None] | None,
+) -> list[_SignerJob]:
+    """The signer files to write. A file an earlier run made from the same rows for the same
+    vocabulary is reused (counted in `report`, its rows reported done); one of a signer that
+    train.csv no longer lists is removed."""
+    vocabulary_json = json.dumps(vocabulary)
+    jobs = []
+    for pid, signer_rows in by_signer.items():
+        items = tuple((r.path, r.sequence_id, vocabulary[r.sign]) for r in signer_rows.values())
+        sources = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()
+        out_path = out_dir / f"{pid}.hdf5"
+        if earlier.get(out_path.name) == (vocabulary_json, sources):
+            with h5py.File(out_path, "r") as file:
+                report.num_sequences_reused += len(file)
+            report.num_signers_reused += 1
+            if on_file is not None:
+                on_file(len(items))
+        elif items:
+            jobs.append(_SignerJob(raw_dir, out_path, items, vocabulary_json, sources))
+    for name in earlier:  # an earlier run's files, for signers train.csv now lacks
+        if Path(name).stem not in {str(pid) for pid in by_signer}:
+            (out_dir / name).unlink()
+            report.num_stale_removed += 1
+    return jobs
 
 
 def _convert_in_processes(jobs, workers, strict, on_file, report: ConvertReport, stop) -> None:

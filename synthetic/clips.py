@@ -146,9 +146,34 @@ def signer_clips(
     num = len(labels)
     lengths = _lengths(rng, num, signer.speed, lengths_model)
     clip, frame, phase, at_rest = _timeline(rng, lengths)
-    num_frames, at_rest = len(clip), at_rest[:, None]
+    wrist, shape, two_handed = _signing_hand(
+        rng, signer, labels, signs, clip, frame, phase, at_rest
+    )
+    other_wrist, other_shape = _other_hand(rng, num, clip, wrist, shape, two_handed)
+    left, right = _hands(signer, (wrist, *shape), (other_wrist, *other_shape))
+    body = _body(rng, num, clip, frame, left, right)
+    image = _into_image(rng, signer, num, clip, body)
+    _lose_landmarks(rng, signer, num, clip, image)
+    # Rounded to 2**-16 (0.03 pixel across a 1920-pixel frame), far below MediaPipe's jitter:
+    # the zeroed low bits make the files a third smaller.
+    image = np.round(image * 65536) / 65536
+    return np.split(image, np.cumsum(lengths)[:-1], axis=1)
 
-    # The signing hand: its contact point on the sign's path and its shape, per frame.
+
+def _signing_hand(
+    rng: np.random.Generator,
+    signer: Signer,
+    labels: np.ndarray,
+    signs: list[Sign],
+    clip: np.ndarray,
+    frame: np.ndarray,
+    phase: np.ndarray,
+    at_rest: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """The signing hand per frame, in body units: (wrist (F, 2), its shape (curl (F, 5),
+    spread, angle, twist (F,)), whether the frame's sign is two-handed (F,))."""
+    num, num_frames, at_rest = len(labels), len(clip), at_rest[:, None]
+    # Its contact point on the sign's path and its shape, per frame.
     contact, curl = np.zeros((num_frames, 2)), np.zeros((num_frames, 5))
     spread, angle, twist, tip = np.zeros((4, num_frames))
     two_handed = np.zeros(num_frames, bool)
@@ -178,9 +203,22 @@ def signer_clips(
     shake = 2 * np.pi * rng.uniform(0.15, 0.35, num)[clip] * frame + rng.uniform(0, 7, num)[clip]
     wrist += signer.tremor * np.stack([np.sin(shake), np.cos(shake)], -1)
     wrist += rng.normal(0, 0.3 * signer.tremor, (num_frames, 2))
+    return wrist, (curl, spread, angle, twist), two_handed
 
-    # The other hand hangs at its side (now and then raised to the waist, into view) or, in
-    # two-handed signs, mirrors the signing one. Built as a right hand, mirrored below.
+
+def _other_hand(
+    rng: np.random.Generator,
+    num: int,
+    clip: np.ndarray,
+    wrist: np.ndarray,
+    shape: tuple[np.ndarray, ...],
+    two_handed: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(wrist, shape) of the other hand: it hangs at its side (now and then raised to the
+    waist, into view) or, in two-handed signs, mirrors the signing one. Built as a right hand
+    (mirrored by `_hands`)."""
+    curl, spread, angle, twist = shape
+    num_frames = len(clip)
     raised = (rng.random(num) < 0.15)[clip]
     both = two_handed[:, None]
     hanging = np.stack([np.full(num_frames, REST[0]), np.where(raised, 0.5, REST[1])], -1)
@@ -191,20 +229,39 @@ def signer_clips(
         np.where(two_handed, angle, np.where(raised, 120, 170) * DEG),
         np.where(two_handed, twist, 0),
     )
+    return other_wrist, other_shape
+
+
+def _hands(
+    signer: Signer, signing: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) hand points (F, 21, 3) in body units from the (wrist, *shape) of the
+    signing and the other hand; a left-handed signer is the same person in a mirror."""
 
     def place(wrist: np.ndarray, *shape: np.ndarray) -> np.ndarray:  # (F, 21, 3) body units
         xy, depth = hand_points(*shape)
         size = signer.hand_size
         return np.concatenate([wrist[:, None] + size * xy, -size * depth[..., None]], -1)
 
-    signing, other = place(wrist, curl, spread, angle, twist), place(other_wrist, *other_shape)
+    signing, other = place(*signing), place(*other)
     other[..., 0] *= -1
     if signer.left_handed:  # the same person in a mirror: the left hand signs
         signing[..., 0] *= -1
         other[..., 0] *= -1
-    left, right = (signing, other) if signer.left_handed else (other, signing)
+    return (signing, other) if signer.left_handed else (other, signing)
 
-    # Face and pose: templates that sway a little with the head; arms follow the hands.
+
+def _body(
+    rng: np.random.Generator,
+    num: int,
+    clip: np.ndarray,
+    frame: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+) -> np.ndarray:
+    """All landmarks (3, F, 543) float32 in body units, jittered: face and pose templates that
+    sway a little with the head, arms following the hands (whose z becomes wrist-relative)."""
+    num_frames = len(clip)
     sway = rng.normal(0, 0.01, (num, 2))[clip]
     sway += 0.008 * np.sin(frame / rng.uniform(3, 8, num)[clip])[:, None]
     tilt = rng.normal(0, 2 * DEG, num)[clip, None]  # (F, 1) small head roll per clip
@@ -226,18 +283,29 @@ def signer_clips(
         body[:, :, first : first + part.shape[1]] = np.moveaxis(part, -1, 0)
     noise = rng.random(body.shape, np.float32) - np.float32(0.5)
     body += noise * NOISE[:, None]
+    return body
 
-    # Into the image: each clip framed a little differently around the signer's place.
+
+def _into_image(
+    rng: np.random.Generator, signer: Signer, num: int, clip: np.ndarray, body: np.ndarray
+) -> np.ndarray:
+    """Body units (3, F, 543) into the image: each clip framed a little differently around the
+    signer's place."""
     cx, cy = (signer.center + rng.normal(0, 0.03, (num, 2)))[clip].T[..., None]  # (F, 1)
     scale = (signer.scale * (1 + rng.normal(0, 0.05, num)))[clip, None]
     roll = signer.roll + rng.normal(0, 1.5 * DEG, num)[clip, None]
     cos, sin = scale * np.cos(roll), scale * np.sin(roll)
     cx, cy, scale, cos, sin = (v.astype(np.float32) for v in (cx, cy, scale, cos, sin))
     x, y, z = body
-    image = np.stack([cos * x - sin * y + cx, sin * x + cos * y + cy, scale * z])
+    return np.stack([cos * x - sin * y + cx, sin * x + cos * y + cy, scale * z])
 
-    # Missing, as MediaPipe leaves it: a hand out of the frame or not found (the other hand
-    # most of the time), the face now and then, rarely a whole frame.
+
+def _lose_landmarks(
+    rng: np.random.Generator, signer: Signer, num: int, clip: np.ndarray, image: np.ndarray
+) -> None:
+    """Set to NaN in place what MediaPipe misses: a hand out of the frame or not found (the
+    other hand most of the time), the face now and then, rarely a whole frame."""
+    num_frames = len(clip)
     for first, signs_here in (
         (LEFT_HAND, signer.left_handed),
         (RIGHT_HAND, not signer.left_handed),
@@ -249,7 +317,3 @@ def signer_clips(
         image[:, lost, first : first + 21] = np.nan
     image[:, rng.random(num_frames) < 0.005, FACE:LEFT_HAND] = np.nan
     image[:, rng.random(num_frames) < 0.004] = np.nan
-    # Rounded to 2**-16 (0.03 pixel across a 1920-pixel frame), far below MediaPipe's jitter:
-    # the zeroed low bits make the files a third smaller.
-    image = np.round(image * 65536) / 65536
-    return np.split(image, np.cumsum(lengths)[:-1], axis=1)

@@ -115,51 +115,19 @@ def generate(
     asl-signs layout (train.csv and parquet files, raw_sets.write_kaggle_signer); `lengths`
     "real": clip lengths with the real data's longer tail (clips.LENGTHS).
     """
-    if num_signers < 1 or sequences_per_signer < 1:
-        raise ValueError("num_signers and sequences_per_signer must be at least 1")
-    if layout not in ("gislr", "kaggle"):
-        raise ValueError(f"unknown layout {layout!r}: choose gislr or kaggle")
-    if lengths not in clips.LENGTHS:
-        raise ValueError(f"unknown lengths {lengths!r}: choose {' or '.join(clips.LENGTHS)}")
+    _check_options(num_signers, sequences_per_signer, layout, lengths)
     vocabulary, _ = lexicon.vocabulary(num_signs)
     out_dir = Path(out_dir)
-    if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
-        raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MAP_FILE).unlink(missing_ok=True)  # written last, once the set is whole again
-    (out_dir / "train.csv").unlink(missing_ok=True)  # the kaggle layout's: written last too
     participants = [
         *PARTICIPANTS,
         *(str(90001 + i) for i in range(num_signers - len(PARTICIPANTS))),
     ][:num_signers]
-    for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
-        stale.unlink()  # from an earlier synthetic set with more signers
-    for stale in out_dir.glob(".*.tmp"):
-        stale.unlink()  # from a worker stopped while writing
-
-    rng = np.random.default_rng(seed)
-    # About one signer in five is left-handed, never 16069: the default test then measures
-    # recognition rather than transfer to the rarer handedness.
-    left = np.zeros(num_signers, bool)
-    num_left = min(num_signers - 1, max(1, num_signers // 5))
-    left[1 + rng.permutation(num_signers - 1)[:num_left]] = True
-    ids = 1_000_000 + rng.choice(4_290_000_000, (num_signers, sequences_per_signer), replace=False)
+    _clear(out_dir, participants)
+    left, ids = _draw_signers(seed, num_signers, sequences_per_signer)
     lefties = ", ".join(np.array(participants)[left]) or "none"
-    made = dict(
-        command=f"python islr.py synth {out_dir} --seed {seed}",
-        left=lefties,
-        count=num_signers * sequences_per_signer,
-        call=f"{seed=}, {num_signers=}, {sequences_per_signer=}",
+    made = _description(
+        out_dir, seed, num_signers, sequences_per_signer, num_signs, layout, lengths, lefties
     )
-    if (num_signs, layout) != (10, "gislr"):  # the default set's command names only the seed
-        per_sign = sequences_per_signer // num_signs
-        made["command"] += (
-            f" --signs {num_signs} --signers {num_signers} --per-sign {per_sign} --layout {layout}"
-        )
-        made["call"] += f", {num_signs=}, {layout=}"
-    if lengths != "top10":
-        made["command"] += f" --lengths {lengths}"
-        made["call"] += f", {lengths=}"
     # The README first: it marks the directory as ours, so an interrupted run can be redone.
     # The map last: until it is there, the directory is not a dataset (see `unfinished`).
     safely.write_text(out_dir / "README.txt", README.format(**made))
@@ -179,6 +147,72 @@ def generate(
         results = [len(rows)]
     kaggle.write_sign_map(out_dir, vocabulary)
     return sum(results)
+
+
+def _check_options(num_signers: int, sequences_per_signer: int, layout: str, lengths: str) -> None:
+    if num_signers < 1 or sequences_per_signer < 1:
+        raise ValueError("num_signers and sequences_per_signer must be at least 1")
+    if layout not in ("gislr", "kaggle"):
+        raise ValueError(f"unknown layout {layout!r}: choose gislr or kaggle")
+    if lengths not in clips.LENGTHS:
+        raise ValueError(f"unknown lengths {lengths!r}: choose {' or '.join(clips.LENGTHS)}")
+
+
+def _clear(out_dir: Path, participants: list[str]) -> None:
+    """Make `out_dir` ready for the set: refuse a folder of other .hdf5 files, and remove the
+    map, train.csv, signers past `participants` and temporary files of an earlier set."""
+    if any(out_dir.glob("*.hdf5")) and not _ours(out_dir):
+        raise FileExistsError(f"{out_dir} holds other .hdf5 files: choose an empty directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MAP_FILE).unlink(missing_ok=True)  # written last, once the set is whole again
+    (out_dir / "train.csv").unlink(missing_ok=True)  # the kaggle layout's: written last too
+    for stale in set(out_dir.glob("*.hdf5")) - {out_dir / f"{p}.hdf5" for p in participants}:
+        stale.unlink()  # from an earlier synthetic set with more signers
+    for stale in out_dir.glob(".*.tmp"):
+        stale.unlink()  # from a worker stopped while writing
+
+
+def _draw_signers(
+    seed: int, num_signers: int, sequences_per_signer: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(which signers are left-handed (S,), sequence ids (S, sequences_per_signer)), unique."""
+    rng = np.random.default_rng(seed)
+    # About one signer in five is left-handed, never 16069: the default test then measures
+    # recognition rather than transfer to the rarer handedness.
+    left = np.zeros(num_signers, bool)
+    num_left = min(num_signers - 1, max(1, num_signers // 5))
+    left[1 + rng.permutation(num_signers - 1)[:num_left]] = True
+    ids = 1_000_000 + rng.choice(4_290_000_000, (num_signers, sequences_per_signer), replace=False)
+    return left, ids
+
+
+def _description(
+    out_dir: Path,
+    seed: int,
+    num_signers: int,
+    sequences_per_signer: int,
+    num_signs: int,
+    layout: str,
+    lengths: str,
+    lefties: str,
+) -> dict[str, str]:
+    """The fields of README and LICENSE: the command and call that made the set, its size."""
+    made = dict(
+        command=f"python islr.py synth {out_dir} --seed {seed}",
+        left=lefties,
+        count=num_signers * sequences_per_signer,
+        call=f"{seed=}, {num_signers=}, {sequences_per_signer=}",
+    )
+    if (num_signs, layout) != (10, "gislr"):  # the default set's command names only the seed
+        per_sign = sequences_per_signer // num_signs
+        made["command"] += (
+            f" --signs {num_signs} --signers {num_signers} --per-sign {per_sign} --layout {layout}"
+        )
+        made["call"] += f", {num_signs=}, {layout=}"
+    if lengths != "top10":
+        made["command"] += f" --lengths {lengths}"
+        made["call"] += f", {lengths=}"
+    return made
 
 
 def _in_processes(jobs: list[tuple], workers: int) -> list:

@@ -143,3 +143,42 @@ def test_the_readme_tree_matches_the_files():
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert named == {path.split("/")[0] for path in tracked if not path.startswith(".")}
+
+
+MAX_BODY_LINES = 60
+# Modules whose long functions are being split in their own changes; every other module of the
+# root and of FOLDERS is held to MAX_BODY_LINES.
+LONG_FUNCTIONS_ALLOWED = {"models", "web.serve", "bench.speed", "tools"}
+
+
+def long_functions(source: str) -> list[tuple[str, int]]:
+    """(name, lines of body) of each function in `source` whose body (its docstring not
+    counted) runs past MAX_BODY_LINES."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body[1:] if ast.get_docstring(node) else node.body
+            lines = node.end_lineno - body[0].lineno + 1 if body else 0
+            if lines > MAX_BODY_LINES:
+                found.append((node.name, lines))
+    return found
+
+
+def test_functions_fit_in_a_reader_s_head():
+    """No function of the root or of a folder has more than 60 lines of body (its docstring not
+    counted), except in models.py, web/serve.py, bench/speed.py and tools.py."""
+    too_long = [
+        f"{name}.{function} ({lines} lines)"
+        for name, path in sorted(project_modules().items())
+        if name not in LONG_FUNCTIONS_ALLOWED
+        for function, lines in long_functions(path.read_text())
+    ]
+    assert too_long == []
+
+
+def test_the_length_check_counts_the_body_without_its_docstring():
+    """A 61-line body is too long, a 60-line one with a docstring and a signature is not."""
+    body = "".join(f"    x{i} = {i}\n" for i in range(60))
+    fits = f'def fits(\n    a,\n):\n    """Doc\n    string."""\n{body}'
+    assert long_functions(fits) == []
+    assert long_functions(f"def long():\n{body}    return 1\n") == [("long", 61)]

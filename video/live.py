@@ -238,69 +238,112 @@ def live(
     history: Annotated[int, typer.Option(min=1, help="Recognised signs kept in the view.")] = 8,
 ) -> None:
     """Recognise signs continuously from a camera or a video (needs pip install -e '.\\[video]')."""
-    from rich.live import Live
-
-    from cli import console, note, styled, user_errors
+    from cli import user_errors
 
     with user_errors(video.VideoError):
-        if every_frame_ and source is None:
-            raise ValueError("--every-frame is for a video file, not a camera")
-        if source is not None and not source.is_file():
-            raise ValueError(
-                f"{source} does not exist" if not source.exists() else f"{source} is not a file"
-            )
-        video.check_complexity(complexity)
+        check_source(source, every_frame_, complexity)
         video.quiet_native_output()
         recogniser = Recogniser(ckpt)
         fps = video.video_fps(source) if source is not None else 30.0  # a camera's: below
         name = f"camera {camera}" if source is None else str(source)
         segmenter = Segmenter(fps)
-        recent: deque[dict] = deque(maxlen=history)
-        view = LiveView(name, fps, recent, segmenter)
-        reader = None
-
-        def on_sign(record: dict) -> None:
-            recent.appendleft(record)
-            if jsonl:
-                print(json.dumps(record), flush=True)
-
-        display = (
-            None if jsonl else Live(view.render(Stats(), 0.0), console=console, auto_refresh=False)
+        view = LiveView(name, fps, deque(maxlen=history), segmenter)
+        stats, stopped = run_live(
+            recogniser,
+            segmenter,
+            view,
+            camera if source is None else source,
+            complexity=complexity,
+            every_frame_=every_frame_,
+            jsonl=jsonl,
+            top_k=top_k,
+            threshold=threshold,
         )
-        try:
-            # MediaPipe starts first, so that the source's first frames are not dropped for it.
-            with video.Holistic(complexity) as holistic, safely.deferred() as stop:
-                if every_frame_:
-                    frames = every_frame(source)
-                else:
-                    reader = LatestFrame(camera if source is None else str(source))
-                    frames = iter(reader.get, None)
-                    segmenter.fps = view.fps = reader.fps
-                shown = [0.0]
+    print_summary(stats, stopped, jsonl, view.fps)
 
-                def on_frame(stats: Stats, rate: float) -> None:
-                    if display and time.perf_counter() - shown[0] > 0.1:
-                        shown[0] = time.perf_counter()
-                        display.update(view.render(stats, rate), refresh=True)
 
-                with display or nullcontext():
-                    stats = recognise_stream(
-                        frames,
-                        recogniser,
-                        segmenter,
-                        holistic,
-                        top_k=top_k,
-                        threshold=threshold,
-                        on_frame=on_frame,
-                        on_sign=on_sign,
-                        stop=stop,
-                    )
-                    if display:
-                        display.update(view.render(stats, stats.fps()), refresh=True)
-        finally:
-            if reader is not None:
-                reader.close()
-    if stop.is_set():
+def check_source(source: Path | None, every_frame_: bool, complexity: int) -> None:
+    """live's options that cannot work, as one-line errors."""
+    if every_frame_ and source is None:
+        raise ValueError("--every-frame is for a video file, not a camera")
+    if source is not None and not source.is_file():
+        raise ValueError(
+            f"{source} does not exist" if not source.exists() else f"{source} is not a file"
+        )
+    video.check_complexity(complexity)
+
+
+def run_live(
+    recogniser: Recogniser,
+    segmenter: Segmenter,
+    view: "LiveView",
+    source: Path | int,
+    *,
+    complexity: int,
+    every_frame_: bool,
+    jsonl: bool,
+    top_k: int,
+    threshold: float,
+) -> tuple[Stats, bool]:
+    """Recognise the signs of `source` (a camera number or a video file) until it ends or
+    Ctrl-C, showing them in `view` (or one JSON line each); (the stats, whether Ctrl-C ended
+    it)."""
+    from rich.live import Live
+
+    from cli import console
+
+    reader = None
+
+    def on_sign(record: dict) -> None:
+        view.recent.appendleft(record)
+        if jsonl:
+            print(json.dumps(record), flush=True)
+
+    display = (
+        None if jsonl else Live(view.render(Stats(), 0.0), console=console, auto_refresh=False)
+    )
+    try:
+        # MediaPipe starts first, so that the source's first frames are not dropped for it.
+        with video.Holistic(complexity) as holistic, safely.deferred() as stop:
+            if every_frame_:
+                frames = every_frame(source)
+            else:
+                reader = LatestFrame(source if isinstance(source, int) else str(source))
+                frames = iter(reader.get, None)
+                segmenter.fps = view.fps = reader.fps
+            shown = [0.0]
+
+            def on_frame(stats: Stats, rate: float) -> None:
+                if display and time.perf_counter() - shown[0] > 0.1:
+                    shown[0] = time.perf_counter()
+                    display.update(view.render(stats, rate), refresh=True)
+
+            with display or nullcontext():
+                stats = recognise_stream(
+                    frames,
+                    recogniser,
+                    segmenter,
+                    holistic,
+                    top_k=top_k,
+                    threshold=threshold,
+                    on_frame=on_frame,
+                    on_sign=on_sign,
+                    stop=stop,
+                )
+                if display:
+                    display.update(view.render(stats, stats.fps()), refresh=True)
+    finally:
+        if reader is not None:
+            reader.close()
+    return stats, stop.is_set()
+
+
+def print_summary(stats: Stats, stopped: bool, jsonl: bool, fps: float) -> None:
+    """live's closing lines: how it stopped, signs and frame times, frames dropped (to stderr
+    with --jsonl, whose stdout holds only the signs)."""
+    from cli import console, note, styled
+
+    if stopped:
         if jsonl:
             print("stopped (Ctrl-C)", file=sys.stderr)
         else:
@@ -318,7 +361,7 @@ def live(
         dropped = summary["dropped"] / (summary["dropped"] + summary["frames"])
         message = (
             f"dropped {summary['dropped']} of {summary['dropped'] + summary['frames']} frames "
-            f"({dropped:.0%}): the pipeline is slower than the {view.fps:.0f} fps source"
+            f"({dropped:.0%}): the pipeline is slower than the {fps:.0f} fps source"
         )
         if jsonl:
             print(f"note: {message}", file=sys.stderr)
