@@ -254,9 +254,19 @@ def test_training_without_a_test_signer(tiny_data, tmp_path, monkeypatch):
     assert named.exit_code == 0 and "signer(s) 16069 trained or validated" in named.output
 
 
-def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
+def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data, monkeypatch):
     """Augmentation probabilities, the crop's shortest span and the epoch rule given as flags
-    are what training used."""
+    are what training used: with --select-after 0.5 of 2 epochs, epoch 2 is kept although
+    epoch 1 scores higher on validation (its metrics set so)."""
+    import trainer
+
+    real = trainer.epoch_metrics
+
+    def epoch_1_scores_best(record: dict, device) -> dict:
+        val = real(record, device)
+        return {**val, "accuracy": 1.0 if record["epoch"] == 1 else 0.0}
+
+    monkeypatch.setattr(trainer, "epoch_metrics", epoch_1_scores_best)
     out = tmp_path / "run"
     recipe = "--epochs 2 --crop 1 --crop-min 0.25 --resample 0.5 --select-after 0.5"
     result = run("train", "--data", tiny_data, "--out", out, *recipe.split())
@@ -266,6 +276,7 @@ def test_recipe_flags_reach_the_checkpoint(tmp_path, tiny_data):
     assert (saved["crop"], saved["crop_min"], saved["resample"]) == (1.0, 0.25, 0.5)
     assert loaded.metadata["train_config"]["select_after"] == 0.5
     assert loaded.metadata["epoch"] == 2  # epoch 1 was not a candidate
+    assert loaded.metadata["metrics"]["val"]["accuracy"] == 0.0  # the lower score was kept
     assert "(picks the epoch from 2-2)" in result.output
 
 

@@ -127,19 +127,26 @@ def test_ties_in_validation_accuracy_go_to_the_lower_loss():
     assert trainer.improves({"accuracy": 33 / 36, "loss": 0.2, "samples": 36}, old)
 
 
-def test_the_kept_epoch_is_the_best_of_the_selectable_ones(tiny_data, tmp_path):
+def test_the_kept_epoch_is_the_best_of_the_selectable_ones(tiny_data, tmp_path, monkeypatch):
     """With select_after 0.5 of 4 epochs, model.safetensors is the best of epochs 3-4 by
-    (validation accuracy, -loss), even where an earlier epoch scored higher."""
+    (validation accuracy, -loss), even where an earlier epoch scored higher: the validation
+    metrics are set so that epoch 1 scores best, and epoch 1 is kept without select_after."""
+    scores = {1: (1.0, 0.1), 2: (0.9, 0.2), 3: (0.5, 0.9), 4: (0.75, 0.8)}  # accuracy, loss
+    real = trainer.epoch_metrics
+
+    def scored(record: dict, device) -> dict:
+        accuracy, loss = scores[record["epoch"]]
+        return {**real(record, device), "accuracy": accuracy, "loss": loss}
+
+    monkeypatch.setattr(trainer, "epoch_metrics", scored)
     dataset = data.load_dataset(tiny_data)
     prepared = data.prepare_split(dataset, ["202", "303"], ["101"], ["16069"], config=DataConfig())
     result = _run(prepared, tmp_path / "run", epochs=4, select_after=0.5)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
-    late = max(history[2:], key=lambda r: (r["val"]["accuracy"], -r["val"]["loss"]))
-    assert result["best"]["epoch"] == late["epoch"]
-    assert (
-        checkpoint.load(tmp_path / "run" / "model.safetensors").metadata["epoch"] == late["epoch"]
-    )
+    assert [r["val"]["accuracy"] for r in history] == [1.0, 0.9, 0.5, 0.75]
+    assert result["best"]["epoch"] == 4
+    assert checkpoint.load(tmp_path / "run" / "model.safetensors").metadata["epoch"] == 4
+    assert _run(prepared, tmp_path / "all", epochs=4)["best"]["epoch"] == 1
 
 
 def test_killed_training_leaves_loadable_checkpoints(tiny_data, tmp_path):

@@ -9,9 +9,9 @@ from test_video import SELFIE, require_videos
 from bench import video_path
 
 
-def test_live_on_the_selfie_video_recognises_one_sign(trained):
-    """live --every-frame --jsonl on the selfie: one JSON line with top-k predictions; with
-    --threshold 1 the sign is "unknown"."""
+def test_live_cuts_the_selfie_video_into_one_sign_unknown_under_threshold_1(trained):
+    """live --every-frame --jsonl on the selfie: one segment, one JSON line with its top-k
+    ranked; with --threshold 1 (above any top probability) its sign is "unknown"."""
     require_videos()
     _, out, _ = trained
     ckpt = out / "model.safetensors"

@@ -56,15 +56,26 @@ def test_predict_reads_unlabelled_hdf5(trained, tmp_path):
     assert rows[0] == rows[1] and len(rows[0]) > 0
 
 
-def test_predict_reads_kaggle_parquet(tmp_path):
-    """A raw Kaggle parquet file predicts the same as its converted HDF5 sequence."""
+def test_predict_reads_kaggle_parquet(trained, tmp_path):
+    """A raw Kaggle parquet file reads to the array of its converted HDF5 sequence, and predict
+    gives both the same top-k (alone or in the signer file's batch: within 1e-6)."""
     pytest.importorskip("pyarrow", reason="reading parquet needs the [kaggle] extra")
-    require_real_data()
+    hdf5 = require_real_data() / "2044.hdf5"
     parquet = REAL_RAW / "train_landmark_files" / "2044" / "1148566480.parquet"
     ((name, from_parquet),) = predict.read_recordings(parquet)
-    with h5py.File(require_real_data() / "2044.hdf5") as file:
+    with h5py.File(hdf5) as file:
         stored = file["1148566480"]["feature"][()]
     assert np.array_equal(from_parquet, stored, equal_nan=True)
+    ckpt = trained[1] / "model.safetensors"
+    rows = {}
+    for path in (parquet, hdf5):
+        report = tmp_path / f"{path.suffix[1:]}.json"
+        assert run("predict", ckpt, path, "--json", report, "--top-k", "3").exit_code == 0
+        rows |= {row["input"]: row["predictions"] for row in json.loads(report.read_text())}
+    alone, in_batch = rows[str(parquet)], rows[f"{hdf5}/1148566480"]
+    assert [p["sign"] for p in alone] == [p["sign"] for p in in_batch] and len(alone) == 3
+    for one, other in zip(alone, in_batch, strict=True):  # alone or padded in a batch
+        assert one["probability"] == pytest.approx(other["probability"], abs=1e-6)
 
 
 # A recording to predict on: a name, how to write it, and what the one-line error must say.
