@@ -34,6 +34,7 @@ import checkpoint
 from cli import Threads, console, note, use_threads, user_errors
 from video import video
 from web.limits import MAX_FRAME_BYTES, Limits, ServeError
+from web.workspace import TeachLimits
 
 WEB = Path(__file__).resolve().parent
 ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read from disk
@@ -43,12 +44,18 @@ ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read f
 }
 INSTALL = "pip install -e '.[video,serve]'"
 DEFAULT_LIMITS = Limits()
+DEFAULT_WORKSPACE = Path("workspace")  # beside runs/, in the folder serve starts in
 
 
 def create_app(
-    ckpt: Path, loaded: checkpoint.Checkpoint, limits: Limits = DEFAULT_LIMITS, complexity: int = 1
+    ckpt: Path,
+    loaded: checkpoint.Checkpoint,
+    limits: Limits = DEFAULT_LIMITS,
+    complexity: int = 1,
+    teach=None,
 ):
-    """The FastAPI application serving the page and its API for one loaded checkpoint."""
+    """The FastAPI application serving the page and its API for one loaded checkpoint; with a
+    teach.Teach, the teach panel's API over its workspace as well."""
     from fastapi import FastAPI
     from starlette.exceptions import HTTPException
 
@@ -64,6 +71,10 @@ def create_app(
     app.add_route("/api/info", routes.info, methods=["GET"])
     app.add_route("/api/upload", routes.upload, methods=["POST"])
     app.router.add_websocket_route("/api/live", routes.live_session)
+    if teach is not None:
+        from web import teach as teaching
+
+        teaching.add_routes(app, app.state.islr, teach)
     return app
 
 
@@ -88,14 +99,25 @@ def serve(
     ] = Limits.upload_bytes // 1_000_000,
     complexity: video.Complexity = 1,
     threads: Threads = 0,
+    workspace: Annotated[
+        Path,
+        typer.Option(help="The teach panel's folder: examples (raw Kaggle layout) and runs/."),
+    ] = DEFAULT_WORKSPACE,
+    max_signs: Annotated[
+        int, typer.Option(min=2, help="Signs a workspace may hold.", rich_help_panel="Teach")
+    ] = TeachLimits.signs,
+    max_examples: Annotated[
+        int, typer.Option(min=1, help="Examples a workspace may hold.", rich_help_panel="Teach")
+    ] = TeachLimits.examples,
+    max_workspace_mb: Annotated[
+        int,
+        typer.Option(min=1, help="The examples' files together, in MB.", rich_help_panel="Teach"),
+    ] = TeachLimits.workspace_bytes // 1_000_000,
 ) -> None:
-    """A local web page: sign to the camera (or upload a video) and see the top 5."""
+    """A local web page: sign to the camera (or upload a video) and see the top 5; teach it
+    your own signs in its teach panel (examples and models kept in --workspace)."""
     with user_errors(ServeError):
-        try:
-            import fastapi  # noqa: F401
-            import uvicorn
-        except ImportError as missing:
-            raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None
+        uvicorn = installed()
         use_threads(threads)
         loaded = checkpoint.load(ckpt)
         video.quiet_native_output()  # MediaPipe's C++ log lines, a dozen per session
@@ -104,19 +126,15 @@ def serve(
         except video.VideoError as problem:
             raise ServeError(str(problem)) from None
         limits = Limits(sessions=sessions, fps=fps, upload_bytes=max_upload_mb * 1_000_000)
-        app = create_app(ckpt, loaded, limits, complexity)
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((host, port))
-            listener.listen(128)  # connections wait for uvicorn from now on, not refused
-        except OSError as problem:
-            listener.close()
-            raise ServeError(f"cannot listen on {host}:{port} ({problem.strerror})") from None
+        most = TeachLimits(max_signs, max_examples, max_workspace_mb * 1_000_000)
+        teach = open_workspace(workspace, most)
+        app = create_app(ckpt, loaded, limits, complexity, teach)
+        listener = listen(host, port)
     bound = listener.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     console.print(
-        f"serving {ckpt} ({len(loaded.signs)} signs) at http://{shown}:{bound}/ (Ctrl-C stops)"
+        f"serving {ckpt} ({len(loaded.signs)} signs) at http://{shown}:{bound}/ (Ctrl-C stops); "
+        f"teaching in {workspace}"
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(
@@ -130,4 +148,40 @@ def serve(
         ws_max_size=MAX_FRAME_BYTES + 1024,
         timeout_graceful_shutdown=2,
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    finally:
+        teach.training.close()  # a training stops with the server, marked interrupted
+
+
+def installed():
+    """uvicorn, once the serve extra is known to be there."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as missing:
+        raise ServeError(f"serve needs {missing.name}: {INSTALL}") from None
+    return uvicorn
+
+
+def open_workspace(folder: Path, limits: TeachLimits):
+    """The teach panel's workspace, made where it is missing."""
+    from web.teach import Teach
+
+    try:
+        return Teach(folder, limits)
+    except OSError as problem:
+        raise ServeError(f"cannot use {folder} as the workspace ({problem.strerror})") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound and listening: connections wait for uvicorn from now on, not refused."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as problem:
+        listener.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({problem.strerror})") from None
+    return listener

@@ -337,10 +337,11 @@ def write_y4m(video: Path, out: Path, still: int = 45) -> Path:
 
 
 @pytest.fixture(scope="module")
-def address(model):
+def address(model, tmp_path_factory):
     """`islr.py serve` on a free port, as a user starts it; stopped after the tests."""
+    workspace = tmp_path_factory.mktemp("workspace")
     process = subprocess.Popen(
-        [sys.executable, "islr.py", "serve", str(model), "--port", "0"],
+        [sys.executable, "islr.py", "serve", str(model), "--port", "0", "--workspace", workspace],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
