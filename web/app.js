@@ -183,6 +183,7 @@ function onMessage(event) {
     islr.server.push(message.ms);
     islr.stamps.push(performance.now());
     if (message.sign) addSign(message.sign);
+    if (message.example) teachExample(message.example); // teach.js: a recorded example
     setState(message.state);
     updateStats();
   } else if (message.type === "error") {
@@ -193,6 +194,7 @@ function onMessage(event) {
   } else if (message.type === "ready") {
     showMessage("");
     setState("waiting");
+    teachSessionReady(); // teach.js: a sign being recorded goes on being recorded
   }
 }
 

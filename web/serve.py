@@ -2,7 +2,7 @@
 
     python islr.py serve runs/<name>/model.safetensors      # then open the address it prints
 
-The page (web/index.html, web/app.js, web/style.css: the only files served, read once at
+The page (web/index.html, web/app.js, web/teach.js, web/style.css: the only files served, read once at
 start) sends camera frames as JPEG over a WebSocket (/api/live), at most `--fps` a second,
 one at a time. For each frame the server extracts the landmarks with video.Holistic (the
 settings of `extract`, `predict` and `live`), cuts signs out of the stream with
@@ -40,6 +40,7 @@ WEB = Path(__file__).resolve().parent
 ASSETS = {  # URL path -> (file in WEB, media type); nothing else is ever read from disk
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/teach.js": ("teach.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 INSTALL = "pip install -e '.[video,serve]'"

@@ -7,6 +7,7 @@ tests/web/test_serve.py's browser test trains for real.
 
 import io
 import json
+import os
 import sys
 import time
 import zipfile
@@ -67,10 +68,10 @@ def fake_train(ckpt: Path | str, epochs: int = 3, seconds: float = 0.2):
 
 
 def teach_client(
-    model: Path, root: Path, command=None, serving: limits.Limits = limits.Limits(), **most
+    model: Path, root: Path, command=None, serving: limits.Limits | None = None, **most
 ) -> TestClient:
     teach = Teach(root, TeachLimits(**most), command=command or fake_train(model))
-    app = serve.create_app(model, checkpoint.load(model), serving, 1, teach)
+    app = serve.create_app(model, checkpoint.load(model), serving or limits.Limits(), 1, teach)
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -315,3 +316,120 @@ def blank_video(path: Path) -> bytes:
         writer.write(np.full((240, 320, 3), 200, np.uint8))
     writer.release()
     return path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# The teach panel in a real browser
+
+
+def write_camera(frames: list, still, out: Path) -> Path:
+    """Frames as a YUV4MPEG2 file for Chromium's fake camera, after 45 frames of `still`
+    (hands down), so that each loop holds one sign with an end."""
+    import cv2
+
+    height, width = still.shape[:2]
+    with out.open("wb") as file:
+        file.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in [still] * 45 + frames:
+            file.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return out
+
+
+@pytest.fixture
+def teach_server(model, tmp_path):
+    """`islr.py serve` with a fresh workspace, on a free port; stopped after the test."""
+    import re
+    import subprocess
+
+    process = subprocess.Popen(
+        [sys.executable, "islr.py", "serve", str(model), "--port", "0"]
+        + ["--workspace", str(tmp_path / "workspace")],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        if found:
+            break
+    else:
+        process.kill()
+        pytest.fail(f"serve did not print its address: {''.join(lines)}")
+    yield found.group(0)
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def record(page, sign: str, examples: int) -> None:
+    """Add `sign` on the page, start the camera and record until it has `examples`."""
+    page.fill("#sign-name", sign)
+    page.click("#add-sign")
+    card = f'.sign[data-sign="{sign}"]'
+    page.wait_for_selector(card)
+    page.click("#start")
+    page.wait_for_function("window.islr.frames > 0", timeout=60_000)
+    page.click(f"{card} .record")
+    page.wait_for_function(
+        f"document.querySelectorAll('{card} .example').length >= {examples}", timeout=180_000
+    )
+    page.click(f"{card} .record")  # stop recording
+    page.click("#stop")
+
+
+def recognised(page) -> str:
+    """The sign the live view names next, after a sign in progress has ended."""
+    page.evaluate("window.islr.signs = []")
+    page.click("#start")
+    page.wait_for_function("window.islr.signs.length >= 2", timeout=120_000)
+    name = page.evaluate("window.islr.signs[1].predictions[0].sign")
+    page.click("#stop")
+    return name
+
+
+@pytest.mark.slow
+def test_page_teaches_two_signs_and_recognises_them(teach_server, tmp_path):
+    """Two fake cameras (the selfie clip, and the clip backwards) each teach a sign on the page;
+    Train makes a model the page then serves, and the live view names each camera's sign."""
+    import cv2
+    from test_serve import CHROMIUM, require_chromium, require_selfie, watch_console
+
+    require_chromium()
+    if training.PRESET not in training.presets.PRESETS:
+        pytest.skip(f"training from the page needs the {training.PRESET!r} preset (issue 28)")
+    from playwright.sync_api import sync_playwright
+
+    capture, frames = cv2.VideoCapture(str(require_selfie())), []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    cameras = {
+        "forward": write_camera(frames, frames[0], tmp_path / "forward.y4m"),
+        "backward": write_camera(frames[::-1], frames[0], tmp_path / "backward.y4m"),
+    }
+    flags = ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream"]
+    flags += ["--use-fake-device-for-media-stream", "--disable-background-networking"]
+    with sync_playwright() as playwright:
+        pages, errors = {}, []
+        for sign, camera in cameras.items():
+            chromium = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=[*flags, f"--use-file-for-fake-video-capture={camera}"],
+            )
+            pages[sign] = chromium.new_page(viewport={"width": 1100, "height": 1000})
+            errors += [watch_console(pages[sign])]
+            pages[sign].goto(teach_server)
+            pages[sign].wait_for_selector("#teach:not([hidden])")
+            record(pages[sign], sign, 3)
+        page = pages["backward"]
+        page.click("#train")
+        page.wait_for_function("window.islr.teach.serving !== null", timeout=300_000)
+        page.wait_for_function("window.islr.info.signs.length === 2")
+        assert sorted(page.evaluate("window.islr.info.signs")) == ["backward", "forward"]
+        assert "done" in page.inner_text("#progress")
+        if os.environ.get("ISLR_TEACH_SCREENSHOT"):  # docs/teach.png
+            page.locator("#teach").screenshot(path=os.environ["ISLR_TEACH_SCREENSHOT"])
+        for sign, shown in pages.items():
+            assert recognised(shown) == sign
+        assert errors == [[], []]
