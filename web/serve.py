@@ -21,6 +21,11 @@ so), frames of at most MAX_FRAME_BYTES and MAX_FRAME_PIXELS, uploads of at most
 temporary name the server picks. Every error reaches the page as {"error": message}
 (HTTP) or {"type": "error", "message": ...} (WebSocket); none stops the server.
 
+The teach panel (teach.py, teach.js) adds signs and examples to a workspace folder
+(`--workspace`, workspace.py: the raw Kaggle layout, limited by --max-signs, --max-examples and
+--max-workspace-mb) and trains on it in a process of its own (training.py); the live session
+then serves the model it made.
+
 Needs the extras `video` and `serve`: pip install -e '.[video,serve]'.
 """
 

@@ -203,8 +203,9 @@ class Training:
 
     def close(self) -> None:
         """At the server's end: stop a training and mark it interrupted."""
+        self.poll()  # one that ended already is recorded as it ended
         process, name = self.process, self.name
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         process.send_signal(signal.SIGTERM)
         try:

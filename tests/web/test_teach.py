@@ -20,6 +20,7 @@ from conftest import SHARED_DATA, run, write_gislr
 import checkpoint
 from raw import kaggle
 from web import limits, serve, training
+from web.training import Training
 from web.workspace import TeachLimits, Workspace
 
 pytest.importorskip("fastapi", reason="serve needs its extra: pip install -e '.[video,serve]'")
@@ -260,6 +261,21 @@ def test_a_restart_mid_training_marks_the_run_interrupted(model, tmp_path):
     assert [len(s["examples"]) for s in overview["signs"]] == [2, 1]
     assert restarted.post("/api/teach/train").status_code == 202  # and it trains again
     wait_for(restarted, "done")
+
+
+def test_the_servers_end_stops_a_training(model, tmp_path):
+    """Stopping the server stops its training (marked interrupted); one that had ended already
+    keeps the status it ended with."""
+    slow = Training(tmp_path / "ws", 1, command=fake_train(model, epochs=100, seconds=0.2))
+    slow.start(["a", "b"], 2)
+    process = slow.process
+    slow.close()
+    assert process.poll() is not None and slow.runs()[0]["status"] == "interrupted"
+    quick = Training(tmp_path / "ws2", 1, command=fake_train("fail", epochs=1, seconds=0))
+    quick.start(["a", "b"], 2)
+    quick.process.wait()
+    quick.close()
+    assert quick.runs()[0]["status"] == "failed"
 
 
 def test_training_gets_a_share_of_the_cores(tmp_path):
