@@ -70,6 +70,12 @@ function renderResult(box, result, title) {
     bars.append(row);
   }
   box.append(bars);
+  if (result.note) { // a video cut short: "read 12 of 58 frames: ..."
+    const note = document.createElement("div");
+    note.className = "note";
+    note.textContent = result.note;
+    box.append(note);
+  }
   if (!result.landmarks_seen) {
     const note = document.createElement("div");
     note.className = "note";

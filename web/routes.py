@@ -124,8 +124,9 @@ async def save_upload(request: Request, path: Path) -> None:
         raise ServeError("the upload is empty")
 
 
-async def uploaded_track(request: Request) -> np.ndarray:
-    """The landmarks (T, 543, 3) of the video in the request's body, one upload at a time."""
+async def uploaded_track(request: Request) -> tuple[np.ndarray, str | None]:
+    """The landmarks (T, 543, 3) of the video in the request's body, one upload at a time, and
+    a note where it decoded to fewer frames than its container declares (a cut-short file)."""
     state = state_of(request)
     kind = upload_type(request)
     if state.uploads >= state.limits.uploads:
@@ -136,9 +137,10 @@ async def uploaded_track(request: Request) -> np.ndarray:
             path = Path(folder) / f"upload{VIDEO_TYPES[kind]}"  # never the client's name
             await save_upload(request, path)
             try:
-                return await asyncio.to_thread(video_track, path, state.complexity)
+                track = await asyncio.to_thread(video_track, path, state.complexity)
             except video.VideoError as problem:  # named by its temporary path: "the upload"
                 raise ServeError(str(problem).replace(str(path), "the upload")) from None
+            return track, video.truncation_note(path, len(track))
     finally:
         state.uploads -= 1
 
@@ -147,12 +149,14 @@ async def upload(request: Request) -> JSONResponse:
     """POST /api/upload: the video's top 5, as `predict` prints them."""
     started = time.perf_counter()
     try:
-        track = await uploaded_track(request)
+        track, cut = await uploaded_track(request)
     except ServeError as problem:
         return error(str(problem), problem.status)
     state = state_of(request)
     result = await asyncio.to_thread(recognise.classify, state.loaded, track, TOP_K)
     result["seconds"] = round(time.perf_counter() - started, 2)
+    if cut:
+        result["note"] = cut  # "read 12 of 58 frames: the file may be cut short"
     return JSONResponse(result)
 
 

@@ -220,6 +220,7 @@ async function uploadExample(sign, input) {
         VIDEO_TYPES[file.name.split(".").pop().toLowerCase()] || "application/octet-stream" } });
     const answer = await response.json();
     if (!response.ok) showMessage(answer.error || `the upload failed (${response.status})`);
+    else if (answer.note) showMessage(`${file.name}: ${answer.note}`);
   } catch (error) {
     showMessage("the upload failed: is the server still running?");
   }

@@ -141,9 +141,9 @@ async def upload_example(request: Request) -> JSONResponse:
     sign = request.path_params["name"]
     teach.workspace.check_known(sign)
     teach.workspace.check_room()
-    track = await uploaded_track(request)
+    track, cut = await uploaded_track(request)
     example = await asyncio.to_thread(teach.workspace.add_example, sign, track)
-    return JSONResponse(example, status_code=201)
+    return JSONResponse({**example, **({"note": cut} if cut else {})}, status_code=201)
 
 
 @answering

@@ -139,10 +139,24 @@ def test_upload_equals_predict(model, predicted):
     )
     assert response.status_code == 200, response.text
     result = response.json()
-    assert result["frames"] == 58 and result["landmarks_seen"]
+    assert result["frames"] == 58 and result["landmarks_seen"] and "note" not in result
     assert result["predictions"] == predicted
     probabilities = [p["probability"] for p in result["predictions"]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+
+
+def test_a_cut_short_upload_says_how_many_frames_were_read(model):
+    """The first 100 kB of the clip are predicted from the frames that decode, with a note
+    saying how many of the container's 58 frames were read."""
+    response = client(model).post(
+        "/api/upload",
+        content=require_selfie().read_bytes()[:100_000],
+        headers={"content-type": "video/mp4"},
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["frames"] < 58
+    assert result["note"] == f"read {result['frames']} of 58 frames: the file may be cut short"
 
 
 def test_bad_uploads_get_a_message(model, monkeypatch):
