@@ -84,7 +84,7 @@ from cli import (
 )
 from pictures import classtables, curves, evaluation, plots, report, show
 from synthetic import synth
-from video import extract, live, predict
+from video import extract, live, predict, record
 from web import serve
 
 # The defaults `train --help` shows: the default preset's. (A flag not given takes the value of
@@ -399,7 +399,8 @@ def print_evaluation(
 
 # The commands of the other modules: cross-validation (crossval.py); predict (predict.py);
 # prepare, synth, bench, export, cache (tools.py); pictures
-# (show.py, report.py); videos (extract.py, live.py, video_path.py); the web page (serve.py).
+# (show.py, report.py); videos (extract.py, live.py, record.py, video_path.py); the web page
+# (serve.py).
 app.command(context_settings=crossval.EXTRA_ARGS)(crossval.cv)
 app.command()(predict.predict)
 app.command()(tools.prepare)
@@ -411,6 +412,7 @@ app.command()(show.show)
 app.command()(report.report)
 app.command()(extract.extract)
 app.command()(live.live)
+app.command()(record.record)
 app.command()(serve.serve)
 app.command("bench-video")(video_path.bench_video)
 

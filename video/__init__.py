@@ -6,4 +6,5 @@ extract_jobs.py   which recordings go where: folders, CSVs, the --dataset layout
 extract.py        `extract`: videos -> Kaggle parquet files, a process per core
 predict.py        `predict`: the top signs of recordings of any kind
 live.py           `live`: a camera or a video, sign by sign
+record.py         `record`: examples of one sign from a camera or a video, into a raw Kaggle folder
 """
