@@ -229,11 +229,18 @@ async function uploadExample(sign, input) {
 }
 
 function describeRun(run) {
-  const epochs = run.epochs ? `epoch ${run.done_epochs}/${run.epochs}` : `epoch ${run.done_epochs}`;
-  const parts = [`${run.name}: ${run.status}`, epochs];
+  const parts = [`${run.name}: ${run.status}`];
+  if (run.done_epochs || run.status === "running") {
+    parts.push(run.epochs ? `epoch ${run.done_epochs}/${run.epochs}` : `epoch ${run.done_epochs}`);
+  }
   if (run.loss != null) parts.push(`loss ${run.loss.toFixed(3)}`);
-  if (run.accuracy != null) parts.push(`accuracy ${percent(run.accuracy)}`);
+  if (run.accuracy != null) parts.push(`validation accuracy ${percent(run.accuracy)}`);
   if (run.seconds_left != null) parts.push(`${Math.ceil(run.seconds_left)} s left`);
+  if (run.status === "done" && run.accuracy == null) { // a model without epochs: what it measured
+    for (const [name, accuracy] of Object.entries(run.measured || {})) {
+      parts.push(`${name.replaceAll("_", "-")} accuracy ${percent(accuracy)}`);
+    }
+  }
   if (run.message && run.status !== "done") parts.push(run.message);
   return parts.join(" · ");
 }
@@ -245,7 +252,8 @@ function renderRuns() {
   $("cancel").disabled = !running;
   const bar = $("progress-bar");
   bar.hidden = !latest;
-  bar.value = latest && latest.epochs ? latest.done_epochs / latest.epochs : 0;
+  bar.value = !latest ? 0 : latest.status === "done" ? 1 :
+    latest.epochs ? latest.done_epochs / latest.epochs : 0;
   $("progress").textContent = latest ? describeRun(latest) : "no model trained yet";
   if (latest && teach.lastRun === latest.name && latest.status === "done" && !teach.switched) {
     teach.switched = true; // the run this page started: serve its model

@@ -6,8 +6,8 @@ One training at a time. It gets a share of the cores (`--threads`, half of them 
 one) and OMP_WAIT_POLICY=PASSIVE, so that it and the page's MediaPipe do not spin against each
 other (two PyTorch processes with all threads each on two cores were measured 10x slower).
 Progress comes from the files the run writes, never from its terminal text: history.json after
-each epoch (trainer.py), and the job's own record, RUN/job.json (status running, done, failed,
-cancelled or interrupted). The terminal text goes to RUN/train.log; its last line is the
+each epoch (trainer.py), the accuracies its checkpoint records, and the job's own record,
+RUN/job.json (status running, done, failed, cancelled or interrupted). The terminal text goes to RUN/train.log; its last line is the
 message of a failed run. A server that starts and finds a run still marked running (its server
 stopped mid-training) marks it interrupted and keeps its files.
 """
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import checkpoint
 import presets
 import safely
 from web.limits import ServeError
@@ -49,6 +50,21 @@ def train_command(workspace: Path, out: Path, threads: int) -> list[str]:
 def planned_epochs() -> int | None:
     preset = presets.PRESETS.get(PRESET)
     return preset.train.epochs if preset else None
+
+
+def measured(ckpt: Path) -> dict[str, float]:
+    """The accuracies a checkpoint records ({"val": 0.9, "leave_one_out": 0.83}, say), read
+    from its header alone."""
+    try:
+        metadata = checkpoint.read_header(ckpt).get("__metadata__") or {}
+        metrics = json.loads(metadata.get("metrics", "{}"))
+    except (checkpoint.CheckpointError, OSError, ValueError):
+        return {}
+    return {
+        name: values["accuracy"]
+        for name, values in metrics.items()
+        if isinstance(values, dict) and isinstance(values.get("accuracy"), int | float)
+    }
 
 
 class Training:
@@ -119,6 +135,8 @@ class Training:
             record["loss"] = last["train"].get("loss")
             record["accuracy"] = last["val"].get("accuracy")
             record["train_accuracy"] = last["train"].get("accuracy")
+        if record["model"]:
+            record["measured"] = measured(run / "model.safetensors")
         total, started = record.get("epochs"), record.get("started")
         if record.get("status") == "running" and history and total and started:
             per_epoch = (time.time() - started) / len(history)

@@ -228,6 +228,11 @@ def test_training_progress_models_and_switching(model, tmp_path):
     assert runs[0]["loss"] == pytest.approx(1.0) and runs[0]["accuracy"] == pytest.approx(0.25)
     done = wait_for(api, "done")
     assert done["done_epochs"] == 3 and done["model"] and done["accuracy"] == pytest.approx(0.75)
+    metrics = checkpoint.load(model).metadata["metrics"]  # what the checkpoint itself records
+    assert done["measured"] == {
+        "val": metrics["val"]["accuracy"],
+        "test": metrics["test"]["accuracy"],
+    }
     served = api.post("/api/teach/model", json={"run": done["name"]}).json()
     assert served["serving"] == done["name"] and served["checkpoint"].startswith(str(tmp_path))
     assert api.get("/api/info").json()["checkpoint"] == served["checkpoint"]
