@@ -39,11 +39,14 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+import cache
 import checkpoint
 import crossval
 import data
 import loops
+import models
 import options
+import personal
 import presets
 import safely
 import tools
@@ -166,8 +169,11 @@ def train(
         dataset = load_features(data_dir, config.data)  # streamed, or mapped
         if resumed and dataset.vocabulary != resumed.vocabulary:
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
-        split = resumed.split if resumed else choose_split(dataset, test_signer, val_signer)
-        prepared = dataset.split(**split)
+        check_signs(dataset)
+        if config.model.name in models.TEMPLATE_MODELS:
+            test = test_signer if "test_signer" in given_options(ctx) else None
+            return train_templates(dataset, config, out, data_dir, test, started)
+        prepared, split = choose_parts(dataset, resumed, test_signer, val_signer)
         describe_training(data_dir, dataset, prepared, split, config, device_, resume)
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         if not plots.available():
@@ -210,6 +216,74 @@ def run_directory(out: Path | None, preset: str) -> tuple[Path, bool]:
     return (
         new_run_directory(name) if made else output_directory(out or RUNS / name, "--out")
     ), made
+
+
+def check_signs(dataset: cache.Features) -> None:
+    """Every sign of the vocabulary has a clip: a classifier cannot learn an empty sign."""
+    counts = dataset.prepared.labels.bincount(minlength=len(dataset.vocabulary)).tolist()
+    empty = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
+    if len(dataset.vocabulary) - len(empty) < 2:
+        raise ValueError(f"{len(counts) - len(empty)} sign has clips: a classifier needs two")
+    if empty:
+        note(f"no clip of {', '.join(empty)}: the model cannot learn them")
+
+
+def choose_parts(dataset: cache.Features, resumed, test_signer: str, val_signer: str | None):
+    """(prepared parts, split): by signer, or held-out clips where there is one signer."""
+    signers = sorted(set(dataset.signers))
+    if len(signers) > 1:
+        split = resumed.split if resumed else choose_split(dataset, test_signer, val_signer)
+        return dataset.split(**split), split
+    indices = personal.split_clips(dataset.prepared.labels)  # the same on --resume: seeded
+    if not len(indices["val"]):
+        raise ValueError(
+            "one signer with fewer than 3 clips of each sign: no clip is left to validate "
+            "on; record more, or use --preset personal"
+        )
+    prepared = {k: personal.subset(dataset.prepared, v) for k, v in indices.items() if len(v)}
+    note(
+        f"one signer ({signers[0]}): held-out clips of the same signer validate and test; "
+        "the accuracy is on held-out clips of the same signer, not signer-independent"
+    )
+    return prepared, {"train": signers, "val": signers, "test": [], "held_out": "clips"}
+
+
+def train_templates(dataset, config, out: Path, data_dir: Path, test_signer, started) -> None:
+    """The personal preset: every clip a template; leave-one-out and test figures printed."""
+    signers = sorted(set(dataset.signers))
+    test = [parse_signer(test_signer)] if parse_signer(test_signer) else []
+    if test and (test[0] not in signers or len(signers) < 2):
+        raise ValueError(f"test signer {test[0]} is not one of several in {data_dir}")
+    split = {"train": [s for s in signers if s not in test], "val": [], "test": test}
+    describe_run(
+        "islr train",
+        f" on {data_dir} ({dataset})",
+        config,
+        [
+            f"templates: every clip of signer(s) {', '.join(split['train'])}; "
+            f"test {', '.join(test) or 'none'}"
+        ],
+    )
+    saved = trainer.checkpoint_fields(
+        config, dataset.vocabulary, trainer.run_metadata(split, data_dir)
+    )
+    parts = dataset.split(**split)
+    result = personal.fit_templates(parts["train"], parts.get("test"), out, config, saved)
+    seconds = time.perf_counter() - started
+    loo = result["leave_one_out"]
+    console.print(f"{result['templates']} templates kept in {seconds:.1f}s")
+    if loo["samples"]:
+        console.print(
+            f"leave-one-out accuracy on held-out clips of the same signer(s) "
+            f"({loo['samples']} clips, each named by the others): {loo['accuracy']:.2%}"
+        )
+    else:
+        note("one clip of each sign: no clip is left to test on (the model is written)")
+    if result["test"]:
+        console.print(
+            f"test signer {test[0]} (not seen): accuracy {result['test']['accuracy']:.2%}"
+        )
+    console.print(f"checkpoint: {out / 'model.safetensors'}")
 
 
 def choose_split(dataset: data.Dataset, test_signer: str, val_signer: str | None) -> dict:
@@ -277,9 +351,14 @@ def print_results(result: dict, split: dict, out: Path) -> None:
         f"{result['parameters']:,} parameters; best validation epoch {best['epoch']}: "
         f"val acc {best['val']['accuracy']:.2%}"
     )
+    tested = (
+        f"held-out clips of the same signer {split['train'][0]} (not signer-independent)"
+        if split.get("held_out")
+        else f"test signer {', '.join(split['test'])}"
+    )
     for name, metrics in result["test"].items():
         console.print(
-            f"test signer {', '.join(split['test'])}, {name} (epoch {metrics['epoch']}): "
+            f"{tested}, {name} (epoch {metrics['epoch']}): "
             f"accuracy {metrics['accuracy']:.2%}{top5_text(metrics, ', ')}"
         )
     console.print(f"checkpoint: {out / 'model.safetensors'}")

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+import templates
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -37,6 +39,8 @@ class ModelConfig:
     conv_blocks: int = 3  # hybrid: conv blocks before each Transformer block (Kaggle 1st place)
     # Append x[t] - x[t-1] and x[t] - x[t-2]: motion the Kaggle 1st place found worth adding.
     velocity: bool = False
+    # "dtw" (templates.py): the training clips it keeps as templates; training sets it.
+    examples: int = 0
 
 
 def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
@@ -375,6 +379,7 @@ class EncoderISLR(nn.Module):
 
 
 MODELS = ("simple", "transformer", "rnn", "lstm", "gru", "macaron", "conformer", "hybrid")
+TEMPLATE_MODELS = ("dtw",)  # no weights to train: nearest template (templates.py)
 
 MAX_DEPTH = 64  # layers (and conv blocks per layer): far past any model here; a typo beyond
 MAX_KERNEL = 255  # frames a depthwise convolution sees: longer than most signs
@@ -382,8 +387,13 @@ MAX_KERNEL = 255  # frames a depthwise convolution sees: longer than most signs
 
 def build(config: ModelConfig, num_features: int, num_classes: int) -> nn.Module:
     """The model a config describes; the only way models are made (also from checkpoints)."""
-    if config.name not in MODELS:
-        raise ValueError(f"unknown model {config.name!r}: choose one of {', '.join(MODELS)}")
+    if config.name not in MODELS + TEMPLATE_MODELS:
+        known = ", ".join(MODELS + TEMPLATE_MODELS)
+        raise ValueError(f"unknown model {config.name!r}: choose one of {known}")
+    if config.name == "dtw":
+        return templates.TemplateISLR(
+            num_features=num_features, num_classes=num_classes, num_examples=config.examples
+        )
     if not (1 <= config.depth <= MAX_DEPTH and 0 <= config.conv_blocks <= MAX_DEPTH):
         raise ValueError(
             f"depth {config.depth}, conv blocks {config.conv_blocks}: each must be "

@@ -13,6 +13,7 @@ field. The configs are the dataclasses of the modules that use them:
 
 from dataclasses import dataclass, replace
 
+import templates
 from augment import AugmentConfig
 from loops import TrainConfig
 from models import ModelConfig
@@ -91,6 +92,16 @@ PRESETS: dict[str, Preset] = {
         replace(HYBRID, width=192, depth=2, feedforward=384),
         replace(MODERN, late_dropout=10),
         RICH,
+    ),
+    # A few clips a sign of one person (templates.py): every clip kept as a template, a new
+    # clip named after the nearest under time warping. No training, no augmentation; real
+    # hello/thankyou signers alone, 1 clip a sign: 93% against the default's 62%
+    # (BENCHMARKS.md, python -m bench.fewshot).
+    "personal": Preset(
+        DataConfig(landmarks=templates.SELECTION, mirror_left=True),
+        ModelConfig(name="dtw"),
+        TrainConfig(epochs=1),
+        NO_AUGMENT,
     ),
 }
 DEFAULT = "transformer"
