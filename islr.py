@@ -166,6 +166,7 @@ def train(
             data_dir = resumed.data_dir
         out = open_run(held, out, preset, resume, data_dir)
         started = time.perf_counter()
+        data_dir = tools.converted(data_dir, out)  # the raw Kaggle layout, through the cache
         dataset = load_features(data_dir, config.data)  # streamed, or mapped
         if resumed and dataset.vocabulary != resumed.vocabulary:
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
@@ -304,10 +305,15 @@ def describe_training(data_dir, dataset, prepared, split, config, device, resume
     unseen = [sign for sign, index in dataset.vocabulary.items() if not counts[index]]
     if unseen:
         note(f"no training sequence of {', '.join(unseen)}: the model cannot learn them")
-    lines = [
-        f"signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
+    signers = (
+        f"one signer, {split['train'][0]}: held-out clips of it validate and test"
+        if split.get("held_out")
+        else f"signers: {len(split['train'])} train, validation {', '.join(split['val'])} "
         f"(picks the epoch from {config.train.first_candidate}-{config.train.epochs}), "
-        f"test {', '.join(split['test']) or 'none'}",
+        f"test {', '.join(split['test']) or 'none'}"
+    )
+    lines = [
+        signers,
         "sequences: " + ", ".join(f"{k} {len(v)}" for k, v in prepared.items()),
     ]
     describe_run("islr train", where, config, lines)

@@ -32,7 +32,7 @@ def split_clips(labels: Tensor, seed: int = 0) -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, list[Tensor]] = {"train": [], "val": [], "test": []}
     for sign in labels.unique():
-        clips = torch.flatnonzero(labels == sign)
+        clips = torch.nonzero(labels == sign).flatten()
         clips = clips[torch.randperm(len(clips), generator=generator)]
         held = round(HELD_OUT * len(clips)) or (1 if len(clips) >= 3 else 0)
         parts["test"].append(clips[:held])

@@ -2,6 +2,7 @@
 for deployment, list or clear the preprocessed cache. Registered on the app in islr.py; run them as `python islr.py prepare ...` etc.
 """
 
+import hashlib
 import shutil
 import time
 from contextlib import ExitStack
@@ -74,6 +75,30 @@ def synth(
     console.print(
         f"{count} synthetic sequences written to {out} in {time.perf_counter() - start:.1f}s"
     )
+
+
+def converted(data_dir: Path, out: Path) -> Path:
+    """A GISLR-layout folder for `data_dir`: itself, or, for the raw Kaggle layout (train.csv
+    and a parquet file a clip, what `extract --dataset` writes), its conversion into a cache
+    folder keyed by the input's path (OUT/data where the cache is off). A re-run converts
+    only the signers whose clips changed (raw/convert.py)."""
+    from raw import convert
+
+    if not (data_dir / "train.csv").is_file() or any(data_dir.glob("*.hdf5")):
+        return data_dir
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    base = cache_directory()
+    target = base / f"kaggle-{key}" if base is not None else out / "data"
+    try:
+        with console.status(f"converting the raw Kaggle layout of {data_dir} into {target}"):
+            report = convert.convert(data_dir, target)
+    except (convert.ConvertError, convert.KaggleError) as error:
+        raise ValueError(str(error)) from None
+    skipped = sum(report.skipped.values())
+    if skipped:
+        note(f"{skipped} clips of {data_dir} could not be read and are left out")
+    console.print(f"  {data_dir}: raw Kaggle layout, converted into {target}")
+    return target
 
 
 def prepare(
