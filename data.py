@@ -16,6 +16,8 @@ Python on the training path; cache.load keeps the preprocessed frames in a memor
 so memory holds the features, not the raw data. `load_dataset` reads every raw sequence into
 memory at once, for bench and for the tests that compare against it.
 
+With one signer there is no signer to hold out: `split_clips` holds out clips of that signer.
+
     python -c "import data; print(data.load_dataset('datasets/synthetic-top10'))"
 """
 
@@ -379,4 +381,35 @@ def prepare_arrays(features: list[np.ndarray], labels: np.ndarray, config: DataC
     frames = preprocess(frames, lengths, config)
     return Prepared(
         frames.contiguous(), offsets, lengths, torch.as_tensor(labels, dtype=torch.long)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One signer: held-out clips instead of a held-out signer
+
+HELD_OUT_CLIPS = 0.2  # the share of each sign's clips held out for validation, and as much for test
+
+
+def split_clips(labels: Tensor, seed: int = 0) -> dict[str, Tensor]:
+    """Clip indices of each part, per sign: HELD_OUT_CLIPS for test and for validation where a sign
+    has enough clips (3: one each), the rest (at least one a sign) to train."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[Tensor]] = {"train": [], "val": [], "test": []}
+    for sign in labels.unique():
+        clips = torch.nonzero(labels == sign).flatten()
+        clips = clips[torch.randperm(len(clips), generator=generator)]
+        held = round(HELD_OUT_CLIPS * len(clips)) or (1 if len(clips) >= 3 else 0)
+        parts["test"].append(clips[:held])
+        parts["val"].append(clips[held : 2 * held])
+        parts["train"].append(clips[2 * held :])
+    return {name: torch.cat(chosen).sort().values for name, chosen in parts.items()}
+
+
+def subset(prepared: Prepared, indices: Tensor) -> Prepared:
+    """The sequences at `indices`, sharing the frames tensor."""
+    return Prepared(
+        prepared.frames,
+        prepared.offsets[indices],
+        prepared.lengths[indices],
+        prepared.labels[indices],
     )

@@ -46,7 +46,6 @@ import data
 import loops
 import models
 import options
-import personal
 import presets
 import safely
 import tools
@@ -235,13 +234,13 @@ def choose_parts(dataset: cache.Features, resumed, test_signer: str, val_signer:
     if len(signers) > 1:
         split = resumed.split if resumed else choose_split(dataset, test_signer, val_signer)
         return dataset.split(**split), split
-    indices = personal.split_clips(dataset.prepared.labels)  # the same on --resume: seeded
+    indices = data.split_clips(dataset.prepared.labels)  # the same on --resume: seeded
     if not len(indices["val"]):
         raise ValueError(
             "one signer with fewer than 3 clips of each sign: no clip is left to validate "
             "on; record more, or use --preset personal"
         )
-    prepared = {k: personal.subset(dataset.prepared, v) for k, v in indices.items() if len(v)}
+    prepared = {k: data.subset(dataset.prepared, v) for k, v in indices.items() if len(v)}
     note(
         f"one signer ({signers[0]}): held-out clips of the same signer validate and test; "
         "the accuracy is on held-out clips of the same signer, not signer-independent"
@@ -269,7 +268,7 @@ def train_templates(dataset, config, out: Path, data_dir: Path, test_signer, sta
         config, dataset.vocabulary, trainer.run_metadata(split, data_dir)
     )
     parts = dataset.split(**split)
-    result = personal.fit_templates(parts["train"], parts.get("test"), out, config, saved)
+    result = trainer.fit_templates(parts["train"], parts.get("test"), out, config, saved)
     seconds = time.perf_counter() - started
     loo = result["leave_one_out"]
     console.print(f"{result['templates']} templates kept in {seconds:.1f}s")

@@ -15,6 +15,9 @@ last completed epoch with exactly the state an uninterrupted run would have had.
 Under `torchrun --nproc-per-node N islr.py train ...` each process trains on its shard of
 every epoch's batches (DistributedDataParallel: gloo on CPU, nccl on CUDA); only rank 0
 writes files.
+
+`fit_templates` is the run of the `personal` preset (templates.py): no epochs, every training
+clip kept as a template, model.safetensors written once.
 """
 
 import gc
@@ -24,7 +27,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +39,7 @@ import checkpoint
 import loops
 import models
 import safely
+import templates
 from data import Batch, Prepared
 from preprocessing import DataConfig
 from presets import Preset
@@ -413,3 +417,33 @@ def evaluate_checkpoints(
         checkpoint.save(path, loaded.model, **saved, epoch=epoch, metrics=metrics)
         tests[name] = {**result, "epoch": epoch}
     return tests
+
+
+# ---------------------------------------------------------------------------------------------
+# The personal preset: no epochs, the clips are the model
+
+
+def fit_templates(
+    train: Prepared,
+    test: Prepared | None,
+    out: Path,
+    preset: Preset,
+    saved: dict,
+) -> dict:
+    """Keep every clip of `train` as a template, score `test` (if any), write the checkpoint.
+
+    `saved` is trainer.checkpoint_fields(...). Returns {"leave_one_out": {samples, accuracy},
+    "test": metrics or None, "templates": M}; the same figures go into the checkpoint.
+    """
+    num_classes = len(saved["vocabulary"])
+    model, leave_one_out = templates.fit(train, num_classes)
+    tested = None
+    if test is not None and len(test):
+        tested = loops.evaluate(model, test.batches(loops.EVAL_BATCH))
+    metrics = {"leave_one_out": leave_one_out}
+    if tested is not None:
+        metrics["test"] = loops.summary(tested)
+    fields = {**saved, "model_config": replace(preset.model, examples=len(model.templates))}
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(out / "model.safetensors", model, **fields, epoch=1, metrics=metrics)
+    return {"leave_one_out": leave_one_out, "test": tested, "templates": len(model.templates)}

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {"islr", "crossval", "tools"}  # the root modules allowed to import folders
 FOLDERS = ["raw", "synthetic", "video", "pictures", "web", "bench"]  # lowest first
-MAX_ROOT_MODULES = 18
+MAX_ROOT_MODULES = 19
 
 
 def module_name(path: Path) -> str:
@@ -115,7 +115,7 @@ def test_no_import_cycles():
 
 
 def test_the_root_holds_the_core_and_the_command_line_only():
-    """At most 18 modules at the root, and every other module sits in one of FOLDERS."""
+    """At most 19 modules at the root, and every other module sits in one of FOLDERS."""
     root = sorted(path.stem for path in ROOT.glob("*.py"))
     assert len(root) <= MAX_ROOT_MODULES, root
     folders = sorted(

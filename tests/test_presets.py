@@ -9,9 +9,12 @@ import presets
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
 def test_every_preset_builds_its_model_and_augmentations(name):
+    """Each preset's model builds with weights to train, or (templates) with its buffers."""
     preset = presets.PRESETS[name]
     model = models.build(preset.model, preset.data.num_features, 10)
-    assert models.num_parameters(model) > 0
+    trainable = preset.model.name not in models.TEMPLATE_MODELS
+    assert (models.num_parameters(model) > 0) == trainable
+    assert len(model.state_dict()) > 0
     augment.build(preset.augment, preset.data)  # refuses a combination it cannot apply
 
 
