@@ -57,6 +57,7 @@ CV_REFUSES = {
     "seed": "it runs seeds 0..N-1: give --seeds N",
     "val_signer": "it picks them per fold: give --val-signers N",
     "resume": "a cross-validation starts afresh",
+    "init": "each fold starts afresh",
 }
 
 

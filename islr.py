@@ -30,6 +30,7 @@ def _quit_quietly(signum: int, frame: object) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, _quit_quietly)
 
+import dataclasses
 import shlex
 import time
 from contextlib import ExitStack
@@ -52,6 +53,7 @@ import tools
 import trainer
 from bench import video_path
 from cli import (
+    CONFIG_OPTIONS,
     DEFAULT_DATA,
     DEFAULT_TEST_SIGNER,
     RUNS,
@@ -147,6 +149,7 @@ def train(
     amp: options.Amp = DEFAULT.train.amp,
     device: Device = "auto",
     resume: options.Resume = None,
+    init: options.Init = None,
 ) -> None:
     """Train a model; keep the checkpoint of the best validation epoch and of the last one.
 
@@ -161,6 +164,7 @@ def train(
         console.quiet = errors.quiet = loops.rank() != 0  # one process speaks for all
         resumed = resumed_run(ctx, resume) if resume else None
         config = resumed.preset if resumed else resolve_configs(ctx)
+        config = started_from(ctx, config, init) if init else config
         if resumed and "data_dir" not in given_options(ctx):  # --data: where its data moved
             data_dir = resumed.data_dir
         out = open_run(held, out, preset, resume, data_dir)
@@ -171,15 +175,23 @@ def train(
             raise ValueError(f"{data_dir} has another vocabulary than the run {resume} trained on")
         check_signs(dataset)
         if config.model.name in models.TEMPLATE_MODELS:
-            test = test_signer if "test_signer" in given_options(ctx) else None
-            return train_templates(dataset, config, out, data_dir, test, started)
+            signers = set(dataset.signers)  # the default test signer where it is one of several
+            given = "test_signer" in given_options(ctx) or (
+                len(signers) > 1 and test_signer in signers
+            )
+            return train_templates(
+                dataset, config, out, data_dir, test_signer if given else None, started
+            )
         prepared, split = choose_parts(dataset, resumed, test_signer, val_signer)
         describe_training(data_dir, dataset, prepared, split, config, device_, resume)
+        weights = trainer.encoder_weights(init, config, len(dataset.vocabulary)) if init else None
+        if weights:
+            console.print(f"  --init {init}: {len(weights)} weight tensors, a new head")
         console.print(f"  load + preprocess {time.perf_counter() - started:.1f}s; out {out}")
         if not plots.available():
             note(f"no curves.png: drawing needs matplotlib, {plots.EXTRA_HINT}")
         result = train_or_say_how_far(
-            prepared, out, config, dataset.vocabulary, device_, split, data_dir, resume
+            prepared, out, config, dataset.vocabulary, device_, split, data_dir, resume, weights
         )
     print_results(result, split, out)
 
@@ -216,6 +228,21 @@ def run_directory(out: Path | None, preset: str) -> tuple[Path, bool]:
     return (
         new_run_directory(name) if made else output_directory(out or RUNS / name, "--out")
     ), made
+
+
+def started_from(ctx: typer.Context, config: presets.Preset, init: Path) -> presets.Preset:
+    """--init: the checkpoint's data and model configs (its encoder reads that input, in that
+    shape) with the preset's training recipe; a data or model flag beside it is refused."""
+    if config.model.name in models.TEMPLATE_MODELS:
+        raise ValueError("--init starts a network from an encoder; --preset personal has none")
+    loaded = checkpoint.load(init)
+    names = {f.name for part in (config.data, config.model) for f in dataclasses.fields(part)}
+    clashing = [n for n in given_options(ctx) if CONFIG_OPTIONS.get(n, n) in names]
+    if clashing:
+        raise ValueError(
+            f"--init {init} sets the model and its input: drop {flag(ctx, clashing[0])}"
+        )
+    return dataclasses.replace(config, data=loaded.data_config, model=loaded.model_config)
 
 
 def check_signs(dataset: cache.Features) -> None:
@@ -275,7 +302,8 @@ def train_templates(dataset, config, out: Path, data_dir: Path, test_signer, sta
     if loo["samples"]:
         console.print(
             f"leave-one-out accuracy on held-out clips of the same signer(s) "
-            f"({loo['samples']} clips, each named by the others): {loo['accuracy']:.2%}"
+            f"({loo['samples']} clips, each named by all the others; not signer-independent): "
+            f"{loo['accuracy']:.2%}"
         )
     else:
         note("one clip of each sign: no clip is left to test on (the model is written)")
@@ -319,7 +347,7 @@ def describe_training(data_dir, dataset, prepared, split, config, device, resume
 
 
 def train_or_say_how_far(
-    prepared, out, config, vocabulary, device, split, data_dir, resume
+    prepared, out, config, vocabulary, device, split, data_dir, resume, init=None
 ) -> dict:
     """trainer.train_run with its epochs printed; on Ctrl-C, what was kept and how to go on."""
     try:
@@ -336,6 +364,7 @@ def train_or_say_how_far(
             on_saved=curves.writer(
                 out / "curves.png", config.train.first_candidate, config.train.epochs
             ),
+            init=init,
         )
     except KeyboardInterrupt:
         if (out / "resume.safetensors").exists():

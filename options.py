@@ -96,3 +96,10 @@ SelectAfter = Annotated[
 ]
 Amp = Annotated[bool, option("bfloat16 autocast on CUDA.", TRAIN_PANEL)]
 Resume = Annotated[Path | None, option("Continue an interrupted run directory (its own configs).")]
+Init = Annotated[
+    Path | None,
+    option(
+        "Start from this checkpoint: its data and model configs and encoder weights, "
+        "a new head for this data's signs."
+    ),
+]

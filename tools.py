@@ -189,6 +189,7 @@ BENCH_REFUSES = {
     "val_signer": "it trains on every sequence",
     "out": "it writes no run; --json saves the figures",
     "resume": "it starts afresh",
+    "init": "it times the recipe from scratch",
 }
 
 

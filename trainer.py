@@ -267,16 +267,18 @@ def train_run(
         batches
     ),
     on_saved: Callable[[list[dict], dict | None], None] = lambda history, best: None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> dict:
     """Train on prepared["train"], keep the best epoch on prepared["val"], then test once.
 
     The test split (if any) is evaluated at the end for both checkpoints, and its metrics
     are added to them. With `resume`, training continues from `out/resume.safetensors`.
-    `on_saved(history, best)` runs once each epoch's files are written (e.g. to draw them).
+    `on_saved(history, best)` runs once each epoch's files are written (e.g. to draw them);
+    `init` holds weights to start from (encoder_weights).
     Returns {"best": record, "test": {"model": metrics, "last": metrics}, "parameters": n}.
     """
     device = torch.device(device)
-    state, parameters = start_state(prepared["train"], preset, len(vocabulary), device)
+    state, parameters = start_state(prepared["train"], preset, len(vocabulary), device, init)
     augmenter = augment.build(preset.augment, preset.data)
     saved = checkpoint_fields(preset, vocabulary, metadata)
     history, best = [], None
@@ -314,13 +316,39 @@ def train_run(
     return {"best": best, "test": tests, "parameters": parameters}
 
 
+def encoder_weights(path: Path, preset: Preset, num_classes: int) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint `path` that fit the preset's model, its head left out (a new
+    one for this vocabulary): the tensors whose names and shapes match."""
+    source = checkpoint.load(path)
+    if source.model_config.name in models.TEMPLATE_MODELS:
+        raise ValueError(f"--init {path} keeps templates, not an encoder: start a network afresh")
+    with torch.device("meta"):
+        target = models.build(preset.model, preset.data.num_features, num_classes).state_dict()
+    shared = {
+        name: tensor
+        for name, tensor in source.model.state_dict().items()
+        if not name.startswith("head.") and name in target and target[name].shape == tensor.shape
+    }
+    if not shared:
+        raise ValueError(f"--init {path}: none of its weights fits this model")
+    return shared
+
+
 def start_state(
-    train: Prepared, preset: Preset, num_classes: int, device: torch.device
+    train: Prepared,
+    preset: Preset,
+    num_classes: int,
+    device: torch.device,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> tuple[loops.TrainState, int]:
     """(the seeded model with its optimizer, schedule and EMA, its parameter count); the model
-    is wrapped in DistributedDataParallel under torchrun."""
+    starts from the `init` weights where given (encoder_weights) and is wrapped in
+    DistributedDataParallel under torchrun."""
     torch.manual_seed(preset.train.seed)
-    model = models.build(preset.model, preset.data.num_features, num_classes).to(device)
+    model = models.build(preset.model, preset.data.num_features, num_classes)
+    if init:
+        model.load_state_dict(init, strict=False)
+    model = model.to(device)
     parameters = models.num_parameters(model)
     if dist.is_initialized():
         model = nn.parallel.DistributedDataParallel(model)

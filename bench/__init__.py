@@ -5,4 +5,5 @@ prepare.py      `prepare` against one pandas DataFrame per file (make bench-prep
 scale.py        training throughput at two data sizes, interleaved
 drawing.py      what drawing curves.png costs a training run
 video_path.py   `bench-video`: extraction and `live` on this machine
+fewshot.py      k clips a sign of one signer: the personal preset's accuracy (python -m bench.fewshot)
 """

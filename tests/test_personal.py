@@ -124,3 +124,37 @@ def test_only_one_sign_with_clips_is_one_line(tmp_path, preset):
     data_dir = write_gislr(tmp_path / "d", signers=("101",), per_signer=1, signs=("a", "b"))
     result = run("train", "--data", data_dir, "--preset", preset, "--out", tmp_path / "run")
     one_line_error(result, "a classifier needs two")
+
+
+def test_init_starts_from_an_encoder_with_a_new_head(tmp_path):
+    """--init copies every encoder weight of a checkpoint and sizes a new head for new signs."""
+    first = tmp_path / "first"
+    source = write_gislr(tmp_path / "a", signs=("a", "b", "c"))
+    flags = ["--preset", "simple", "--epochs", "1"]
+    assert run("train", "--data", source, "--out", first, *flags).exit_code == 0
+    target = write_gislr(tmp_path / "b", signs=("w", "x", "y", "z"), seed=1)
+    second = tmp_path / "second"
+    init = first / "model.safetensors"
+    result = run(
+        "train", "--data", target, "--out", second, *flags, "--init", init, "--learning-rate", "0"
+    )
+    assert result.exit_code == 0, result.output
+    before = checkpoint.load(init).model.state_dict()
+    after = checkpoint.load(second / "model.safetensors").model.state_dict()
+    assert torch.equal(before["embed.weight"], after["embed.weight"])  # lr 0: as copied
+    assert after["head.weight"].shape[0] == 4 and before["head.weight"].shape[0] == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--preset", "personal"], "--preset personal has none"),
+        (["--width", "32"], "drop --width"),
+    ],
+)
+def test_init_refusals_are_one_line(trained, tmp_path, flags, message):
+    """--init with the personal preset, or beside a model flag, is refused in one line."""
+    data_dir, out, _ = trained
+    init = out / "model.safetensors"
+    result = run("train", "--data", data_dir, "--out", tmp_path / "r", "--init", init, *flags)
+    one_line_error(result, message)
