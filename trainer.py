@@ -474,4 +474,8 @@ def fit_templates(
     fields = {**saved, "model_config": replace(preset.model, examples=len(model.templates))}
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.save(out / "model.safetensors", model, **fields, epoch=1, metrics=metrics)
+    # One "epoch" in history.json, as a network's run would have it (the page reads it): its
+    # validation figures are the leave-one-out ones.
+    record = {"epoch": 1, "train": {"samples": len(train)}, "val": leave_one_out}
+    safely.write_text(out / "history.json", json.dumps([record], indent=1))
     return {"leave_one_out": leave_one_out, "test": tested, "templates": len(model.templates)}
