@@ -95,7 +95,7 @@ PRESETS: dict[str, Preset] = {
     ),
     # A few clips a sign of one person (templates.py): every clip kept as a template, a new
     # clip named after the nearest under time warping. No training, no augmentation; real
-    # hello/thankyou signers alone, 1 clip a sign: 93% against the default's 62%
+    # hello/thankyou signers alone, 1 clip a sign: 93.7% against the default recipe's 68.1%
     # (BENCHMARKS.md, python -m bench.fewshot).
     "personal": Preset(
         DataConfig(landmarks=templates.SELECTION, mirror_left=True),
