@@ -9,6 +9,7 @@ from conftest import one_line_error, run, write_gislr
 import cache
 import checkpoint
 import data
+import export
 import presets
 import templates
 from synthetic import synth
@@ -69,7 +70,8 @@ def test_dtw_aligns_a_slowed_down_track():
 
 
 def test_train_writes_a_checkpoint_that_loads_and_predicts(tmp_path):
-    """train --preset personal on the raw Kaggle layout writes a model whose logits reload."""
+    """train --preset personal on the raw Kaggle layout writes a model whose logits reload, that
+    predict reads and export turns into TorchScript."""
     raw = _synthetic(tmp_path / "raw", signs=3, per_sign=3, layout="kaggle")
     out = tmp_path / "run"
     env = {"ISLR_CACHE_DIR": str(tmp_path / "cache")}
@@ -86,6 +88,8 @@ def test_train_writes_a_checkpoint_that_loads_and_predicts(tmp_path):
     )
     predicted = run("predict", out / "model.safetensors", *sorted(raw.rglob("*.parquet"))[:1])
     assert predicted.exit_code == 0, predicted.output
+    exported = export.export(out / "model.safetensors", tmp_path / "model.pt", "torchscript")
+    assert exported["max_abs_difference"] < 1e-4  # every clip length, traced once
 
 
 def test_one_clip_a_sign_needs_no_other_flag(tmp_path):
