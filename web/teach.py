@@ -41,7 +41,7 @@ class Teach:
     async def record(self, sign: str, track: np.ndarray) -> dict:
         """Keep a sign the camera session cut as an example; a refusal comes back as its error."""
         try:
-            return await asyncio.to_thread(self.workspace.add_example, sign, track)
+            return await asyncio.to_thread(self.workspace.add_example, sign, track, "serve camera")
         except ServeError as problem:
             return {"error": str(problem), "sign": sign}
 
@@ -142,7 +142,7 @@ async def upload_example(request: Request) -> JSONResponse:
     teach.workspace.check_known(sign)
     teach.workspace.check_room()
     track, cut = await uploaded_track(request)
-    example = await asyncio.to_thread(teach.workspace.add_example, sign, track)
+    example = await asyncio.to_thread(teach.workspace.add_example, sign, track, "serve upload")
     return JSONResponse({**example, **({"note": cut} if cut else {})}, status_code=201)
 
 

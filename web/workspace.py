@@ -48,9 +48,11 @@ class TeachLimits:
 
 @dataclass(frozen=True)
 class Example:
-    id: int
+    id: int  # train.csv's sequence_id
     sign: str
     path: str  # relative to the workspace, as train.csv holds it
+    signer: int = SIGNER  # participant_id: `record --signer` may add others
+    source: str = ""  # where it came from (train.csv's extra column, as `extract` writes it)
 
 
 class Workspace:
@@ -63,7 +65,7 @@ class Workspace:
         self.signs, self.examples = self.read()
 
     def read(self) -> tuple[list[str], dict[int, Example]]:
-        """The signs and examples already there: train.csv's rows whose file exists."""
+        """The signs and examples on disk: train.csv's rows whose file exists, and the map."""
         if not (self.root / "train.csv").exists():  # signs added, no example yet
             map_path = self.root / MAP_FILE
             return (list(json.loads(map_path.read_text())) if map_path.exists() else []), {}
@@ -71,19 +73,37 @@ class Workspace:
             rows, known, _ = kaggle.read_train_csv(self.root)
         except kaggle.KaggleError as problem:
             raise ServeError(f"the workspace cannot be read: {problem}") from None
+        with open(self.root / "train.csv", newline="", encoding="utf-8-sig") as file:
+            sources = {
+                row.get("sequence_id"): row.get("source") or "" for row in csv.DictReader(file)
+            }
         examples = {
-            row.sequence_id: Example(row.sequence_id, row.sign, row.path)
+            row.sequence_id: Example(
+                row.sequence_id,
+                row.sign,
+                row.path,
+                row.participant_id,
+                sources.get(str(row.sequence_id), ""),
+            )  # fmt: skip
             for row in rows
             if (self.root / row.path).is_file()
         }
-        signs = list(known or {})
+        signs = sorted(known or {}, key=(known or {}).get)
         signs += [e.sign for e in examples.values() if e.sign not in signs]
         return list(dict.fromkeys(signs)), examples
+
+    def reload(self) -> None:
+        """Catch up with the disk, which `record` may have added to: its examples are the
+        truth; signs added here without examples yet are kept."""
+        signs, self.examples = self.read()
+        self.signs += [sign for sign in signs if sign not in self.signs]
 
     # -- what is there ----------------------------------------------------------------------
 
     def describe(self) -> list[dict]:
         """Each sign with the ids of its examples, in the order the signs came."""
+        with self.lock:
+            self.reload()
         return [
             {
                 "name": sign,
@@ -128,6 +148,7 @@ class Workspace:
         if not SIGN_NAME.fullmatch(name):
             raise ServeError(f"{name!r}: use letters, digits, spaces, ' - and _ only")
         with self.lock:
+            self.reload()
             if name.casefold() in {sign.casefold() for sign in self.signs}:
                 raise ServeError(f"there is a sign named {name!r} already", 409)
             if len(self.signs) >= self.limits.signs:
@@ -136,18 +157,19 @@ class Workspace:
             kaggle.write_sign_map(self.root, {sign: i for i, sign in enumerate(self.signs)})
         return name
 
-    def add_example(self, sign: str, track: np.ndarray) -> dict:
+    def add_example(self, sign: str, track: np.ndarray, source: str = "serve") -> dict:
         """Keep landmarks (T, 543, 3) as an example of `sign`; refused without a hand in it."""
-        self.check_known(sign)
         if not np.isfinite(track[:, HANDS, :2]).any():  # no point of either hand, ever
             raise ServeError("no hand was seen in this example: sign with your hands in view")
         self.check_room()
         with self.lock:
+            self.reload()
+            self.check_known(sign)
             example_id = max(self.examples, default=FIRST_ID - 1) + 1
             path = f"{kaggle.LANDMARK_FILES}/{SIGNER}/{example_id}.parquet"
             (self.root / path).parent.mkdir(parents=True, exist_ok=True)
             kaggle.write_sequence(self.root / path, track.astype(np.float32))
-            self.examples[example_id] = Example(example_id, sign, path)
+            self.examples[example_id] = Example(example_id, sign, path, SIGNER, source)
             self.write_index()
         return {"id": example_id, "sign": sign, "frames": int(track.shape[0])}
 
@@ -163,6 +185,7 @@ class Workspace:
 
     def delete_example(self, example_id: int) -> None:
         with self.lock:
+            self.reload()
             example = self.example(example_id)
             del self.examples[example_id]
             self.write_index()  # first: a crash now leaves an unlisted file, never a lost row
@@ -171,6 +194,7 @@ class Workspace:
     def delete_sign(self, name: str) -> None:
         """The sign and every example of it."""
         with self.lock:
+            self.reload()
             self.check_known(name)
             doomed = [e for e in self.examples.values() if e.sign == name]
             for example in doomed:
@@ -184,15 +208,16 @@ class Workspace:
         """train.csv and the sign map, each replaced whole."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(kaggle.CSV_COLUMNS)
-        for example in sorted(self.examples.values(), key=lambda e: e.id):
-            writer.writerow([example.path, SIGNER, example.id, example.sign])
+        writer.writerow((*kaggle.CSV_COLUMNS, "source"))  # the columns `extract`, `record` write
+        for e in sorted(self.examples.values(), key=lambda e: (e.signer, e.id)):
+            writer.writerow([e.path, e.signer, e.id, e.sign, e.source])
         safely.write_text(self.root / "train.csv", text.getvalue())
         kaggle.write_sign_map(self.root, {sign: i for i, sign in enumerate(self.signs)})
 
     def zipped(self) -> bytes:
         """The examples as a zip of the raw Kaggle layout (train.csv, the map, the parquets)."""
         with self.lock:
+            self.reload()
             self.write_index()
             names = ["train.csv", MAP_FILE] + [e.path for e in self.examples.values()]
             buffer = io.BytesIO()

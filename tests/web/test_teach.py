@@ -5,6 +5,7 @@ epoch and copies a checkpoint), so that progress, cancel and restarts are tested
 tests/web/test_serve.py's browser test trains for real.
 """
 
+import csv
 import io
 import json
 import os
@@ -136,6 +137,28 @@ def test_examples_are_kept_in_the_raw_kaggle_layout(model, tmp_path):
     ]
     assert api.delete("/api/teach/signs/hello").status_code == 200
     assert [s["name"] for s in api.get("/api/teach").json()["signs"]] == ["thank you"]
+
+
+def test_examples_recorded_from_the_command_line_meanwhile_are_kept(model, tmp_path):
+    """`record` adding to the workspace the server has open: the page sees its examples, and the
+    page's next example keeps them in train.csv, its source column too."""
+    from video import record
+
+    api = teach_client(model, tmp_path / "ws")
+    add(api, "hello", 1)
+    add(api, "yes", 0)
+    recorder = record.Workspace(tmp_path / "ws", "thankyou", 2, "hands.mp4")
+    recorder.add(track(seed=5))  # as `record --signer 2 --video hands.mp4` writes it
+    signs = {s["name"]: len(s["examples"]) for s in api.get("/api/teach").json()["signs"]}
+    assert signs == {"hello": 1, "yes": 0, "thankyou": 1}  # "yes" has no row: kept all the same
+    api.app.state.islr.teach.workspace.add_example("yes", track(seed=6), "serve camera")
+    with open(tmp_path / "ws" / "train.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["sign"], r["participant_id"], r["source"]) for r in rows] == [
+        ("hello", "1", "serve"),
+        ("yes", "1", "serve camera"),
+        ("thankyou", "2", "hands.mp4#1"),
+    ]
 
 
 def test_bad_sign_names_and_limits_get_one_line(model, tmp_path):
