@@ -27,6 +27,19 @@ REAL_GISLR = SHARED_DATA / "gislr-hello-thankyou"
 REAL_RAW = SHARED_DATA / "asl-signs-raw"
 
 
+VIDEOS = SHARED_DATA / "videos"
+SELFIE = VIDEOS / "signer-selfie.mp4"
+PERSON = VIDEOS / "person.png"
+
+
+def require_videos() -> Path:
+    if not SELFIE.is_file():
+        pytest.skip(
+            f"real videos not found at {VIDEOS} (they live in ../shared/data beside the repo)"
+        )
+    return VIDEOS
+
+
 def require_real_data() -> Path:
     if not REAL_GISLR.is_dir():
         pytest.skip(

@@ -201,7 +201,7 @@ def test_show_npy_and_its_mistakes(tmp_path):
 
 def test_show_a_video_draws_its_frames_under_the_landmarks(tmp_path):
     """A video input: one animation frame per video frame, extracted by video.py."""
-    from test_video import SELFIE, require_videos
+    from conftest import SELFIE, require_videos
 
     require_videos()
     result = run("show", SELFIE, "--out", tmp_path / "selfie.gif")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import one_line_error, run
-from test_video import PERSON, require_videos
+from conftest import PERSON, one_line_error, require_videos, run
 
 from raw import kaggle
 from video import extract, extract_jobs, video

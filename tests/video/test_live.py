@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from conftest import one_line_error, run
-from test_video import SELFIE, require_videos
+from conftest import SELFIE, one_line_error, require_videos, run
 
 from bench import video_path
 

@@ -6,8 +6,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import one_line_error, run
-from test_video import SELFIE, require_videos
+from conftest import SELFIE, one_line_error, require_videos, run
 
 from raw import kaggle
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_video import SELFIE, require_videos
+from conftest import SELFIE, require_videos
 
 from video import segment, video
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, one_line_error, require_real_data, run
+from conftest import PERSON, SELFIE, one_line_error, require_real_data, require_videos, run
 
 from raw import kaggle
 from video import video
@@ -17,19 +17,8 @@ pytest.importorskip(
     "mediapipe", reason="the video extra is not installed: pip install -e '.[video]'"
 )
 
-VIDEOS = SHARED_DATA / "videos"
-SELFIE = VIDEOS / "signer-selfie.mp4"
-PERSON = VIDEOS / "person.png"
 LEFT_SHOULDER, RIGHT_SHOULDER = 489 + 11, 489 + 12  # pose 11 and 12 in Kaggle order
 PARTS = {"face": (0, 468), "left_hand": (468, 489), "pose": (489, 522), "right_hand": (522, 543)}
-
-
-def require_videos() -> Path:
-    if not SELFIE.is_file():
-        pytest.skip(
-            f"real videos not found at {VIDEOS} (they live in ../shared/data beside the repo)"
-        )
-    return VIDEOS
 
 
 def found(points: np.ndarray, part: str) -> np.ndarray:

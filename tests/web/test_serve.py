@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, run, write_gislr
+from conftest import SELFIE, run, write_gislr
 
 import checkpoint
 from web import limits, routes, serve
@@ -27,7 +27,6 @@ pytest.importorskip("fastapi", reason="serve needs its extra: pip install -e '.[
 pytest.importorskip("mediapipe", reason="serve needs the video extra: pip install -e '.[video]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-SELFIE = SHARED_DATA / "videos" / "signer-selfie.mp4"
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent.parent
 SIGNS = ("hello", "thankyou", "please", "sorry", "yes", "no")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, run, write_gislr
+from conftest import SELFIE, run, write_gislr
 
 import checkpoint
 from raw import kaggle
@@ -30,7 +30,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from web.teach import Teach  # noqa: E402
 
-SELFIE = SHARED_DATA / "videos" / "signer-selfie.mp4"
 FOREIGN = {"origin": "http://evil.example"}
 
 # A stand-in for `islr.py train --data WS --preset P --out RUN --threads N`: EPOCHS epochs of
