@@ -7,7 +7,7 @@ statistics are scatter sums and there is no per-sequence Python.
     frames (F, 543, 3) raw, NaN where MediaPipe saw nothing
       -> preprocess(frames, lengths, DataConfig())   (F, J*C): J = 130 points, C = 2 (x, y)
 
-`data.prepare_arrays` calls it (so `cache.load` does, chunk by chunk); `export.py` traces it into the deployed graph.
+`data.prepare_arrays` calls it (so `cache.load` does, chunk by chunk); `deploy/export.py` traces it into the deployed graph.
 """
 
 from collections.abc import Callable

@@ -305,7 +305,7 @@ def export(
     threads: Threads = 0,
 ) -> None:
     """A self-contained model file taking raw landmarks [T, 543, 3], checked against PyTorch."""
-    import export as exporter
+    from deploy import export as exporter
 
     with user_errors():
         use_threads(threads)

@@ -9,9 +9,9 @@ from conftest import one_line_error, run, write_gislr
 import cache
 import checkpoint
 import data
-import export
 import presets
 import templates
+from deploy import export
 from synthetic import synth
 
 PERSONAL = presets.PRESETS["personal"]

@@ -15,7 +15,7 @@ plus edge cases (1 frame; 1,100 frames, longer than any training clip), and rena
 `out` only if they agree.
 
     python islr.py export runs/<name>/model.safetensors --format torchscript model.pt
-    python -c "import export; print(export.export('runs/x/model.safetensors', 'm.onnx', 'onnx'))"
+    python -c "from deploy import export; print(export.export('runs/x/model.safetensors', 'm.onnx', 'onnx'))"
 
 Using an export (no islr code needed):
     files = {"vocabulary.json": ""}

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import checkpoint
-import export
 import landmarks
 import models
 import preprocessing
+from deploy import export
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning")
 
@@ -260,7 +260,7 @@ def test_onnx_export_in_a_fresh_process(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "islr.py", "export", path, tmp_path / "model.onnx"],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parent.parent.parent,
         capture_output=True,
         text=True,
         timeout=300,
