@@ -287,6 +287,15 @@ def resolve_configs(ctx: typer.Context) -> Preset:
     return preset
 
 
+def refuse_templates(preset: Preset, command: str) -> None:
+    """cv and bench time and train networks for epochs; a template model has no weights."""
+    if preset.model.name in models.TEMPLATE_MODELS:
+        raise ValueError(
+            f"{command} trains networks for epochs; --preset personal keeps its clips as "
+            "templates and has none: python -m bench.fewshot measures it"
+        )
+
+
 def describe_run(title: str, where: str, preset: Preset, lines: Iterable[str] = ()) -> None:
     """The head of a train or cv log: what runs where, then every config in full."""
     console.print(styled(title, "bold", where))

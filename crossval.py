@@ -37,6 +37,7 @@ from cli import (
     parse_signers,
     pick_device,
     refuse_options,
+    refuse_templates,
     refuse_used,
     resolve_configs,
     say_interrupted,
@@ -104,6 +105,7 @@ def cv(
                 "give --folds or --test-signer, not both: a fixed test signer is one fold"
             )
         config = resolve_configs(recipe)
+        refuse_templates(config, "cv")
         device_ = pick_device(device)
         made = out is None
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-cv-{recipe.params['preset']}"

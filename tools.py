@@ -34,6 +34,7 @@ from cli import (
     output_file,
     pick_device,
     refuse_options,
+    refuse_templates,
     resolve_configs,
     styled,
     train_flags,
@@ -222,6 +223,7 @@ def bench(
         recipe = train_flags(ctx)
         refuse_options(recipe, BENCH_REFUSES, "bench")
         config = resolve_configs(recipe)
+        refuse_templates(config, "bench")
         ensure_default_data(data_dir)
         result = benchmark.run(
             data_dir,

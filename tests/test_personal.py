@@ -162,3 +162,10 @@ def test_init_refusals_are_one_line(trained, tmp_path, flags, message):
     init = out / "model.safetensors"
     result = run("train", "--data", data_dir, "--out", tmp_path / "r", "--init", init, *flags)
     one_line_error(result, message)
+
+
+@pytest.mark.parametrize("command", ["cv", "bench"])
+def test_cv_and_bench_refuse_the_template_model_in_one_line(tiny_data, tmp_path, command):
+    """cv and bench train networks for epochs: --preset personal is refused, naming bench.fewshot."""
+    result = run(command, "--data", tiny_data, "--preset", "personal")
+    one_line_error(result, "python -m bench.fewshot")
