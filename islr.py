@@ -459,6 +459,7 @@ def evaluate(
         evaluation.check_picture_directories(plots_dir, errors_dir)
         loaded = checkpoint.load(ckpt)
         data_dir = data_dir or Path(loaded.metadata.get("data", DEFAULT_DATA))
+        data_dir = tools.converted(data_dir, ckpt.parent)  # the raw Kaggle layout too
         signers = [s for value in signer or [] for s in parse_signers(value, "--signer")]
         signers = signers or loaded.metadata.get("split", {}).get("test")
         if not signers:

@@ -320,6 +320,15 @@ def export(
     )
 
 
+def describe_entry(entry: Path) -> str:
+    """What a cache folder without a manifest is: a converted raw layout, or unfinished."""
+    return (
+        "a raw Kaggle layout converted by train"
+        if entry.name.startswith("kaggle-")
+        else "unfinished"
+    )
+
+
 def cache(
     clear: Annotated[bool, typer.Option("--clear", help="Remove every entry.")] = False,
 ) -> None:
@@ -337,7 +346,8 @@ def cache(
             manifest = read_manifest(entry) or {}
             console.print(
                 f"{entry.name}  {size / 2**20:8.1f} MiB  {manifest.get('num_sequences', '?')} "
-                f"sequences  {manifest.get('root', 'unfinished')}  {manifest.get('config', '')}"
+                f"sequences  {manifest.get('root', describe_entry(entry))}  "
+                f"{manifest.get('config', '')}"
             )
         if clear:
             for path in directory.iterdir() if directory.is_dir() else []:

@@ -86,6 +86,11 @@ def test_train_writes_a_checkpoint_that_loads_and_predicts(tmp_path):
     assert torch.allclose(
         loaded.model(batch.features, batch.valid), fresh(batch.features, batch.valid)
     )
+    signer = loaded.metadata["split"]["train"][0]
+    evaluated = run(
+        "evaluate", out / "model.safetensors", "--data", raw, "--signer", signer, env=env
+    )
+    assert evaluated.exit_code == 0 and "accuracy 100.00%" in evaluated.output, evaluated.output
     predicted = run("predict", out / "model.safetensors", *sorted(raw.rglob("*.parquet"))[:1])
     assert predicted.exit_code == 0, predicted.output
     exported = export.export(out / "model.safetensors", tmp_path / "model.pt", "torchscript")
