@@ -244,3 +244,11 @@ def test_more_processes_than_batches_all_get_one(tiny_data, world):
     prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
     counts = [len(list(prepared.batches(32, rank=r, world=world))) for r in range(world)]
     assert counts == [prepared.num_batches(32, world)] * world == [1] * world
+
+
+def test_adam_runs_fused_on_the_cpu():
+    """Adam and AdamW take PyTorch's fused kernel for CPU parameters (one kernel per parameter)."""
+    model = models.build(models.ModelConfig(), 260, 3)
+    for optimizer in ("adam", "adamw"):
+        state = loops.start(model, loops.TrainConfig(optimizer=optimizer), steps_per_epoch=1)
+        assert state.optimizer.param_groups[0]["fused"] is True

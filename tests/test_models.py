@@ -174,3 +174,57 @@ def test_long_sequences_run(name):
     model = models.build(ModelConfig(name=name), 20, 3).eval()
     x = torch.randn(1, 1500, 20)
     assert model(x, torch.ones(1, 1500, dtype=torch.bool)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_keeps_each_element_with_probability_one_minus_p(p):
+    """models.Dropout keeps 1 - p of the elements (within 5 standard errors, in each of the four
+    16-bit lanes of a random word and overall), scales the kept ones by 1 / (1 - p), and keeps
+    the mean; neighbours are uncorrelated."""
+    torch.manual_seed(0)
+    n = 1_000_003  # not a multiple of 4: the last word is cut
+    y = models.Dropout(p).train()(torch.ones(n))
+    kept = y != 0
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    bound = 5 * (p * (1 - p) / n) ** 0.5
+    assert abs(kept.double().mean() - (1 - p)) < bound
+    for lane in range(4):
+        assert abs(kept[lane::4].double().mean() - (1 - p)) < 2 * bound
+    assert abs(y.double().mean() - 1) < bound / (1 - p)
+    a, b = kept[:-1].double(), kept[1:].double()
+    correlation = ((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std())
+    assert abs(correlation) < 5 / n**0.5
+
+
+def test_dropout_is_reproducible_from_the_seed_and_off_in_eval():
+    """The same seed gives the same mask, another seed another; eval mode and p = 0 pass the
+    input through; the gradient is the mask (kept elements 1 / (1 - p), dropped 0)."""
+    drop = models.Dropout(0.2).train()
+    x = torch.randn(8, 30, 64, requires_grad=True)
+    torch.manual_seed(1)
+    a = drop(x)
+    torch.manual_seed(1)
+    b = drop(x)
+    torch.manual_seed(2)
+    c = drop(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    a.sum().backward()
+    assert torch.allclose(x.grad, (a != 0).float() / 0.8)
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(models.Dropout(0.0).train()(x), x)
+    assert torch.equal(models.Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("name", ["transformer", "conformer", "hybrid"])
+def test_models_use_the_fast_dropout_with_nn_dropout_keys(name, monkeypatch):
+    """Every dropout layer of the encoder models is models.Dropout, and the state_dict has the
+    keys and values of the same model built with nn.Dropout (older checkpoints load)."""
+    torch.manual_seed(0)
+    model = models.build(ModelConfig(name=name), 20, 3)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(type(m) is models.Dropout for m in drops)
+    monkeypatch.setattr(models, "Dropout", torch.nn.Dropout)
+    torch.manual_seed(0)
+    plain = models.build(ModelConfig(name=name), 20, 3).state_dict()
+    assert list(plain) == list(model.state_dict())
+    assert all(torch.equal(plain[key], value) for key, value in model.state_dict().items())
