@@ -199,3 +199,26 @@ def test_inference_commands_take_threads_and_predict_a_device(trained, tmp_path,
         assert torch.get_num_threads() == 2, command
     finally:
         torch.set_num_threads(1)  # as conftest set it
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"], ids=["unset", "user-set"])
+def test_openmp_threads_wait_passively_unless_the_user_says(given):
+    """islr.py sets OMP_WAIT_POLICY=PASSIVE before PyTorch loads, a user's own value wins, and
+    --threads still sets PyTorch's thread count."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    script = (
+        "import sys, islr, cli, torch; print(sys.modules['os'].environ['OMP_WAIT_POLICY']); "
+        "cli.use_threads(1); print(torch.get_num_threads())"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [given or "PASSIVE", "1"]
