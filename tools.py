@@ -240,59 +240,78 @@ def bench(
     table = Table(
         "figure", "value", title=f"islr bench: preset {recipe.params['preset']} on {data_dir}"
     )
-    rows = [
-        ("(a) training epoch, samples/s", f"{result['train_samples_per_second']:,.0f}"),
-        (
-            "(b) model only (forward + backward + step), samples/s",
-            f"{result['model_samples_per_second']:,.0f}",
-        ),
-        ("(a)/(b)", f"{result['pipeline_ratio']:.2f}"),
-        (
-            "(c) latency 1 thread, median / p95 ms",
-            f"{result['latency_median_ms_1_thread']:.2f} / {result['latency_p95_ms_1_thread']:.2f}",
-        ),
-        (
-            f"(c) latency all {result['threads']} thread(s), median / p95 ms",
-            f"{result['latency_median_ms_all_threads']:.2f} / {result['latency_p95_ms_all_threads']:.2f}",
-        ),
-        ("(c) batched inference, sequences/s", f"{result['inference_sequences_per_second']:,.0f}"),
-        (
-            "(d) start to first step, s",
-            f"{result['seconds_to_first_step']:.1f} (load {result['load_seconds']:.1f}, preprocess {result['preprocess_seconds']:.1f}, build {result['build_seconds']:.1f})",
-        ),
-        (
-            "sequences / parameters / threads",
-            f"{result['sequences']:,} / {result['parameters']:,} / {result['threads']}",
-        ),
-        ("load average before the run", f"{result['load_average']:.2f}"),
-    ]
-    if tutorial:
-        workers = result["tutorial_workers"]
-        rows += [
-            ("(e) no augmentation, samples/s: islr", f"{result['islr_samples_per_second']:,.0f}"),
-            (
-                "(e) tutorial DataLoader, 0 workers",
-                f"{result['tutorial_0_workers_samples_per_second']:,.0f}",
-            ),
-            (
-                f"(e) tutorial DataLoader, {workers} workers",
-                f"{result['tutorial_all_workers_samples_per_second']:,.0f}",
-            ),
-            (
-                "(e) tutorial batches merged in advance",
-                f"{result['tutorial_model_only_samples_per_second']:,.0f}",
-            ),
-            ("(e) islr / tutorial (its faster setting)", f"{result['islr_over_tutorial']:.2f}"),
-            (
-                "(e) frames per sequence: real, islr, tutorial",
-                f"{result['real_frames_per_sequence']:.1f}, {result['islr_frames_per_sequence']:.1f}, {result['tutorial_frames_per_sequence']:.1f}",
-            ),
-        ]
-    for row in rows:
+    for row in speed_rows(result) + (tutorial_rows(result) if tutorial else []):
         table.add_row(*row)
     console.print(table)
     if json_path:
         write_json(json_path, result)
+
+
+def speed_rows(result: dict) -> list[tuple[str, str]]:
+    """The table rows of bench's figures (a) to (d) and how close (b) is to the machine."""
+    r = result
+    return [
+        ("(a) training epoch, samples/s", f"{r['train_samples_per_second']:,.0f}"),
+        (
+            "(b) model only (forward + backward + step), samples/s",
+            f"{r['model_samples_per_second']:,.0f}",
+        ),
+        ("(a)/(b)", f"{r['pipeline_ratio']:.2f}"),
+        (
+            "(b) MFLOP a training sample (forward + backward)",
+            f"{r['flops_per_training_sample'] / 1e6:.1f}",
+        ),
+        (
+            "(b) GFLOP/s: step / torch.mm / ratio",
+            f"{r['achieved_flops_per_second'] / 1e9:.1f} / "
+            f"{r['matmul_flops_per_second'] / 1e9:.1f} / {r['fraction_of_matmul']:.2f}",
+        ),
+        (
+            "(c) latency 1 thread, median / p95 ms",
+            f"{r['latency_median_ms_1_thread']:.2f} / {r['latency_p95_ms_1_thread']:.2f}",
+        ),
+        (
+            f"(c) latency all {r['threads']} thread(s), median / p95 ms",
+            f"{r['latency_median_ms_all_threads']:.2f} / {r['latency_p95_ms_all_threads']:.2f}",
+        ),
+        ("(c) batched inference, sequences/s", f"{r['inference_sequences_per_second']:,.0f}"),
+        (
+            "(d) start to first step, s",
+            f"{r['seconds_to_first_step']:.1f} (load {r['load_seconds']:.1f}, "
+            f"preprocess {r['preprocess_seconds']:.1f}, build {r['build_seconds']:.1f})",
+        ),
+        (
+            "sequences / parameters / threads",
+            f"{r['sequences']:,} / {r['parameters']:,} / {r['threads']}",
+        ),
+        ("load average before the run", f"{r['load_average']:.2f}"),
+    ]
+
+
+def tutorial_rows(result: dict) -> list[tuple[str, str]]:
+    """The table rows of bench --tutorial's figures (e)."""
+    r = result
+    return [
+        ("(e) no augmentation, samples/s: islr", f"{r['islr_samples_per_second']:,.0f}"),
+        (
+            "(e) tutorial DataLoader, 0 workers",
+            f"{r['tutorial_0_workers_samples_per_second']:,.0f}",
+        ),
+        (
+            f"(e) tutorial DataLoader, {r['tutorial_workers']} workers",
+            f"{r['tutorial_all_workers_samples_per_second']:,.0f}",
+        ),
+        (
+            "(e) tutorial batches merged in advance",
+            f"{r['tutorial_model_only_samples_per_second']:,.0f}",
+        ),
+        ("(e) islr / tutorial (its faster setting)", f"{r['islr_over_tutorial']:.2f}"),
+        (
+            "(e) frames per sequence: real, islr, tutorial",
+            f"{r['real_frames_per_sequence']:.1f}, {r['islr_frames_per_sequence']:.1f}, "
+            f"{r['tutorial_frames_per_sequence']:.1f}",
+        ),
+    ]
 
 
 def export(

@@ -24,11 +24,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 import augment
 import data
@@ -38,6 +40,17 @@ import preprocessing
 from augment import AugmentConfig
 from data import Batch, Prepared
 from preprocessing import DataConfig
+
+
+@dataclass
+class Setup:
+    """What every figure is measured on, and how long it took to get there."""
+
+    dataset: data.Dataset
+    train: Prepared  # the sequences trained on: all, or `max_sequences` of them
+    state: loops.TrainState
+    batches: Callable[[], Iterable[Batch]]  # one epoch, as `loops.fit` makes it
+    seconds: dict[str, float]  # load, preprocess, build, to the first step, the first step
 
 
 def run(
@@ -64,6 +77,43 @@ def run(
     """
     device = torch.device(device)
     load_average = os.getloadavg()[0]  # other work on the machine skews every figure below
+    setup = set_up(
+        data_dir, data_config, model_config, train_config, augment_config, device, max_sequences
+    )
+    model = setup.state.model
+    result = {
+        "sequences": len(setup.train),
+        "batch_size": train_config.batch_size,
+        "parameters": models.num_parameters(model),
+        "threads": torch.get_num_threads(),
+        "load_average": load_average,
+    }
+    result |= training_figures(setup, train_config, device, repeats)
+    result |= machine_figures(setup, train_config, device, result["model_samples_per_second"])
+    model.eval()
+    result |= inference_figures(setup, data_config, device, latency_calls)
+    result |= setup.seconds
+    if tutorial:
+        build = partial(
+            models.build, model_config, data_config.num_features, len(setup.dataset.vocabulary)
+        )
+        channels = len(preprocessing.COORDINATES[data_config.coordinates])
+        result |= tutorial_comparison(
+            setup.train, build, channels, train_config, device=device, repeats=repeats
+        )
+    return result
+
+
+def set_up(
+    data_dir: Path | str,
+    data_config: DataConfig,
+    model_config: models.ModelConfig,
+    train_config: loops.TrainConfig,
+    augment_config: AugmentConfig | None,
+    device: torch.device,
+    max_sequences: int | None,
+) -> Setup:
+    """(d): load, preprocess, build the model and its training state, take the first step."""
     started = time.perf_counter()
     dataset = data.load_dataset(data_dir)
     loaded = time.perf_counter()
@@ -75,33 +125,39 @@ def run(
     train = subset(prepared, max_sequences, torch.Generator().manual_seed(train_config.seed))
     state = loops.start(model, train_config, train.num_batches(train_config.batch_size))
     built = time.perf_counter()
-
     augmenter = augment.build(augment_config, data_config) if augment_config else None
 
-    def batches():
+    def batches() -> Iterable[Batch]:
         """One epoch's batches, made by the function `loops.fit` uses (a generator: lazy)."""
         return loops.epoch_batches(train, train_config.batch_size, state.generator, augmenter)
 
     first = next(iter(batches()))
     loops.train_epoch(state, [first], train_config, device=device)  # the first training step
-    first_step = time.perf_counter()
+    seconds = {
+        "load_seconds": loaded - started,
+        "preprocess_seconds": preprocessed - loaded,
+        "build_seconds": built - preprocessed,
+        "seconds_to_first_step": built - started,
+        "first_step_seconds": time.perf_counter() - built,
+    }
+    return Setup(dataset, train, state, batches, seconds)
 
-    loops.train_epoch(state, batches(), train_config, device=device)  # warm-up epoch
+
+def training_figures(
+    setup: Setup, config: loops.TrainConfig, device: torch.device, repeats: int
+) -> dict:
+    """(a) and (b): a warm-up epoch, then full epochs and model-only epochs alternating."""
+    state = setup.state
+    loops.train_epoch(state, setup.batches(), config, device=device)  # warm-up epoch
     pipeline, ceiling = [], []
     for _ in range(repeats):
-        metrics = loops.train_epoch(state, batches(), train_config, device=device)
+        metrics = loops.train_epoch(state, setup.batches(), config, device=device)
         pipeline.append(metrics["samples_per_second"])
-        ready = [batch.to(device) for batch in batches()]  # merged and augmented up front
+        ready = [batch.to(device) for batch in setup.batches()]  # merged and augmented up front
         synchronize(device)
-        metrics = loops.train_epoch(state, ready, train_config, device=device)
+        metrics = loops.train_epoch(state, ready, config, device=device)
         ceiling.append(metrics["samples_per_second"])
-
     result = {
-        "sequences": len(train),
-        "batch_size": train_config.batch_size,
-        "parameters": models.num_parameters(model),
-        "threads": torch.get_num_threads(),
-        "load_average": load_average,
         "train_samples_per_second": statistics.median(pipeline),
         "model_samples_per_second": statistics.median(ceiling),
         "train_runs": pipeline,
@@ -110,35 +166,83 @@ def run(
     result["pipeline_ratio"] = (
         result["train_samples_per_second"] / result["model_samples_per_second"]
     )
+    return result
 
-    model.eval()
-    sequences = raw_sequences(dataset, latency_calls, state.generator)
-    for suffix, threads in (("1_thread", 1), ("all_threads", result["threads"])):
+
+def machine_figures(
+    setup: Setup, config: loops.TrainConfig, device: torch.device, samples_per_second: float
+) -> dict:
+    """How close (b) is to the machine: FLOPs of a training sample (forward + backward, over
+    one epoch's batches, padding included), the FLOP/s (b) achieves, and its fraction of a
+    large `torch.mm` on the same threads and device."""
+    batches = [batch.to(device) for batch in setup.batches()]
+    flops = training_flops(setup.state.model, batches, config) / sum(len(b.labels) for b in batches)
+    achieved = flops * samples_per_second
+    matmul = matmul_flops_per_second(device)
+    return {
+        "flops_per_training_sample": flops,
+        "achieved_flops_per_second": achieved,
+        "matmul_flops_per_second": matmul,
+        "fraction_of_matmul": achieved / matmul,
+    }
+
+
+aten = torch.ops.aten
+# PyTorch's counter leaves out the CPU's fused attention: count it as the GPU's kernels are.
+CPU_ATTENTION_FLOPS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: (
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
+    ),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(
+            grad, q, k, v
+        )
+    ),
+}
+
+
+def training_flops(model: torch.nn.Module, batches: list[Batch], config: loops.TrainConfig) -> int:
+    """FLOPs of the forward and backward passes of a training step over `batches` (no update)."""
+    model.train()
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        for batch in batches:
+            logits = model(batch.features, batch.valid)  # (N, K)
+            loss = torch.nn.functional.cross_entropy(
+                logits.float(), batch.labels, label_smoothing=config.label_smoothing
+            )
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_flops_per_second(device: torch.device, size: int = 2048, calls: int = 5) -> float:
+    """FLOP/s of a float32 (size x size) @ (size x size) `torch.mm`, the median of `calls`."""
+    a, b = torch.randn(2, size, size, device=device).unbind()
+    torch.mm(a, b)  # warm-up
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def inference_figures(
+    setup: Setup, data_config: DataConfig, device: torch.device, latency_calls: int
+) -> dict:
+    """(c): single-sequence latency on 1 thread and on all, and batched sequences/s."""
+    model, result = setup.state.model, {}
+    sequences = raw_sequences(setup.dataset, latency_calls, setup.state.generator)
+    for suffix, threads in (("1_thread", 1), ("all_threads", torch.get_num_threads())):
         median, p95 = latency(model, sequences, data_config, device, threads=threads)
         result[f"latency_median_ms_{suffix}"] = median
         result[f"latency_p95_ms_{suffix}"] = p95
     result["mean_frames"] = float(np.mean([len(s) for s in sequences]))
-
-    evaluation = train.batches(loops.EVAL_BATCH)
+    evaluation = setup.train.batches(loops.EVAL_BATCH)
     loops.evaluate(model, [next(evaluation)], device=device)  # warm-up
-    metrics = loops.evaluate(model, train.batches(loops.EVAL_BATCH), device=device)
+    metrics = loops.evaluate(model, setup.train.batches(loops.EVAL_BATCH), device=device)
     result["inference_sequences_per_second"] = metrics["samples_per_second"]
-
-    result |= {
-        "load_seconds": loaded - started,
-        "preprocess_seconds": preprocessed - loaded,
-        "build_seconds": built - preprocessed,
-        "seconds_to_first_step": built - started,
-        "first_step_seconds": first_step - built,
-    }
-    if tutorial:
-        build = partial(
-            models.build, model_config, data_config.num_features, len(dataset.vocabulary)
-        )
-        channels = len(preprocessing.COORDINATES[data_config.coordinates])
-        result |= tutorial_comparison(
-            train, build, channels, train_config, device=device, repeats=repeats
-        )
     return result
 
 
@@ -269,8 +373,41 @@ def tutorial_comparison(
     Rounds of one epoch per path alternate; the first round warms up; medians of the rest.
     islr_over_tutorial compares with the faster of the tutorial's two worker settings.
     """
-    samples = tutorial_samples(train, channels)
     workers = os.cpu_count() or 1
+    paths = data_paths(train, tutorial_samples(train, channels), config, device, workers)
+    runs = alternate_epochs(paths, build, train, config, device, repeats)
+
+    def frames_per_sequence(batches: Iterable[Batch]) -> float:
+        return sum(b.features.shape[0] * b.features.shape[1] for b in batches) / len(train)
+
+    result = {f"{name}_samples_per_second": statistics.median(r) for name, r in runs.items()}
+    tutorial_best = max(
+        result["tutorial_0_workers_samples_per_second"],
+        result["tutorial_all_workers_samples_per_second"],
+    )
+    return result | {
+        "tutorial_workers": workers,
+        "islr_over_tutorial": result["islr_samples_per_second"] / tutorial_best,
+        **{f"{name}_runs": r for name, r in runs.items()},
+        "islr_frames_per_sequence": frames_per_sequence(paths["islr"](torch.Generator())),
+        "tutorial_frames_per_sequence": frames_per_sequence(
+            paths["tutorial_0_workers"](torch.Generator())
+        ),
+        "real_frames_per_sequence": float(train.lengths.float().mean()),
+    }
+
+
+EpochPath = Callable[[torch.Generator], Iterable[Batch]]  # one epoch's batches from a generator
+
+
+def data_paths(
+    train: Prepared,
+    samples: list[dict[str, np.ndarray]],
+    config: loops.TrainConfig,
+    device: torch.device,
+    workers: int,
+) -> dict[str, EpochPath]:
+    """The four ways (e) feeds an epoch to the model, by name."""
 
     def tutorial(generator: torch.Generator, num_workers: int = 0) -> Iterable[Batch]:
         epoch = torch.utils.data.DataLoader(
@@ -288,7 +425,7 @@ def tutorial_comparison(
         synchronize(device)
         return batches
 
-    paths: dict[str, Callable[[torch.Generator], Iterable[Batch]]] = {
+    return {
         "islr": lambda generator: train.batches(
             config.batch_size, shuffle=True, generator=generator
         ),
@@ -296,6 +433,18 @@ def tutorial_comparison(
         "tutorial_all_workers": partial(tutorial, num_workers=workers),
         "tutorial_model_only": merged_in_advance,
     }
+
+
+def alternate_epochs(
+    paths: dict[str, EpochPath],
+    build: Callable[[], torch.nn.Module],
+    train: Prepared,
+    config: loops.TrainConfig,
+    device: torch.device,
+    repeats: int,
+) -> dict[str, list[float]]:
+    """Samples/s of each path's epochs: a model per path, one epoch each per round, rounds
+    alternating; the first round warms up and is left out."""
     states = {}
     for name in paths:
         torch.manual_seed(config.seed)
@@ -307,20 +456,4 @@ def tutorial_comparison(
             metrics = loops.train_epoch(state, batches(state.generator), config, device=device)
             if repeat:
                 runs[name].append(metrics["samples_per_second"])
-
-    def frames_per_sequence(batches: Iterable[Batch]) -> float:
-        return sum(b.features.shape[0] * b.features.shape[1] for b in batches) / len(train)
-
-    result = {f"{name}_samples_per_second": statistics.median(r) for name, r in runs.items()}
-    tutorial_best = max(
-        result["tutorial_0_workers_samples_per_second"],
-        result["tutorial_all_workers_samples_per_second"],
-    )
-    return result | {
-        "tutorial_workers": workers,
-        "islr_over_tutorial": result["islr_samples_per_second"] / tutorial_best,
-        **{f"{name}_runs": r for name, r in runs.items()},
-        "islr_frames_per_sequence": frames_per_sequence(paths["islr"](torch.Generator())),
-        "tutorial_frames_per_sequence": frames_per_sequence(tutorial(torch.Generator())),
-        "real_frames_per_sequence": float(train.lengths.float().mean()),
-    }
+    return runs

@@ -27,6 +27,10 @@ FIGURES = {
     "preprocess_seconds",
     "build_seconds",
     "first_step_seconds",
+    "flops_per_training_sample",
+    "achieved_flops_per_second",
+    "matmul_flops_per_second",
+    "fraction_of_matmul",
 }
 
 
@@ -124,6 +128,36 @@ def test_the_tutorial_path_trains_on_the_same_features(tiny_data):
     assert samples[3]["feature"].shape == (2, int(prepared.lengths[3]), 130)  # (C, T, J)
 
 
+def test_training_flops_count_the_cpu_attention():
+    """A training step's FLOPs are PyTorch's count plus each attention layer's forward and
+    backward (the CPU's fused attention kernel, which PyTorch's counter leaves out)."""
+    from torch.utils.flop_counter import (
+        FlopCounterMode,
+        sdpa_backward_flop_count,
+        sdpa_flop_count,
+    )
+
+    torch.manual_seed(0)
+    N, T, D, H = 4, 9, 16, 2
+    config = models.ModelConfig(
+        width=D, heads=H, feedforward=32, depth=2, dropout=0.0, attention_dropout=0.0
+    )
+    model = models.build(config, 20, 3)
+    valid = torch.ones(N, T, dtype=torch.bool)
+    batch = data.Batch(
+        torch.randn(N, T, 20), valid, valid.sum(1), torch.zeros(N).long(), valid[:, 0]
+    )
+    flops = speed.training_flops(model, [batch], loops.TrainConfig())
+    assert all(p.grad is None for p in model.parameters())  # the count leaves no gradients
+    with FlopCounterMode(display=False) as plain:
+        torch.nn.functional.cross_entropy(model(batch.features, valid), batch.labels).backward()
+    shape = (N, H, T, D // H)
+    attention = sdpa_flop_count(shape, shape, shape) + sdpa_backward_flop_count(
+        shape, shape, shape, shape
+    )
+    assert flops == plain.get_total_flops() + 2 * attention
+
+
 def test_subset_shares_frames():
     """subset picks whole sequences by offset and length, without copying frames."""
     prepared = data.Prepared(
@@ -151,6 +185,8 @@ def test_bench_command_prints_every_figure(tiny_data, tmp_path, one_thread):
         "(a) training epoch",
         "(b) model only",
         "(a)/(b)",
+        "(b) MFLOP a training sample",
+        "(b) GFLOP/s",
         "(c) latency 1 thread",
         "(c) latency all 1 thread(s)",
         "(c) batched inference",
