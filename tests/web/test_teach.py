@@ -1,8 +1,9 @@
 """The teach panel's API (FastAPI's TestClient): signs, examples, training, models, bad input.
 
 Training runs a stand-in for `islr.py train` here (FAKE_TRAIN: it writes history.json epoch by
-epoch and copies a checkpoint), so that progress, cancel and restarts are tested in seconds;
-tests/web/test_serve.py's browser test trains for real.
+epoch and copies a checkpoint), so that progress, cancel and restarts are tested in seconds.
+The browser test at the end (slow, Debian's chromium through Playwright) teaches two signs from
+two fake cameras and trains for real, with the personal preset.
 """
 
 import csv
@@ -347,7 +348,8 @@ def test_uploads_and_recordings_become_examples(model, tmp_path):
             socket.send_bytes(frame)
             answer = socket.receive_json()
             kept += [answer["example"]] if answer.get("example") else []
-    assert kept and kept[0]["sign"] == "hello" and kept[0]["frames"] >= 5
+    # Frames are timed as they arrive, so a loaded machine cuts shorter signs: count them only.
+    assert kept and all(example["sign"] == "hello" and example["frames"] > 0 for example in kept)
     assert len(api.get("/api/teach").json()["signs"][0]["examples"]) == 1 + len(kept)
 
 
@@ -440,8 +442,6 @@ def test_page_teaches_two_signs_and_recognises_them(teach_server, tmp_path):
     from test_serve import CHROMIUM, require_chromium, require_selfie, watch_console
 
     require_chromium()
-    if training.PRESET not in training.presets.PRESETS:
-        pytest.skip(f"training from the page needs the {training.PRESET!r} preset (issue 28)")
     from playwright.sync_api import sync_playwright
 
     capture, frames = cv2.VideoCapture(str(require_selfie())), []
