@@ -47,6 +47,12 @@ def train_command(workspace: Path, out: Path, threads: int) -> list[str]:
     ]  # fmt: skip
 
 
+def training_environment() -> dict[str, str]:
+    """The server's environment, with OpenMP's threads waiting passively unless the user said
+    otherwise (islr.py's policy), and the run's log written line by line."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
+
+
 def planned_epochs() -> int | None:
     preset = presets.PRESETS.get(PRESET)
     return preset.train.epochs if preset else None
@@ -160,7 +166,7 @@ class Training:
             record = self.write(name, name=name, status="running", started=time.time(),
                                 epochs=planned_epochs(), signs=signs, examples=examples,
                                 preset=PRESET)  # fmt: skip
-            env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+            env = training_environment()
             with (run / "train.log").open("w") as log:
                 self.process = subprocess.Popen(
                     self.command(self.workspace, run, self.threads),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SELFIE, run, write_gislr
+from conftest import SELFIE, one_line_error, run, write_gislr
 
 import checkpoint
 from raw import kaggle
@@ -306,14 +306,30 @@ def test_the_servers_end_stops_a_training(model, tmp_path):
     assert quick.runs()[0]["status"] == "failed"
 
 
-def test_training_gets_a_share_of_the_cores(tmp_path):
-    """The real command: the personal preset on the workspace, --threads, into runs/NAME."""
+def test_training_gets_a_share_of_the_cores(tmp_path, monkeypatch):
+    """The real command: the personal preset on the workspace, --threads, into runs/NAME, with
+    OpenMP's threads waiting passively unless the user set OMP_WAIT_POLICY."""
     command = training.train_command(tmp_path, tmp_path / "runs" / "x", 1)
     assert command[-8:] == [
         "--data", str(tmp_path), "--preset", training.PRESET,
         "--out", str(tmp_path / "runs" / "x"), "--threads", "1",
     ]  # fmt: skip
     assert training.training_threads() >= 1
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert training.training_environment()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own setting wins
+    assert training.training_environment()["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_serve_refuses_a_workspace_that_is_a_file(model, tmp_path):
+    """`serve --workspace FILE` is one line, exit 1; a train.csv that is not Kaggle's too."""
+    (tmp_path / "file").write_text("not a folder")
+    result = run("serve", model, "--workspace", tmp_path / "file", "--port", "0")
+    one_line_error(result, "as the workspace")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "train.csv").write_text("a,b\n1,2\n")
+    result = run("serve", model, "--workspace", tmp_path / "foreign", "--port", "0")
+    one_line_error(result, "the workspace cannot be read")
 
 
 def test_uploads_and_recordings_become_examples(model, tmp_path):
