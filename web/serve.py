@@ -107,7 +107,10 @@ def serve(
     threads: Threads = 0,
     workspace: Annotated[
         Path,
-        typer.Option(help="The teach panel's folder: examples (raw Kaggle layout) and runs/."),
+        typer.Option(
+            help="The teach panel's folder: examples (raw Kaggle layout) and runs/.",
+            rich_help_panel="Teach",
+        ),
     ] = DEFAULT_WORKSPACE,
     max_signs: Annotated[
         int, typer.Option(min=2, help="Signs a workspace may hold.", rich_help_panel="Teach")
