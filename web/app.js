@@ -106,6 +106,22 @@ function setState(state) {
   badge.className = "state " + shown;
 }
 
+// Lines between pairs of points (offsets from `base`); `at(i)` gives point i in pixels, or
+// nothing where the point was not detected. The live overlay and teach.js's replays use it.
+function strokePairs(context, at, base, pairs, colour, lineWidth) {
+  context.strokeStyle = colour;
+  context.lineWidth = lineWidth;
+  context.beginPath();
+  for (const [a, b] of pairs) {
+    const p = at(base + a), q = at(base + b);
+    if (p && q) {
+      context.moveTo(p[0], p[1]);
+      context.lineTo(q[0], q[1]);
+    }
+  }
+  context.stroke();
+}
+
 function drawSkeleton(points) {
   const overlay = $("overlay");
   const video = $("video");
@@ -117,19 +133,8 @@ function drawSkeleton(points) {
   const context = overlay.getContext("2d");
   context.clearRect(0, 0, width, height);
   const at = (i) => points[i] && [points[i][0] * width, points[i][1] * height];
-  const lines = (base, pairs, colour, lineWidth) => {
-    context.strokeStyle = colour;
-    context.lineWidth = lineWidth;
-    context.beginPath();
-    for (const [a, b] of pairs) {
-      const p = at(base + a), q = at(base + b);
-      if (p && q) {
-        context.moveTo(p[0], p[1]);
-        context.lineTo(q[0], q[1]);
-      }
-    }
-    context.stroke();
-  };
+  const lines = (base, pairs, colour, lineWidth) =>
+    strokePairs(context, at, base, pairs, colour, lineWidth);
   const dots = (first, last, colour, radius) => {
     context.fillStyle = colour;
     for (let i = first; i < last; i++) {

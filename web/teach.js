@@ -122,19 +122,7 @@ function drawReplays(tick) {
       const p = points[i - replay.first];
       return p && [p[0] * THUMB.width, p[1] * THUMB.height];
     };
-    const lines = (base, pairs, colour) => {
-      context.strokeStyle = colour;
-      context.lineWidth = 1.5;
-      context.beginPath();
-      for (const [a, b] of pairs) {
-        const p = at(base + a), q = at(base + b);
-        if (p && q) {
-          context.moveTo(p[0], p[1]);
-          context.lineTo(q[0], q[1]);
-        }
-      }
-      context.stroke();
-    };
+    const lines = (base, pairs, colour) => strokePairs(context, at, base, pairs, colour, 1.5);
     lines(POSE, POSE_LINES, COLOURS.pose);
     lines(LEFT_HAND, HAND_LINES, COLOURS.left);
     lines(RIGHT_HAND, HAND_LINES, COLOURS.right);

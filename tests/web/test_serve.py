@@ -10,8 +10,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SELFIE, run, write_gislr
+from served import serving, write_camera
 
 import checkpoint
 from web import limits, routes, serve
@@ -330,8 +329,7 @@ def require_chromium() -> None:
 
 
 def write_y4m(video: Path, out: Path, still: int = 45) -> Path:
-    """The clip as a YUV4MPEG2 file for Chromium's fake camera, with `still` frames of its
-    first frame (hands down) before it, so that each loop holds one sign with an end."""
+    """The clip as a fake camera, with `still` frames of its first frame (hands down) first."""
     import cv2
 
     capture = cv2.VideoCapture(str(video))
@@ -341,37 +339,14 @@ def write_y4m(video: Path, out: Path, still: int = 45) -> Path:
         if not ok:
             break
         frames.append(frame)
-    height, width = frames[0].shape[:2]
-    with out.open("wb") as file:
-        file.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in [frames[0]] * still + frames:
-            file.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return out
+    return write_camera(frames, frames[0], out, held=still)
 
 
 @pytest.fixture(scope="module")
 def address(model, tmp_path_factory):
     """`islr.py serve` on a free port, as a user starts it; stopped after the tests."""
-    workspace = tmp_path_factory.mktemp("workspace")
-    process = subprocess.Popen(
-        [sys.executable, "islr.py", "serve", str(model), "--port", "0", "--workspace", workspace],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    for line in process.stdout:  # the address, after whatever native libraries print first
-        lines.append(line)
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        if found:
-            break
-    else:
-        process.kill()
-        pytest.fail(f"serve did not print its address: {''.join(lines)}")
-    yield found.group(0)
-    process.terminate()
-    process.wait(timeout=10)
+    with serving(model, "--workspace", tmp_path_factory.mktemp("workspace"), stop_within=10) as at:
+        yield at
 
 
 @pytest.fixture(scope="module")

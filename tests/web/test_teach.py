@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SELFIE, one_line_error, run, write_gislr
+from served import serving, write_camera
 
 import checkpoint
 from raw import kaggle
@@ -383,45 +384,11 @@ def blank_video(path: Path) -> bytes:
 # The teach panel in a real browser
 
 
-def write_camera(frames: list, still, out: Path) -> Path:
-    """Frames as a YUV4MPEG2 file for Chromium's fake camera, after 45 frames of `still`
-    (hands down), so that each loop holds one sign with an end."""
-    import cv2
-
-    height, width = still.shape[:2]
-    with out.open("wb") as file:
-        file.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in [still] * 45 + frames:
-            file.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return out
-
-
 @pytest.fixture
 def teach_server(model, tmp_path):
     """`islr.py serve` with a fresh workspace, on a free port; stopped after the test."""
-    import re
-    import subprocess
-
-    process = subprocess.Popen(
-        [sys.executable, "islr.py", "serve", str(model), "--port", "0"]
-        + ["--workspace", str(tmp_path / "workspace")],
-        cwd=Path(__file__).resolve().parent.parent.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        if found:
-            break
-    else:
-        process.kill()
-        pytest.fail(f"serve did not print its address: {''.join(lines)}")
-    yield found.group(0)
-    process.terminate()
-    process.wait(timeout=30)
+    with serving(model, "--workspace", tmp_path / "workspace") as address:
+        yield address
 
 
 def record(page, sign: str, examples: int) -> None:
