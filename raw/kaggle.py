@@ -15,6 +15,7 @@ lazily so the core (training on HDF5) never needs it.
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,23 @@ DUPLICATE_SEQUENCE = "duplicate_sequence"
 
 class KaggleError(Exception):
     """A problem the user can fix; the message is one sentence naming the thing and the fix."""
+
+
+MAX_SIGN_NAME = 40  # characters of a sign name that `record` and the page's teach panel accept
+SIGN_NAME = re.compile(r"\w[\w '-]*")  # letters, digits, _, space, ' and -: no path characters
+
+
+def check_sign_name(name: object) -> str:
+    """A new sign's name, stripped; a KaggleError for one that is empty, too long, or holds a
+    character other than letters, digits, spaces, ', - and _ (a path or control character)."""
+    if not isinstance(name, str) or not name.strip():
+        raise KaggleError("a sign needs a name")
+    name = name.strip()
+    if len(name) > MAX_SIGN_NAME:
+        raise KaggleError(f"a sign's name is at most {MAX_SIGN_NAME} characters")
+    if not SIGN_NAME.fullmatch(name):
+        raise KaggleError(f"{name!r}: use letters, digits, spaces, ' - and _ only")
+    return name
 
 
 class BadSequenceError(KaggleError):

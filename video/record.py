@@ -2,13 +2,13 @@
 
     python islr.py record --sign hello --out raw/ --camera 0 --signer 1   # sign, pause, again
     python islr.py record --sign hello --out raw/ --video hello.mp4       # every sign in it
-    python islr.py prepare raw/ datasets/mine                             # then train as usual
+    python islr.py train --data raw/ --preset personal --out runs/mine      # then train on it
 
 The segmenter of `live` (segment.py) cuts the stream into signs; each one is written as an
 example of --sign: train_landmark_files/<signer>/<sequence_id>.parquet (kaggle.write_sequence),
 then train.csv and sign_to_prediction_index_map.json are rewritten with the rows already there
 kept (extract_jobs.write_dataset_index, as `extract --dataset` does). Every file is replaced
-whole (safely.py), after each example: Ctrl-C leaves a workspace that `prepare` reads. An
+whole (safely.py), after each example: Ctrl-C leaves a workspace that `train` reads. An
 example's sequence id is a hash of its signer, sign and source (the video and the example's
 place in it), so recording the same video again replaces its examples instead of adding
 copies.
@@ -25,24 +25,6 @@ import safely
 from raw import kaggle
 from video import extract_jobs, live, video
 from video.segment import Segmenter
-
-MAX_SIGN_LENGTH = 64  # characters of a sign name
-FORBIDDEN = set('/\\:*?"<>|')  # characters that name paths on some system
-
-
-def check_sign(sign: str) -> str:
-    """The sign name, stripped; a ValueError for one that is empty, too long or holds a path
-    or control character."""
-    name = sign.strip()
-    if not name:
-        raise ValueError("--sign is empty: name the sign you record")
-    if len(name) > MAX_SIGN_LENGTH:
-        raise ValueError(f"--sign is {len(name)} characters long: at most {MAX_SIGN_LENGTH}")
-    bad = sorted({c for c in name if c in FORBIDDEN or not c.isprintable()})
-    if bad or name in (".", ".."):
-        shown = " ".join(repr(c) for c in bad) or repr(name)
-        raise ValueError(f"--sign {name!r} holds {shown}: use letters, digits, spaces, - or _")
-    return name
 
 
 def check_out(out: Path) -> None:
@@ -95,7 +77,10 @@ def record(
     from cli import console, say_error, styled, user_errors
 
     with user_errors(video.VideoError, kaggle.KaggleError):
-        name = check_sign(sign)
+        try:
+            name = kaggle.check_sign_name(sign)
+        except kaggle.KaggleError as problem:
+            raise kaggle.KaggleError(f"--sign: {problem}") from None
         check_out(out)
         live.check_source(video_path, False, complexity)
         kaggle.pyarrow_parquet()  # fail now, not at the first example
@@ -113,7 +98,7 @@ def record(
     console.print(
         f"{len(workspace.jobs)} example(s) of {name!r} -> {out}: train.csv has "
         f"{workspace.rows} recordings of {workspace.signs} signs; next: "
-        f"python islr.py prepare {out} DATA_DIR"
+        f"python islr.py train --data {out} --preset personal"
     )
 
 

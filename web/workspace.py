@@ -15,7 +15,6 @@ Every refusal is a ServeError with a one-line message for the page.
 import csv
 import io
 import json
-import re
 import shutil
 import threading
 import zipfile
@@ -32,7 +31,6 @@ from web.limits import ServeError
 
 SIGNER = 1  # participant_id of every example: the workspace is one person's
 FIRST_ID = 1_000_001  # sequence ids count up from here
-SIGN_NAME = re.compile(r"[\w][\w '-]*")  # letters, digits, _, space, ' and -: no path characters
 HANDS = np.r_[landmarks.LEFT_HAND : landmarks.POSE, landmarks.RIGHT_HAND : landmarks.NUM_LANDMARKS]
 SHOWN = slice(landmarks.LEFT_HAND, landmarks.NUM_LANDMARKS)  # hands and pose: the replay's points
 
@@ -43,7 +41,6 @@ class TeachLimits:
     examples: int = 1_000  # examples in a workspace, all signs together
     workspace_bytes: int = 500_000_000  # the examples' files together
     free_bytes: int = 200_000_000  # disk space an example or a run must leave free
-    name_length: int = 40  # characters of a sign's name
 
 
 @dataclass(frozen=True)
@@ -139,14 +136,10 @@ class Workspace:
 
     def add_sign(self, name: object) -> str:
         """A new sign; its name must be short, new, and free of path characters."""
-        limit = self.limits.name_length
-        if not isinstance(name, str) or not name.strip():
-            raise ServeError("a sign needs a name")
-        name = name.strip()
-        if len(name) > limit:
-            raise ServeError(f"a sign's name is at most {limit} characters")
-        if not SIGN_NAME.fullmatch(name):
-            raise ServeError(f"{name!r}: use letters, digits, spaces, ' - and _ only")
+        try:
+            name = kaggle.check_sign_name(name)
+        except kaggle.KaggleError as problem:
+            raise ServeError(str(problem)) from None
         with self.lock:
             self.reload()
             if name.casefold() in {sign.casefold() for sign in self.signs}:

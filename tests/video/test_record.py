@@ -55,11 +55,11 @@ def test_record_adds_the_signs_of_a_video_to_a_workspace(tmp_path):
 @pytest.mark.parametrize(
     ("sign", "message"),
     [
-        ("  ", "--sign is empty"),
-        ("a/b", "holds '/'"),
-        ("..", "holds '..'"),
-        ("x" * 65, "65 characters long: at most 64"),
-        ("tab\there", "holds '\\t'"),
+        ("  ", "--sign: a sign needs a name"),
+        ("a/b", "use letters, digits"),
+        ("..", "use letters, digits"),
+        ("x" * 41, "at most 40 characters"),
+        ("tab\there", "use letters, digits"),
     ],
 )
 def test_record_refuses_bad_sign_names(tmp_path, sign, message):

@@ -165,7 +165,7 @@ def test_examples_recorded_from_the_command_line_meanwhile_are_kept(model, tmp_p
 def test_bad_sign_names_and_limits_get_one_line(model, tmp_path):
     """Path characters, empty, too long, duplicate names; too many signs, examples or bytes;
     a full disk; an example with no hands: each a one-line JSON error, nothing written."""
-    api = teach_client(model, tmp_path / "ws", signs=3, examples=3, name_length=10)
+    api = teach_client(model, tmp_path / "ws", signs=3, examples=3)
     for name, words in [
         ("../etc", "letters, digits"),
         ("a/b", "letters, digits"),
@@ -173,7 +173,7 @@ def test_bad_sign_names_and_limits_get_one_line(model, tmp_path):
         ("", "needs a name"),
         ("   ", "needs a name"),
         (None, "needs a name"),
-        ("x" * 11, "at most 10 characters"),
+        ("x" * 41, "at most 40 characters"),
     ]:
         refused(api.post("/api/teach/signs", json={"name": name}), 400, words)
     refused(api.post("/api/teach/signs", content=b"nope"), 400, "JSON object")
