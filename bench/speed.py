@@ -4,7 +4,9 @@
         `Prepared.batches(shuffle=True)`, each batch merged and augmented on the fly;
     (b) the same epoch with every batch merged and augmented in advance, so only forward,
         backward and optimizer step are timed: the model-only ceiling. (a)/(b) is the
-        share of the ceiling the input pipeline leaves;
+        share of the ceiling the input pipeline leaves. How close (b) is to the machine: the
+        FLOPs of a training sample (`torch.utils.flop_counter`), the FLOP/s (b) achieves, and
+        that as a fraction of a 2048 x 2048 `torch.mm` timed after each (b) epoch;
     (c) single-sequence latency, `preprocessing.preprocess` of one raw (T, 543, 3) sequence plus the
         forward pass at batch size 1, median and p95, on 1 thread and on all threads; and
         batched inference sequences/s (`loops.evaluate`);
@@ -89,7 +91,7 @@ def run(
         "load_average": load_average,
     }
     result |= training_figures(setup, train_config, device, repeats)
-    result |= machine_figures(setup, train_config, device, result["model_samples_per_second"])
+    result |= machine_figures(setup, train_config, device, result)
     model.eval()
     result |= inference_figures(setup, data_config, device, latency_calls)
     result |= setup.seconds
@@ -149,7 +151,7 @@ def training_figures(
     """(a) and (b): a warm-up epoch, then full epochs and model-only epochs alternating."""
     state = setup.state
     loops.train_epoch(state, setup.batches(), config, device=device)  # warm-up epoch
-    pipeline, ceiling = [], []
+    pipeline, ceiling, matmul = [], [], []
     for _ in range(repeats):
         metrics = loops.train_epoch(state, setup.batches(), config, device=device)
         pipeline.append(metrics["samples_per_second"])
@@ -157,9 +159,11 @@ def training_figures(
         synchronize(device)
         metrics = loops.train_epoch(state, ready, config, device=device)
         ceiling.append(metrics["samples_per_second"])
+        matmul.append(matmul_flops_per_second(device))  # the machine's rate right after (b)
     result = {
         "train_samples_per_second": statistics.median(pipeline),
         "model_samples_per_second": statistics.median(ceiling),
+        "matmul_flops_per_second": statistics.median(matmul),
         "train_runs": pipeline,
         "model_runs": ceiling,
     }
@@ -170,20 +174,18 @@ def training_figures(
 
 
 def machine_figures(
-    setup: Setup, config: loops.TrainConfig, device: torch.device, samples_per_second: float
+    setup: Setup, config: loops.TrainConfig, device: torch.device, timed: dict
 ) -> dict:
     """How close (b) is to the machine: FLOPs of a training sample (forward + backward, over
     one epoch's batches, padding included), the FLOP/s (b) achieves, and its fraction of a
-    large `torch.mm` on the same threads and device."""
+    large `torch.mm` on the same threads and device, timed after each (b) epoch (`timed`)."""
     batches = [batch.to(device) for batch in setup.batches()]
     flops = training_flops(setup.state.model, batches, config) / sum(len(b.labels) for b in batches)
-    achieved = flops * samples_per_second
-    matmul = matmul_flops_per_second(device)
+    achieved = flops * timed["model_samples_per_second"]
     return {
         "flops_per_training_sample": flops,
         "achieved_flops_per_second": achieved,
-        "matmul_flops_per_second": matmul,
-        "fraction_of_matmul": achieved / matmul,
+        "fraction_of_matmul": achieved / timed["matmul_flops_per_second"],
     }
 
 
@@ -215,7 +217,7 @@ def training_flops(model: torch.nn.Module, batches: list[Batch], config: loops.T
     return counter.get_total_flops()
 
 
-def matmul_flops_per_second(device: torch.device, size: int = 2048, calls: int = 5) -> float:
+def matmul_flops_per_second(device: torch.device, size: int = 2048, calls: int = 3) -> float:
     """FLOP/s of a float32 (size x size) @ (size x size) `torch.mm`, the median of `calls`."""
     a, b = torch.randn(2, size, size, device=device).unbind()
     torch.mm(a, b)  # warm-up
