@@ -17,9 +17,11 @@ import os
 # OpenMP threads that find no work spin for a while before sleeping (GNU OpenMP's default, the
 # one PyTorch ships): on cores shared with other processes the spinning takes the cores they
 # need. On two cores already busy with other work (load 7-12), two trainings side by side each
-# kept 0.20-0.53 of one alone with spinning, 0.62-0.70 with passive waiting, and one alone ran
-# 8-30x faster passive. The OpenMP runtime reads this once, when PyTorch loads, so it is set
-# before any import below; a user's own setting wins.
+# kept 0.20-0.53 of one alone with spinning, 0.62 or more with passive waiting, and one alone ran
+# 8-30x faster passive. The price, on a quiet machine: one training alone at 0.58-0.67 of the
+# spinning speed, a 2-thread single-sequence forward 3x slower (BENCHMARKS.md). The OpenMP
+# runtime reads this once, when PyTorch loads, so it is set before any import below; a user's
+# own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import signal
