@@ -13,19 +13,53 @@ checkpoint.py, and prints.
 """
 
 import os
-
-# OpenMP threads that find no work spin for a while before sleeping (GNU OpenMP's default, the
-# one PyTorch ships): on cores shared with other processes the spinning takes the cores they
-# need. On two cores already busy with other work (load 7-12), two trainings side by side each
-# kept 0.20-0.53 of one alone with spinning, 0.62 or more with passive waiting, and one alone ran
-# 8-30x faster passive. The price, on a quiet machine: one training alone at 0.58-0.67 of the
-# spinning speed, a 2-thread single-sequence forward 3x slower (BENCHMARKS.md). The OpenMP
-# runtime reads this once, when PyTorch loads, so it is set before any import below; a user's
-# own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import signal
 import sys
+import time
+
+
+def busy_cores(seconds: float = 0.1) -> float:
+    """How many cores other processes keep busy now, from two reads of /proc/stat (Linux); 0
+    where it cannot be read."""
+
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + waiting for I/O
+
+    try:
+        total, idle = ticks()
+        time.sleep(seconds)
+        total_after, idle_after = ticks()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (1 - (idle_after - idle) / max(total_after - total, 1)) * (os.cpu_count() or 1)
+
+
+def wait_policy(command: str) -> str | None:
+    """OpenMP's wait policy for this run: PASSIVE (threads without work sleep) where the cores
+    are shared, None (the runtime's own: spin a while, then sleep) where they are free.
+
+    Threads that spin for work take the cores other processes need: two trainings that spin
+    side by side each keep 0.2 of one alone, two that wait passively 0.65. Alone, passive
+    waiting costs a training about a third of its speed. So: passive for `serve` (it trains
+    beside itself) and wherever other processes keep half a core busy when islr starts (a
+    training started beside a spinning one keeps 0.5 of one alone, and the spinning one 0.6-1);
+    spinning otherwise (BENCHMARKS.md, "Threads that share").
+    """
+    return "PASSIVE" if command == "serve" or busy_cores() >= 0.5 else None
+
+
+def set_wait_policy(environ: dict, argv: list[str]) -> None:
+    """OMP_WAIT_POLICY for the command in `argv`, unless `environ` has the user's own."""
+    policy = None if "OMP_WAIT_POLICY" in environ else wait_policy(argv[1] if argv[1:] else "")
+    if policy:
+        environ["OMP_WAIT_POLICY"] = policy
+
+
+# The OpenMP runtime reads its policy once, when PyTorch loads: set before any import below.
+if __name__ == "__main__":
+    set_wait_policy(os.environ, sys.argv)
 
 
 def _quit_quietly(signum: int, frame: object) -> None:
@@ -43,7 +77,6 @@ if __name__ == "__main__":
 
 import dataclasses
 import shlex
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
