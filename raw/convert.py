@@ -342,8 +342,8 @@ def _signer_jobs(
     on_file: Callable[[int], None] | None,
 ) -> list[_SignerJob]:
     """The signer files to write. A file an earlier run made from the same rows for the same
-    vocabulary is reused (counted in `report`, its rows reported done); one of a signer that
-    train.csv no longer lists is removed."""
+    vocabulary is reused (counted in `report`, its rows reported done); one of a signer absent from
+    train.csv is removed."""
     vocabulary_json = json.dumps(vocabulary)
     jobs = []
     for pid, signer_rows in by_signer.items():

@@ -219,6 +219,18 @@ def sequence_table(points: np.ndarray):
     return pa.table(columns)
 
 
+def write_index(directory: Path, rows: list[dict[str, str]], signs: list[str]) -> None:
+    """Write train.csv (CSV_COLUMNS and the source, one row a dict) and the sign map (`signs`
+    in order) into `directory`, each replaced whole."""
+    text = io.StringIO(newline="")
+    columns = (*CSV_COLUMNS, "source")  # where an example came from: extract, record, the page
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    safely.write_text(directory / "train.csv", text.getvalue())
+    write_sign_map(directory, {sign: index for index, sign in enumerate(signs)})
+
+
 def write_sign_map(directory: Path, vocabulary: dict[str, int]) -> None:
     """Write sign_to_prediction_index_map.json (sign -> class index) into `directory`, whole."""
     safely.write_text(directory / MAP_FILE, json.dumps(vocabulary, indent=4) + "\n")

@@ -15,12 +15,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import safely
 from raw import kaggle
 from video import video
 
 FORMATS = (".parquet", ".npy")
-TRAIN_CSV_COLUMNS = (*kaggle.CSV_COLUMNS, "source")
 
 
 class ExtractError(Exception):
@@ -216,12 +214,6 @@ def write_dataset_index(out: Path, jobs: list[Job]) -> tuple[int, int]:
                 "sign": job.sign,
                 "source": job.label,
             }
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, TRAIN_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for key in sorted(rows):
-        writer.writerow(rows[key])
     signs = sorted({row["sign"] for row in rows.values()})
-    safely.write_text(csv_path, text.getvalue())
-    kaggle.write_sign_map(out, {sign: index for index, sign in enumerate(signs)})
+    kaggle.write_index(out, [rows[key] for key in sorted(rows)], signs)
     return len(rows), len(signs)

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 import landmarks
-import safely
 from landmarks import MAP_FILE
 from raw import kaggle
 from web.limits import ServeError
@@ -199,13 +198,13 @@ class Workspace:
 
     def write_index(self) -> None:
         """train.csv and the sign map, each replaced whole."""
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow((*kaggle.CSV_COLUMNS, "source"))  # the columns `extract`, `record` write
-        for e in sorted(self.examples.values(), key=lambda e: (e.signer, e.id)):
-            writer.writerow([e.path, e.signer, e.id, e.sign, e.source])
-        safely.write_text(self.root / "train.csv", text.getvalue())
-        kaggle.write_sign_map(self.root, {sign: i for i, sign in enumerate(self.signs)})
+        examples = sorted(self.examples.values(), key=lambda e: (e.signer, e.id))
+        rows = [
+            {"path": e.path, "participant_id": e.signer, "sequence_id": e.id}
+            | {"sign": e.sign, "source": e.source}
+            for e in examples
+        ]
+        kaggle.write_index(self.root, rows, self.signs)
 
     def zipped(self) -> bytes:
         """The examples as a zip of the raw Kaggle layout (train.csv, the map, the parquets)."""
