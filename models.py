@@ -32,7 +32,8 @@ class ModelConfig:
     feedforward: int = 256  # hidden width of each layer's MLP and of the hybrid's conv blocks
     dropout: float = 0.1  # on positions, residual branches, MLPs and between RNN layers
     pre_norm: bool = True  # Pre-LN (article 10) trains stably without warm-up; False = Post-LN
-    # Attention-probability dropout forces the slow math kernel of SDPA on CPU; 0 to measure that.
+    # Dropout on attention probabilities; in training on the CPU it runs attention written out
+    # (attention_with_dropout), elsewhere PyTorch's fused kernel.
     attention_dropout: float = 0.1  # article 10 uses the same 0.1 as everywhere else
     bidirectional: bool = True  # RNNs: a sign is classified after it ends, so read both ways
     kernel_size: int = 17  # frames seen by the depthwise convs (Kaggle 1st place: 17)
@@ -181,9 +182,25 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         # (N, H, T, D/H) each; the boolean mask means "may attend", True for real frames.
         attend = valid[:, None, None, :]  # (N, 1, 1, T)
-        dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=dropout)
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            y = attention_with_dropout(q, k, v, attend, self.dropout)  # (N, H, T, D/H)
+        else:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(N, T, D))  # (N, T, D)
+
+
+def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attend: Tensor, p: float) -> Tensor:
+    """Softmax attention with dropout on its probabilities, written out.
+
+    What `F.scaled_dot_product_attention` computes with dropout_p > 0 on the CPU (its unfused
+    math kernel), with the mask of `keep_mask` in place of a Bernoulli draw per weight.
+    q, k, v (N, H, T, D/H); attend (N, 1, 1, T) True where a key may be attended to.
+    """
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (N, H, T, T)
+    scores = scores.masked_fill(~attend, float("-inf"))
+    weights = scores.softmax(-1) * keep_mask(scores.shape, p, scores.dtype)  # (N, H, T, T)
+    return weights @ v  # (N, H, T, D/H)
 
 
 class EncoderLayer(nn.Module):

@@ -228,3 +228,34 @@ def test_models_use_the_fast_dropout_with_nn_dropout_keys(name, monkeypatch):
     plain = models.build(ModelConfig(name=name), 20, 3).state_dict()
     assert list(plain) == list(model.state_dict())
     assert all(torch.equal(plain[key], value) for key, value in model.state_dict().items())
+
+
+def test_attention_dropout_written_out_is_sdpa_with_the_fast_mask(monkeypatch):
+    """In training on the CPU, attention with dropout runs `models.attention_with_dropout`:
+    with a mask of ones it is F.scaled_dot_product_attention (padded keys ignored); with the
+    real mask each weight is kept with probability 1 - p and scaled by 1 / (1 - p), so the
+    weights of a row sum to 1 on average; eval mode takes the fused kernel, no dropout."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 3, 2, 7, 8).unbind()  # (N, H, T, D/H) each
+    valid = torch.tensor([[True] * 7, [True] * 5 + [False] * 2, [True] + [False] * 6])
+    attend = valid[:, None, None, :]
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+    ones = lambda shape, p, dtype: torch.ones(shape, dtype=dtype)  # noqa: E731
+    monkeypatch.setattr(models, "keep_mask", ones)
+    assert torch.allclose(models.attention_with_dropout(q, k, v, attend, 0.3), expected, atol=1e-6)
+    monkeypatch.undo()
+    n, p = 200_000, 0.3
+    identity = torch.eye(n // 100).expand(1, 100, -1, -1)  # v = I: the output is the weights
+    uniform = torch.zeros(1, 100, n // 100, 1)  # q = k = 0: every weight 1 / T
+    weights = models.attention_with_dropout(uniform, uniform, identity, torch.tensor(True), p)
+    kept = weights != 0
+    assert abs(kept.double().mean() - (1 - p)) < 5 * (p * (1 - p) / weights.numel()) ** 0.5
+    assert torch.allclose(weights[kept], torch.tensor(1 / (1 - p) / (n // 100)))
+    attention = models.SelfAttention(width=16, heads=2, dropout=0.5)
+    x = torch.randn(3, 7, 16)
+    attention.eval()
+    q, k, v = attention.qkv(x).view(3, 7, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+    assert torch.allclose(
+        attention(x, valid), attention.out(fused.transpose(1, 2).reshape(3, 7, 16))
+    )
