@@ -267,6 +267,11 @@ def speed_rows(result: dict) -> list[tuple[str, str]]:
             f"{r['matmul_flops_per_second'] / 1e9:.1f} / {r['fraction_of_matmul']:.2f}",
         ),
         (
+            "(b) ms a step / of it on one 2-frame sequence (fixed)",
+            f"{r['step_seconds'] * 1e3:.1f} / {r['fixed_step_seconds'] * 1e3:.1f} "
+            f"({r['fixed_share_of_step']:.0%})",
+        ),
+        (
             "(c) latency 1 thread, median / p95 ms",
             f"{r['latency_median_ms_1_thread']:.2f} / {r['latency_p95_ms_1_thread']:.2f}",
         ),

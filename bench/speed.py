@@ -6,7 +6,8 @@
         backward and optimizer step are timed: the model-only ceiling. (a)/(b) is the
         share of the ceiling the input pipeline leaves. How close (b) is to the machine: the
         FLOPs of a training sample (`torch.utils.flop_counter`), the FLOP/s (b) achieves, and
-        that as a fraction of a 2048 x 2048 `torch.mm` timed after each (b) epoch;
+        that as a fraction of a 2048 x 2048 `torch.mm` timed after each (b) epoch; and the
+        fixed cost of a step, a step on one two-frame sequence, as a share of a (b) step;
     (c) single-sequence latency, `preprocessing.preprocess` of one raw (T, 543, 3) sequence plus the
         forward pass at batch size 1, median and p95, on 1 thread and on all threads; and
         batched inference sequences/s (`loops.evaluate`);
@@ -180,13 +181,39 @@ def machine_figures(
     one epoch's batches, padding included), the FLOP/s (b) achieves, and its fraction of a
     large `torch.mm` on the same threads and device, timed after each (b) epoch (`timed`)."""
     batches = [batch.to(device) for batch in setup.batches()]
-    flops = training_flops(setup.state.model, batches, config) / sum(len(b.labels) for b in batches)
+    samples = sum(len(b.labels) for b in batches)
+    flops = training_flops(setup.state.model, batches, config) / samples
     achieved = flops * timed["model_samples_per_second"]
+    step = samples / len(batches) / timed["model_samples_per_second"]  # seconds of a (b) step
+    fixed = fixed_step_seconds(setup.state.model, batches[0], config, device)
     return {
         "flops_per_training_sample": flops,
         "achieved_flops_per_second": achieved,
         "fraction_of_matmul": achieved / timed["matmul_flops_per_second"],
+        "step_seconds": step,
+        "fixed_step_seconds": fixed,
+        "fixed_share_of_step": fixed / step,
     }
+
+
+def fixed_step_seconds(
+    model: torch.nn.Module, like: Batch, config: loops.TrainConfig, device: torch.device
+) -> float:
+    """Seconds of a training step on one sequence of two frames, the median of 5 rounds of 20:
+    the part of every step that does not grow with the batch (starting each operation of
+    forward, backward and update, clipping, the EMA). Measured on a copy of the model with a
+    fresh optimizer, so the run's own state is left as it was."""
+    tiny = Batch(
+        like.features[:1, :2].contiguous(),
+        torch.ones(1, 2, dtype=torch.bool, device=device),
+        torch.full((1,), 2, device=like.lengths.device),
+        like.labels[:1],
+        like.indices[:1],
+    )
+    state = loops.start(copy.deepcopy(model), config, steps_per_epoch=20)
+    loops.train_epoch(state, [tiny] * 20, config, device=device)  # warm-up
+    rounds = [loops.train_epoch(state, [tiny] * 20, config, device=device) for _ in range(5)]
+    return statistics.median(r["seconds"] / 20 for r in rounds)
 
 
 aten = torch.ops.aten

@@ -31,6 +31,9 @@ FIGURES = {
     "achieved_flops_per_second",
     "matmul_flops_per_second",
     "fraction_of_matmul",
+    "step_seconds",
+    "fixed_step_seconds",
+    "fixed_share_of_step",
 }
 
 
@@ -67,6 +70,8 @@ def test_bench_reports_every_figure(tiny_data, one_thread, max_sequences):
     assert result["latency_p95_ms_1_thread"] >= result["latency_median_ms_1_thread"]
     ratio = result["train_samples_per_second"] / result["model_samples_per_second"]
     assert result["pipeline_ratio"] == pytest.approx(ratio)
+    share = result["fixed_step_seconds"] / result["step_seconds"]
+    assert result["fixed_share_of_step"] == pytest.approx(share)
     assert torch.get_num_threads() == 1  # the latency pass restored the thread count
 
 
