@@ -13,9 +13,12 @@ lazily so the core (training on HDF5) never needs it.
 """
 
 import csv
+import fcntl
 import io
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ _PART_OF = {name: code for code, name in enumerate(PARTS)}
 _COLUMNS = ["frame", "type", "landmark_index", "x", "y", "z"]  # row_id is redundant, never read
 CSV_COLUMNS = ("path", "participant_id", "sequence_id", "sign")
 LANDMARK_FILES = "train_landmark_files"  # RAW_DIR/<this>/<pid>/<sequence_id>.parquet
+INDEX_LOCK = ".index.lock"  # held while a process rewrites train.csv and the sign map
 
 # Kinds of bad input, each reported with a count and examples, and skipped.
 MISSING_FILE = "missing_file"
@@ -217,6 +221,21 @@ def sequence_table(points: np.ndarray):
         **{name: pa.array(flat[:, c], from_pandas=True) for c, name in enumerate("xyz")},
     }  # from_pandas: NaN is written as null, as pandas wrote the Kaggle files
     return pa.table(columns)
+
+
+@contextmanager
+def index_lock(directory: Path) -> Iterator[None]:
+    """One process at a time between reading a folder's train.csv and sign map and writing them
+    again: `record`, `extract --dataset` and the page's teach panel may share a folder, and two
+    read-modify-writes at once would lose the first one's rows. An advisory lock (flock) on
+    INDEX_LOCK in the folder, released when the block ends or the process dies."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / INDEX_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_index(directory: Path, rows: list[dict[str, str]], signs: list[str]) -> None:

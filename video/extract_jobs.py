@@ -197,23 +197,24 @@ def read_labels_csv(path: Path) -> list[tuple[Path, str, int, str]]:
 
 def write_dataset_index(out: Path, jobs: list[Job]) -> tuple[int, int]:
     """Write train.csv and the sign map for every job whose landmark file exists, keeping the
-    rows of earlier runs; (rows, signs)."""
-    rows: dict[tuple[int, int], dict[str, str]] = {}
-    csv_path = out / "train.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="", encoding="utf-8") as file:
-            for row in csv.DictReader(file):
-                if (out / row.get("path", "")).is_file():
-                    rows[(int(row["participant_id"]), int(row["sequence_id"]))] = row
-    for job in jobs:
-        if job.out.is_file():
-            rows[(job.signer, job.sequence_id)] = {
-                "path": job.out.relative_to(out).as_posix(),
-                "participant_id": str(job.signer),
-                "sequence_id": str(job.sequence_id),
-                "sign": job.sign,
-                "source": job.label,
-            }
-    signs = sorted({row["sign"] for row in rows.values()})
-    kaggle.write_index(out, [rows[key] for key in sorted(rows)], signs)
-    return len(rows), len(signs)
+    rows of earlier runs (read and written under the folder's index lock); (rows, signs)."""
+    with kaggle.index_lock(out):
+        rows: dict[tuple[int, int], dict[str, str]] = {}
+        csv_path = out / "train.csv"
+        if csv_path.is_file():
+            with open(csv_path, newline="", encoding="utf-8") as file:
+                for row in csv.DictReader(file):
+                    if (out / row.get("path", "")).is_file():
+                        rows[(int(row["participant_id"]), int(row["sequence_id"]))] = row
+        for job in jobs:
+            if job.out.is_file():
+                rows[(job.signer, job.sequence_id)] = {
+                    "path": job.out.relative_to(out).as_posix(),
+                    "participant_id": str(job.signer),
+                    "sequence_id": str(job.sequence_id),
+                    "sign": job.sign,
+                    "source": job.label,
+                }
+        signs = sorted({row["sign"] for row in rows.values()})
+        kaggle.write_index(out, [rows[key] for key in sorted(rows)], signs)
+        return len(rows), len(signs)

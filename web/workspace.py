@@ -18,6 +18,8 @@ import json
 import shutil
 import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +90,14 @@ class Workspace:
         signs += [e.sign for e in examples.values() if e.sign not in signs]
         return list(dict.fromkeys(signs)), examples
 
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """This process's threads and other processes (`record`) kept out, the disk caught up
+        with: the block may read and rewrite the index."""
+        with self.lock, kaggle.index_lock(self.root):
+            self.reload()
+            yield
+
     def reload(self) -> None:
         """Catch up with the disk, which `record` may have added to: its examples are the
         truth; signs added here without examples yet are kept."""
@@ -139,8 +149,7 @@ class Workspace:
             name = kaggle.check_sign_name(name)
         except kaggle.KaggleError as problem:
             raise ServeError(str(problem)) from None
-        with self.lock:
-            self.reload()
+        with self.changing():
             if name.casefold() in {sign.casefold() for sign in self.signs}:
                 raise ServeError(f"there is a sign named {name!r} already", 409)
             if len(self.signs) >= self.limits.signs:
@@ -154,8 +163,7 @@ class Workspace:
         if not np.isfinite(track[:, HANDS, :2]).any():  # no point of either hand, ever
             raise ServeError("no hand was seen in this example: sign with your hands in view")
         self.check_room()
-        with self.lock:
-            self.reload()
+        with self.changing():
             self.check_known(sign)
             example_id = max(self.examples, default=FIRST_ID - 1) + 1
             path = f"{kaggle.LANDMARK_FILES}/{SIGNER}/{example_id}.parquet"
@@ -176,8 +184,7 @@ class Workspace:
         check_disk(self.root, most.free_bytes)
 
     def delete_example(self, example_id: int) -> None:
-        with self.lock:
-            self.reload()
+        with self.changing():
             example = self.example(example_id)
             del self.examples[example_id]
             self.write_index()  # first: a crash now leaves an unlisted file, never a lost row
@@ -185,8 +192,7 @@ class Workspace:
 
     def delete_sign(self, name: str) -> None:
         """The sign and every example of it."""
-        with self.lock:
-            self.reload()
+        with self.changing():
             self.check_known(name)
             doomed = [e for e in self.examples.values() if e.sign == name]
             for example in doomed:
@@ -208,8 +214,7 @@ class Workspace:
 
     def zipped(self) -> bytes:
         """The examples as a zip of the raw Kaggle layout (train.csv, the map, the parquets)."""
-        with self.lock:
-            self.reload()
+        with self.changing():
             self.write_index()
             names = ["train.csv", MAP_FILE] + [e.path for e in self.examples.values()]
             buffer = io.BytesIO()

@@ -162,6 +162,58 @@ def test_examples_recorded_from_the_command_line_meanwhile_are_kept(model, tmp_p
     ]
 
 
+def _page_adds(root: Path, count: int) -> None:
+    page = Workspace(root)
+    for i in range(count):
+        page.add_example("hello", track(seed=i), "serve camera")
+
+
+def _record_adds(root: Path, count: int) -> None:
+    from video import record
+
+    recorder = record.Workspace(root, "thankyou", 2, "hands.mp4")
+    for i in range(count):
+        recorder.add(track(seed=100 + i))
+
+
+def test_record_and_the_page_adding_at_once_lose_no_row(tmp_path):
+    """`record` and the page's workspace appending to one folder at the same time, 25 examples
+    each in two processes: train.csv lists all 50 (kaggle.index_lock; without it most runs
+    lost rows or failed on the other writer's temporary file)."""
+    import multiprocessing
+
+    root = tmp_path / "ws"
+    Workspace(root).add_sign("hello")
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=f, args=(root, 25)) for f in (_page_adds, _record_adds)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    with open(root / "train.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 50 and {r["sign"] for r in rows} == {"hello", "thankyou"}
+
+
+def test_a_writer_waits_while_another_process_holds_the_index(tmp_path):
+    """While one process holds a folder's index lock, `record`'s index writer in another waits
+    for it, and goes on once it is released."""
+    import multiprocessing
+
+    from video import extract_jobs
+
+    root = tmp_path / "ws"
+    context = multiprocessing.get_context("fork")
+    writer = context.Process(target=extract_jobs.write_dataset_index, args=(root, []))
+    with kaggle.index_lock(root):
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive()  # waiting for the lock
+    writer.join(30)
+    assert writer.exitcode == 0 and (root / "train.csv").is_file()
+
+
 def test_bad_sign_names_and_limits_get_one_line(model, tmp_path):
     """Path characters, empty, too long, duplicate names; too many signs, examples or bytes;
     a full disk; an example with no hands: each a one-line JSON error, nothing written."""
