@@ -1,6 +1,7 @@
 """Benchmarks: the commands and scripts that print BENCHMARKS.md's figures.
 
-speed.py        `bench`: training and inference speed (`--tutorial`: the series' data path)
+speed.py        `bench`: training and inference speed
+tutorial.py     `bench --tutorial`: the same training fed the series' way (its DataLoader)
 prepare.py      `prepare` against one pandas DataFrame per file (make bench-prepare)
 scale.py        training throughput at two data sizes, interleaved
 drawing.py      what drawing curves.png costs a training run

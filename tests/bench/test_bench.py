@@ -11,7 +11,7 @@ import data
 import loops
 import models
 import preprocessing
-from bench import speed
+from bench import speed, tutorial
 
 FIGURES = {
     "train_samples_per_second",
@@ -120,10 +120,10 @@ def test_the_tutorial_path_trains_on_the_same_features(tiny_data):
     mask read from values drops exactly the real frames whose features are all 0."""
     prepared = data.prepare(data.load_dataset(tiny_data), preprocessing.DataConfig())
     prepared.frames[prepared.offsets[3] + 1] = 0  # a real frame with every landmark missing
-    samples = speed.tutorial_samples(prepared, channels=2)
+    samples = tutorial.tutorial_samples(prepared, channels=2)
     indices = torch.tensor([3, 0, 7, 5])
-    dataset = speed.TutorialDataset(samples)
-    batch = speed.as_batch(speed.tutorial_merge([dataset[i] for i in indices.tolist()]))
+    dataset = tutorial.TutorialDataset(samples)
+    batch = tutorial.as_batch(tutorial.tutorial_merge([dataset[i] for i in indices.tolist()]))
     expected = prepared.merge(indices)
     assert torch.equal(batch.features, expected.features)
     assert torch.equal(batch.labels, expected.labels)
