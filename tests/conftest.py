@@ -4,6 +4,8 @@
 import json
 import os
 import shlex
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -99,6 +101,22 @@ def tiny_data(tmp_path: Path) -> Path:
 def run(*args, env: dict[str, str] | None = None):
     """Invoke the command line in-process, as a user would type it."""
     return CliRunner().invoke(islr.app, [str(a) for a in args], env=env)
+
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: where islr.py is
+
+
+def start(*args, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python islr.py ARGS` in a process of its own (for signals and kills), output merged
+    into its stdout as text."""
+    return subprocess.Popen(
+        [sys.executable, "islr.py", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def words(command: str, **paths: Path) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error, require_real_data, run, words, write_gislr
+from conftest import one_line_error, require_real_data, run, start, words, write_gislr
 from safetensors.torch import load_file
 
 import checkpoint
@@ -122,17 +122,9 @@ def test_ctrl_c_while_pytorch_loads_is_quiet(tmp_path):
     """Ctrl-C in the first second or two, while `import torch` runs, ends with one line and
     exit 130, not a KeyboardInterrupt traceback from inside torch."""
     import signal
-    import subprocess
     import time
 
-    root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(
-        [sys.executable, "islr.py", "synth", tmp_path / "set"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start("synth", tmp_path / "set")
     maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
     while "libtorch" not in maps.read_text():  # torch's library is loaded: its import is under way
         assert process.poll() is None and time.monotonic() < deadline

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, start
 
 import augment
 import checkpoint
@@ -22,7 +23,6 @@ import presets
 import trainer
 from preprocessing import DataConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
@@ -95,14 +95,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path):
 
 
 def _start(args, env=None):
-    return subprocess.Popen(
-        [sys.executable, "islr.py", "train", *map(str, args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
+    return start("train", *args, env=env)
 
 
 def _wait_for(path: Path, process, timeout=120.0):

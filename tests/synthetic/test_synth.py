@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import one_line_error, require_real_data, run
+from conftest import one_line_error, require_real_data, run, start
 
 import data
 from synthetic import clips, lexicon, synth
@@ -238,18 +238,9 @@ def test_ctrl_c_stops_synth_at_once(tmp_path):
     """SIGINT to `islr.py synth` ends it within seconds: one line, exit 130, no traceback, and a
     directory the next run may finish."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    root = Path(__file__).resolve().parent.parent.parent
-    process = subprocess.Popen(
-        [sys.executable, "islr.py", "synth", tmp_path / "set"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start("synth", tmp_path / "set")
     deadline = time.monotonic() + 60
     while not (tmp_path / "set" / "README.txt").exists():  # written first, then the signers
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
