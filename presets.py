@@ -75,9 +75,9 @@ PRESETS: dict[str, Preset] = {
     "article10": Preset(DataConfig(), ARTICLE10, TrainConfig(), NO_AUGMENT),
     # The default: article 10's model with left-handed clips mirrored, horizontal flips and
     # the modern recipe (synthetic cross-validation at 50 epochs: 92.8% -> 96.0%), without
-    # dropout on attention weights, as it was chosen and measured (with PyTorch's own
-    # attention dropout on the CPU it trained 1.45x slower; models.attention_with_dropout
-    # costs about nothing). The flip adds each sign's mirror image as training data.
+    # dropout on attention weights: every figure of the recipe is measured without it (on the
+    # CPU models.attention_with_dropout makes it cost no speed, should a run turn it on). The
+    # flip adds each sign's mirror image as training data.
     "transformer": Preset(MIRRORED, replace(ARTICLE10, attention_dropout=0.0), MODERN, FLIP),
     "simple": Preset(DataConfig(), ModelConfig(name="simple"), TrainConfig(), NO_AUGMENT),
     # The series' later models with article 10's sizes and recipe plus flip, as it compares them.
